@@ -1,0 +1,26 @@
+"""The shared runtime: every distributed and run-time concern of the trainers.
+
+Model and data code never import Horovod; entry points do this:
+
+    import runtime                      # first: selects legacy Keras
+    from runtime import distributed
+    ctx = distributed.init(cfg)         # Horovod, threads, devices, precision
+    run = runtime.rundir.RunDir.create(cfg, ctx)   # runs/<name>/ config.json, metrics.jsonl
+
+Modules: ``config`` (typed run settings from the command line), ``distributed``
+(Horovod init, optimizer, collectives), ``callbacks`` (Keras callbacks built on
+those collectives), ``throughput`` (images/s math), ``metrics`` (the JSON-lines
+stream), ``rundir`` (run folder, atomic checkpoints), ``logs`` (rank-aware
+logging), ``errors`` (one-line user errors).
+"""
+import os
+import sys
+
+# horovod 0.28.1 only drives Keras 2; since TF 2.16 `tf.keras` is Keras 3 unless
+# this is set before TensorFlow is first imported (REFERENCE.md section 1).
+if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    raise ImportError("import runtime before tensorflow (it must set TF_USE_LEGACY_KERAS=1 first)")
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# TensorFlow's C++ start-up chatter (CUDA stub "errors", CPU features) buries
+# the real log; set TF_CPP_MIN_LOG_LEVEL=0 to see it when debugging TF itself.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

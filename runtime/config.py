@@ -1,0 +1,86 @@
+"""Typed run settings: one dataclass per trainer, filled from the command line.
+
+    @dataclasses.dataclass
+    class TrainConfig(RuntimeConfig):
+        epochs: int = field(3, "passes over the training data")
+
+    cfg = parse_args(TrainConfig, ["--epochs", "5", "--no-xla"])
+    cfg.epochs  # 5
+
+Every field becomes a flag (``per_rank_batch`` -> ``--per-rank-batch``; booleans
+get ``--x/--no-x``), its help text comes from the field, so no flag is copied by
+hand into a second object. ``to_dict`` gives what ``config.json`` holds.
+"""
+import argparse
+import dataclasses
+import typing
+
+from runtime.errors import UserError
+
+
+def field(default, help_text, choices=None):
+    """A dataclass field with the help text (and choices) its flag shows."""
+    return dataclasses.field(default=default, metadata={"help": help_text, "choices": choices})
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    """Settings every trainer shares; trainers subclass this and add their own."""
+
+    run_name: str = field("", "folder under --runs-dir for this run (default: <trainer>-<time>)")
+    runs_dir: str = field("runs", "parent folder of run folders")
+    seed: int = field(0, "seed for weights (rank 0's are broadcast) and data order (offset by rank)")
+    mixed_precision: bool = field(False, "compute in float16 on GPU / bfloat16 on CPU, weights in float32")
+    xla: bool = field(False, "compile the train step with XLA")
+    fp16_allreduce: bool = field(False, "compress gradients to float16 for the allreduce")
+    grad_accum_steps: int = field(1, "batches whose gradients are summed locally before one allreduce")
+    threads_per_rank: int = field(0, "TensorFlow intra-op threads per rank (0: cores / local ranks)")
+    warmup_epochs: float = field(1.0, "epochs over which the learning rate ramps up to base_lr x ranks")
+    throughput_warmup_steps: int = field(5, "steps per epoch left out of throughput figures")
+    progress: str = field("auto", "rank 0 progress: Keras bar, a log line every --progress-every-s, "
+                          "or none; auto = bar on an interactive terminal outside MPI, else log",
+                          choices=["auto", "bar", "log", "none"])
+    progress_every_s: float = field(30.0, "seconds between progress log lines (--progress log)")
+
+    def validate(self):
+        if self.grad_accum_steps < 1:
+            raise UserError(f"--grad-accum-steps must be >= 1, got {self.grad_accum_steps}")
+        if self.threads_per_rank < 0:
+            raise UserError(f"--threads-per-rank must be >= 0, got {self.threads_per_rank}")
+        if self.warmup_epochs < 0:
+            raise UserError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        if self.throughput_warmup_steps < 0:
+            raise UserError(f"--throughput-warmup-steps must be >= 0, got {self.throughput_warmup_steps}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _flag_type(tp):
+    if tp in (int, float, str):
+        return tp
+    raise TypeError(f"config fields must be int, float, str or bool, got {tp}")
+
+
+def build_parser(cls, description=None):
+    parser = argparse.ArgumentParser(description=description or cls.__doc__)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=f.default, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=_flag_type(hints[f.name]), default=f.default,
+                                choices=f.metadata.get("choices"),
+                                help=f"{help_text} (default: {f.default!r})")
+    return parser
+
+
+def parse_args(cls, argv=None, description=None):
+    """Parse ``argv`` into a validated ``cls`` instance."""
+    args = build_parser(cls, description).parse_args(argv)
+    cfg = cls(**vars(args))
+    cfg.validate()
+    return cfg

@@ -1,0 +1,161 @@
+"""Horovod, devices, threads and precision: the only module that imports Horovod.
+
+    ctx = init(cfg)                            # once, before any TensorFlow op
+    lr = scaled_lr(cfg.base_lr, ctx.size)
+    opt = distributed_optimizer(keras.optimizers.Adam(lr), cfg)
+    mean = allreduce_mean({"loss": 0.3})       # same keys on every rank
+    preds = allgather(np.zeros((n_local, 14))) # rows of every rank, rank order
+
+Works under ``horovodrun``/``mpirun``/``srun`` and alone (one rank).
+"""
+import dataclasses
+import hashlib
+import logging
+import os
+
+import horovod.tensorflow as hvd
+import horovod.tensorflow.keras as hvd_keras
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    intra_op_threads: int
+    device: str           # "GPU:<n>" or "CPU"
+    compute_dtype: str    # "float32", "float16" or "bfloat16"
+    jit_compile: bool
+
+    @property
+    def is_chief(self):
+        return self.rank == 0
+
+
+
+def cores_per_rank(local_size):
+    """Cores this rank may use: the cores it is bound to, shared by local ranks."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    total = os.cpu_count() or 1
+    # mpirun may bind each rank to its own cores (affinity < total): use those.
+    # Unbound ranks all see every core: split them between the local ranks.
+    return max(1, usable if usable < total else total // max(1, local_size))
+
+
+def _configure_threads(cfg, local_size):
+    # TF's default pools size themselves to every core on the machine; with
+    # several ranks per node that oversubscribes (2 ranks on 2 cores ran slower
+    # than 1 rank, REFERENCE.md section 1).
+    intra = cfg.threads_per_rank or cores_per_rank(local_size)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, intra)))
+    return intra
+
+
+def _pin_device(local_rank):
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    # One GPU per local rank: ranks on one node must not share a device.
+    gpu = gpus[local_rank % len(gpus)]
+    tf.config.experimental.set_memory_growth(gpu, True)
+    tf.config.set_visible_devices(gpu, "GPU")
+    return f"GPU:{local_rank % len(gpus)}"
+
+
+def _set_precision(mixed, device):
+    if not mixed:
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    # Tensor cores want float16 (with loss scaling, added by Keras compile);
+    # CPUs have bfloat16 units (AMX/AVX512-BF16) and no float16 ones.
+    policy = "mixed_float16" if device.startswith("GPU") else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy.split("_")[1]
+
+
+def init(cfg):
+    """Start Horovod and configure this process; call before building any model."""
+    hvd.init()
+    intra = _configure_threads(cfg, hvd.local_size())
+    device = _pin_device(hvd.local_rank())
+    dtype = _set_precision(cfg.mixed_precision, device)
+    # Same seed on every rank for weights (broadcast anyway); data order is
+    # offset by rank in the data code so ranks do not read identical batches.
+    keras.utils.set_random_seed(cfg.seed)
+    return Context(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
+                   local_size=hvd.local_size(), intra_op_threads=intra, device=device,
+                   compute_dtype=dtype, jit_compile=cfg.xla)
+
+
+def scaled_lr(base_lr, size):
+    """Linear scaling (Goyal et al. 2017): ``size`` ranks see a ``size`` times larger batch."""
+    return base_lr * size
+
+
+def distributed_optimizer(optimizer, cfg):
+    """Wrap a Keras optimizer so gradients are averaged across ranks each step."""
+    # fp16 halves allreduce bytes; worth it when the network, not compute, limits.
+    compression = hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none
+    return hvd_keras.DistributedOptimizer(
+        optimizer,
+        compression=compression,
+        # Accumulating N local batches per allreduce emulates an N times larger
+        # batch with N times fewer (latency-bound) allreduces; averaged so the
+        # learning rate means the same as without accumulation.
+        backward_passes_per_step=cfg.grad_accum_steps,
+        average_aggregated_gradients=True,
+    )
+
+
+def broadcast_variables(variables, root_rank=0):
+    hvd.broadcast_variables(variables, root_rank=root_rank)
+
+
+def broadcast_object(obj, root_rank=0):
+    return hvd.broadcast_object(obj, root_rank=root_rank)
+
+
+def allreduce_mean(values):
+    """Mean over ranks of each value of a dict; every rank must pass the same keys."""
+    keys = sorted(values)  # identical order on every rank, or the allreduces mismatch
+    stacked = tf.constant([float(values[k]) for k in keys], dtype=tf.float64)
+    mean = hvd.allreduce(stacked, op=hvd.Average, name="allreduce_mean").numpy()
+    return dict(zip(keys, mean.tolist()))
+
+
+def allgather(array):
+    """Concatenate every rank's ``array`` along axis 0 (rank order); any local length."""
+    return hvd.allgather(tf.convert_to_tensor(np.asarray(array))).numpy()
+
+
+def allgather_object(obj):
+    return hvd.allgather_object(obj)
+
+
+def barrier():
+    hvd.join()
+
+
+def weights_digest(variables):
+    """SHA-256 of the variables' bytes, in order: equal digests = identical weights."""
+    digest = hashlib.sha256()
+    for v in variables:
+        digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def replicas_in_sync(variables):
+    """Collective: True when every rank holds bit-identical ``variables``.
+
+    Pass trainable variables: BatchNorm moving statistics are updated from each
+    rank's own batches and legitimately differ between ranks.
+    """
+    digests = allgather_object(weights_digest(variables))
+    return len(set(digests)) == 1

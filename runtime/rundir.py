@@ -1,0 +1,81 @@
+"""The run folder ``runs/<name>/``: config.json, metrics.jsonl, checkpoints.
+
+    run = RunDir.create(cfg, ctx, prefix="chexnet")
+    run.stream.write("eval", mean_auc=0.87)        # metrics.jsonl, rank 0 only
+    run.save_atomic("best.h5", model.save_weights) # temp file + rename, rank 0 only
+
+Only rank 0 writes; the folder name is decided on rank 0 and broadcast so that
+every rank agrees even when clocks differ by a second.
+"""
+import json
+import os
+import platform
+import time
+
+from runtime import distributed
+from runtime.metrics import MetricsStream
+
+
+def atomic_write(path, write_fn):
+    """``write_fn(tmp_path)`` then rename: readers never see a half-written file.
+
+    The temporary name keeps the extension (Keras picks the format from it) and
+    lives in the same folder (a rename across file systems is not atomic).
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    def dump(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+    atomic_write(path, dump)
+
+
+def environment():
+    """Versions and machine facts recorded beside every run's figures."""
+    import horovod
+    import tensorflow as tf
+    import tf_keras
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "tf_keras": tf_keras.__version__, "horovod": horovod.__version__,
+            "host": platform.node(), "cpu_count": os.cpu_count(),
+            "gpus": len(tf.config.list_physical_devices("GPU"))}
+
+
+class RunDir:
+    def __init__(self, path, ctx):
+        self.path = path
+        self.ctx = ctx
+        self.stream = MetricsStream(os.path.join(path, "metrics.jsonl"), enabled=ctx.is_chief)
+
+    @classmethod
+    def create(cls, cfg, ctx, prefix):
+        name = cfg.run_name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = distributed.broadcast_object(name)
+        path = os.path.join(cfg.runs_dir, name)
+        run = cls(path, ctx)
+        if ctx.is_chief:
+            os.makedirs(path, exist_ok=True)
+            resolved = {"config": cfg.to_dict(), "ranks": ctx.size, "device": ctx.device,
+                        "intra_op_threads_per_rank": ctx.intra_op_threads,
+                        "compute_dtype": ctx.compute_dtype, "environment": environment()}
+            write_json(os.path.join(path, "config.json"), resolved)
+            run.stream.write("config", **resolved)
+        return run
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def save_atomic(self, name, write_fn):
+        """Rank 0 writes ``name`` in the run folder atomically; other ranks do nothing."""
+        if self.ctx.is_chief:
+            atomic_write(self.file(name), write_fn)
