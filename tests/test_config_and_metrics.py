@@ -1,0 +1,71 @@
+"""Run config from the command line, the metrics stream, atomic writes (one process)."""
+import dataclasses
+import json
+import os
+
+import pytest
+
+from runtime.config import RuntimeConfig, field, parse_args
+from runtime.errors import UserError
+from runtime.metrics import MetricsStream, read_events
+from runtime.rundir import atomic_write
+
+
+@dataclasses.dataclass
+class DemoConfig(RuntimeConfig):
+    epochs: int = field(3, "passes")
+    base_lr: float = field(1e-3, "single-rank learning rate")
+
+
+def test_every_field_is_a_flag_with_its_type():
+    cfg = parse_args(DemoConfig, ["--epochs", "5", "--base-lr", "0.01", "--mixed-precision",
+                                  "--grad-accum-steps", "4", "--progress", "log"])
+    assert (cfg.epochs, cfg.base_lr, cfg.mixed_precision, cfg.grad_accum_steps) == (5, 0.01, True, 4)
+    assert parse_args(DemoConfig, ["--no-xla"]).xla is False
+    assert json.loads(json.dumps(cfg.to_dict()))["epochs"] == 5
+
+
+def test_bad_values_are_one_line_errors():
+    with pytest.raises(UserError, match="--grad-accum-steps must be >= 1, got 0"):
+        parse_args(DemoConfig, ["--grad-accum-steps", "0"])
+    with pytest.raises(SystemExit):  # argparse: wrong type / choice
+        parse_args(DemoConfig, ["--progress", "fancy"])
+
+
+def test_stream_writes_json_lines_with_event(tmp_path):
+    path = tmp_path / "run" / "metrics.jsonl"
+    stream = MetricsStream(str(path))
+    stream.write("epoch", epoch=1, loss=float("nan"), per_rank=[1.0, float("inf")])
+    stream.write("eval", mean_auc=0.9)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])  # strict JSON: NaN/inf became null
+    assert first["event"] == "epoch" and first["loss"] is None and first["per_rank"] == [1.0, None]
+    assert [r["mean_auc"] for r in read_events(str(path), "eval")] == [0.9]
+
+
+def test_disabled_stream_writes_nothing(tmp_path):
+    MetricsStream(str(tmp_path / "m.jsonl"), enabled=False).write("epoch", epoch=1)
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "best.h5"
+    target.write_text("old")
+
+    def broken(tmp):
+        with open(tmp, "w") as fh:
+            fh.write("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(str(target), broken)
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["best.h5"]  # no temp file left behind
+
+
+def test_atomic_write_temp_keeps_extension(tmp_path):
+    seen = []
+    atomic_write(str(tmp_path / "last.keras"), lambda tmp: (seen.append(tmp), open(tmp, "w").close()))
+    assert seen[0].endswith(".keras") and os.path.dirname(seen[0]) == str(tmp_path)
+    assert (tmp_path / "last.keras").exists()
