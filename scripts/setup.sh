@@ -101,6 +101,7 @@ ensure_horovod() {
     || die "horovod build failed; the full log is $VENV/horovod-build.log (tail: $(tail -n 3 "$VENV/horovod-build.log" | tr '\n' ' '))"
   why=$(horovod_problem)
   [ -z "$why" ] || die "horovod built but is unusable: $why (log: $VENV/horovod-build.log)"
+  "$VENV/bin/horovodrun" --check-build
 }
 
 main() {
@@ -108,8 +109,7 @@ main() {
   ensure_system_packages
   ensure_venv
   ensure_requirements
-  ensure_horovod
-  "$VENV/bin/horovodrun" --check-build
+  ensure_horovod  # fails unless horovodrun --check-build ticks TensorFlow, MPI and Gloo
   log "environment ready in $((SECONDS - t0)) s: activate with 'source $VENV/bin/activate'"
 }
 

@@ -1,0 +1,1 @@
+"""NIH ChestX-ray14: facts, synthetic mirror, extraction, TFRecord writing."""

@@ -1,0 +1,256 @@
+"""A synthetic ChestX-ray14 with the real on-disk layout and learnable labels.
+
+    python -m dataprep.chestxray14.synthetic --out data/chestxray14 --images 2000 --image-size 256
+
+writes what the real download plus the hand-placed metadata give:
+
+    images_01.tar.gz .. images_12.tar.gz   each holding images/<8-digit patient>_<3-digit>.png
+    Data_Entry_2017.csv                    real header, 11 fields a row, '|'-separated labels
+    train_val_list.txt, test_list.txt      split by patient
+    SYNTHETIC.json                         how it was made (seed, counts)
+
+Patients have one to several follow-up images. Prevalence follows the real set
+(No Finding the majority, Hernia the rarest) with a floor (``--min-prevalence``)
+so that every class has positives in a small split. Each pathology is drawn as
+its own motif on a chest-like background, so a CNN can learn every label.
+The same seed gives the same bytes.
+"""
+import argparse
+import csv
+import io
+import json
+import logging
+import multiprocessing
+import os
+import tarfile
+import time
+
+import cv2
+import numpy as np
+
+from dataprep.chestxray14 import facts
+
+log = logging.getLogger("synthetic")
+
+
+# --------------------------------------------------------------------- labels
+def class_probabilities(min_prevalence):
+    """P(label | image has a finding): real shares, floored, over the abnormal images."""
+    abnormal = facts.REAL_IMAGE_COUNT - facts.REAL_NO_FINDING
+    return np.array([max(facts.REAL_COUNTS[c] / abnormal, min_prevalence / (1 - no_finding_share()))
+                     for c in facts.CLASSES])
+
+
+def no_finding_share():
+    return facts.REAL_NO_FINDING / facts.REAL_IMAGE_COUNT  # 0.538
+
+
+def draw_labels(rng, n, min_prevalence):
+    """(n, 14) 0/1 matrix: No Finding with the real share, else >= 1 finding."""
+    probs = np.minimum(class_probabilities(min_prevalence), 0.9)
+    labels = np.zeros((n, len(facts.CLASSES)), dtype=np.uint8)
+    abnormal = rng.random(n) >= no_finding_share()
+    for i in np.flatnonzero(abnormal):
+        row = rng.random(len(probs)) < probs
+        if not row.any():
+            row[rng.choice(len(probs), p=probs / probs.sum())] = True
+        labels[i] = row
+    return labels
+
+
+def draw_patients(rng, n):
+    """Follow-up counts per patient (1..8, mean about 3.6 as in the real set) summing to n."""
+    counts = []
+    while sum(counts) < n:
+        counts.append(int(min(8, 1 + rng.geometric(1 / 3.0))))
+    counts[-1] -= sum(counts) - n
+    return [c for c in counts if c > 0]
+
+
+# --------------------------------------------------------------------- images
+def _background(rng, s):
+    img = np.full((s, s), 25, np.float32)
+    cx, cy = s / 2 + rng.normal(0, s * 0.01), s / 2 + rng.normal(0, s * 0.01)
+    body = (int(cx), int(cy + s * 0.05)), (int(s * 0.42), int(s * 0.46))
+    cv2.ellipse(img, body[0], body[1], 0, 0, 360, 70, -1)
+    for side in (-1, 1):  # lungs
+        centre = (int(cx + side * s * 0.18), int(cy))
+        cv2.ellipse(img, centre, (int(s * 0.14), int(s * 0.3)), 0, 0, 360, 110, -1)
+    cv2.rectangle(img, (int(cx - s * 0.025), int(s * 0.1)), (int(cx + s * 0.025), int(s * 0.95)), 150, -1)
+    for k in range(6):  # ribs
+        y = int(s * (0.25 + 0.09 * k))
+        cv2.ellipse(img, (int(cx), y), (int(s * 0.33), int(s * 0.06)), 0, 200, 340, 135, max(1, s // 128))
+    return img
+
+
+def _lung_point(rng, s, side=None, top=0.3, bottom=0.7):
+    side = rng.choice((-1, 1)) if side is None else side
+    x = s / 2 + side * s * rng.uniform(0.12, 0.24)
+    return int(x), int(s * rng.uniform(top, bottom))
+
+
+def _motif(img, k, rng, s):
+    """Draw pathology ``k`` (index into facts.CLASSES); each has its own shape and place."""
+    t = max(1, s // 64)
+    bright, dark = 235, 5
+    name = facts.CLASSES[k]
+    if name == "Atelectasis":        # thick horizontal band, lower left lung
+        y = int(s * rng.uniform(0.6, 0.7))
+        cv2.line(img, (int(s * 0.2), y), (int(s * 0.42), y), bright, 3 * t)
+    elif name == "Cardiomegaly":     # large heart shadow
+        cv2.circle(img, (int(s * 0.55), int(s * 0.62)), int(s * rng.uniform(0.16, 0.2)), 200, -1)
+    elif name == "Effusion":         # fluid level at the base of the right lung
+        y = int(s * rng.uniform(0.72, 0.78))
+        cv2.rectangle(img, (int(s * 0.6), y), (int(s * 0.82), int(s * 0.85)), bright, -1)
+    elif name == "Infiltration":     # diffuse speckles
+        for _ in range(40):
+            cv2.circle(img, _lung_point(rng, s, top=0.25, bottom=0.75), t, bright, -1)
+    elif name == "Mass":             # one large round opacity
+        cv2.circle(img, _lung_point(rng, s), int(s * 0.08), bright, -1)
+    elif name == "Nodule":           # a few small round opacities
+        for _ in range(3):
+            cv2.circle(img, _lung_point(rng, s), max(2, int(s * 0.025)), bright, -1)
+    elif name == "Pneumonia":        # cloudy patch, upper right
+        patch = np.zeros_like(img)
+        cv2.circle(patch, (int(s * 0.7), int(s * rng.uniform(0.3, 0.4))), int(s * 0.1), 120, -1)
+        img += cv2.GaussianBlur(patch, (0, 0), s * 0.03)
+    elif name == "Pneumothorax":     # black crescent at the apex of the left lung
+        cv2.ellipse(img, (int(s * 0.32), int(s * 0.22)), (int(s * 0.12), int(s * 0.06)), 0, 180, 360, dark, -1)
+    elif name == "Consolidation":    # dense rectangle, mid right lung
+        x, y = int(s * rng.uniform(0.6, 0.66)), int(s * rng.uniform(0.42, 0.5))
+        cv2.rectangle(img, (x, y), (x + int(s * 0.12), y + int(s * 0.08)), bright, -1)
+    elif name == "Edema":            # vertical streaks around the hilum
+        for dx in (-0.1, -0.07, 0.07, 0.1):
+            x = int(s * (0.5 + dx))
+            cv2.line(img, (x, int(s * 0.35)), (x, int(s * 0.6)), bright, t)
+    elif name == "Emphysema":        # dark bullae in the upper lungs
+        for side in (-1, 1):
+            cv2.circle(img, _lung_point(rng, s, side, 0.28, 0.36), int(s * 0.05), dark, -1)
+    elif name == "Fibrosis":         # reticular net in the left lung
+        x0, y0, w = int(s * 0.22), int(s * 0.35), int(s * 0.16)
+        for i in range(4):
+            cv2.line(img, (x0, y0 + i * w // 3), (x0 + w, y0 + i * w // 3), 200, t)
+            cv2.line(img, (x0 + i * w // 3, y0), (x0 + i * w // 3, y0 + w), 200, t)
+    elif name == "Pleural_Thickening":  # bright line along the right lateral wall
+        cv2.line(img, (int(s * 0.84), int(s * 0.3)), (int(s * 0.84), int(s * 0.7)), bright, 2 * t)
+    elif name == "Hernia":           # dome above the diaphragm, bottom centre
+        cv2.ellipse(img, (int(s * 0.5), int(s * 0.88)), (int(s * 0.1), int(s * 0.07)), 0, 180, 360, bright, -1)
+
+
+def render(labels_row, image_size, seed):
+    """One 8-bit grayscale image for a 14-label row; deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    img = _background(rng, image_size)
+    for k in np.flatnonzero(labels_row):
+        _motif(img, int(k), rng, image_size)
+    img = cv2.GaussianBlur(img, (0, 0), max(0.5, image_size / 512))
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------- layout
+def plan(n_images, seed, min_prevalence, test_fraction):
+    """Names, patients, labels, follow-ups and the test patients, all from ``seed``."""
+    rng = np.random.default_rng(seed)
+    counts = draw_patients(rng, n_images)
+    first_id = int(rng.integers(1, 20000))
+    names, patients, followups = [], [], []
+    for p, count in enumerate(counts):
+        pid = first_id + p
+        for f in range(count):
+            names.append(f"{pid:08d}_{f:03d}.png")
+            patients.append(pid)
+            followups.append(f)
+    labels = draw_labels(rng, len(names), min_prevalence)
+    unique = np.unique(patients)
+    n_test = max(1, int(round(len(unique) * test_fraction)))
+    test_patients = set(rng.choice(unique, size=n_test, replace=False).tolist())
+    meta = {"age": rng.integers(1, 95, len(names)), "gender": rng.choice(["M", "F"], len(names)),
+            "view": rng.choice(["PA", "AP"], len(names), p=[0.6, 0.4])}
+    return names, patients, followups, labels, test_patients, meta
+
+
+def finding_labels(row):
+    found = [facts.CLASSES[k] for k in np.flatnonzero(row)]
+    return "|".join(found) if found else facts.NO_FINDING
+
+
+def write_csv(path, names, patients, followups, labels, meta, image_size):
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        fh.write(facts.CSV_HEADER + "\n")
+        writer = csv.writer(fh, lineterminator="\n")
+        for i, name in enumerate(names):
+            writer.writerow([name, finding_labels(labels[i]), followups[i], patients[i],
+                             int(meta["age"][i]), meta["gender"][i], meta["view"][i],
+                             image_size, image_size, 0.143, 0.143])
+
+
+def _write_archive(job):
+    path, names, label_rows, image_size, seeds = job
+    tmp = path + ".part"
+    with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+        for name, row, seed in zip(names, label_rows, seeds):
+            ok, png = cv2.imencode(".png", render(row, image_size, seed), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            info = tarfile.TarInfo(f"images/{name}")
+            info.size, info.mtime, info.mode = len(png), 1500000000, 0o644
+            tar.addfile(info, io.BytesIO(png.tobytes()))
+    os.replace(tmp, path)
+    return os.path.basename(path), len(names)
+
+
+def generate(out_dir, n_images, image_size=256, seed=0, min_prevalence=0.02, test_fraction=0.2,
+             workers=None):
+    os.makedirs(out_dir, exist_ok=True)
+    names, patients, followups, labels, test_patients, meta = plan(n_images, seed, min_prevalence,
+                                                                   test_fraction)
+    image_seeds = np.random.default_rng(seed + 1).integers(0, 2**63 - 1, len(names))
+    parts = np.array_split(np.arange(len(names)), len(facts.ARCHIVES))
+    jobs = [(os.path.join(out_dir, a.name), [names[i] for i in idx], labels[idx], image_size,
+             image_seeds[idx].tolist()) for a, idx in zip(facts.ARCHIVES, parts)]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for done, (archive, count) in enumerate(pool.imap(_write_archive, jobs), 1):
+            log.info("[%2d/%d] %s: %d images", done, len(jobs), archive, count)
+    write_csv(os.path.join(out_dir, facts.CSV_NAME), names, patients, followups, labels, meta,
+              image_size)
+    test = sorted(n for n, p in zip(names, patients) if p in test_patients)
+    train_val = sorted(n for n, p in zip(names, patients) if p not in test_patients)
+    for fname, items in ((facts.TEST_LIST, test), (facts.TRAIN_VAL_LIST, train_val)):
+        with open(os.path.join(out_dir, fname), "w", encoding="utf-8") as fh:
+            fh.write("".join(f"{n}\n" for n in items))
+    summary = {"images": len(names), "patients": len(set(patients)), "image_size": image_size,
+               "seed": seed, "min_prevalence": min_prevalence, "test_images": len(test),
+               "train_val_images": len(train_val),
+               "positives": dict(zip(facts.CLASSES, labels.sum(0).tolist())),
+               "no_finding": int((labels.sum(1) == 0).sum()),
+               "seconds": round(time.perf_counter() - t0, 1)}
+    with open(os.path.join(out_dir, "SYNTHETIC.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Write a synthetic ChestX-ray14 with the real layout.")
+    parser.add_argument("--out", required=True, help="folder for the archives and metadata")
+    parser.add_argument("--images", type=int, required=True)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-prevalence", type=float, default=0.02,
+                        help="floor on each class's share so small splits have positives")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of patients in test_list.txt")
+    args = parser.parse_args(argv)
+    if args.images < len(facts.ARCHIVES):
+        parser.error(f"--synthetic needs at least {len(facts.ARCHIVES)} images (one per archive), got {args.images}")
+    if not 32 <= args.image_size <= 4096:
+        parser.error(f"--image-size must be between 32 and 4096, got {args.image_size}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    summary = generate(args.out, args.images, args.image_size, args.seed, args.min_prevalence,
+                       args.test_fraction)
+    log.info("wrote %d synthetic images of %d patients (%d test) to %s in %.1f s",
+             summary["images"], summary["patients"], summary["test_images"], args.out, summary["seconds"])
+
+
+if __name__ == "__main__":
+    main()
