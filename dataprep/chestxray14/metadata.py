@@ -1,0 +1,120 @@
+"""Read Data_Entry_2017.csv and the official split lists; split validation by patient.
+
+    entries, rejected = read_entries("data/chestxray14")
+    splits = assign_splits(entries, rejected, "data/chestxray14", val_fraction=0.1, seed=0)
+    splits["val"][0]   # Entry(name='00000013_005.png', patient='00000013', labels=(0, 1, ...))
+    check_no_patient_leak(splits)
+
+Every CSV row ends up in exactly one split or in ``rejected`` with a reason,
+and so does every name of the split lists without a CSV row.
+"""
+import collections
+import csv
+import os
+
+import numpy as np
+
+from dataprep.chestxray14 import facts
+from runtime.errors import UserError
+
+Entry = collections.namedtuple("Entry", "name patient labels")
+
+
+def parse_labels(field):
+    """'Effusion|Mass' -> 14-hot tuple in class order; raises ValueError on an unknown label."""
+    found = set(field.split("|")) - {facts.NO_FINDING, ""}
+    unknown = found - set(facts.CLASSES)
+    if unknown:
+        raise ValueError(f"unknown label(s) {sorted(unknown)}")
+    return tuple(int(c in found) for c in facts.CLASSES)
+
+
+def read_entries(folder):
+    """CSV rows -> ({name: Entry}, [rejections]). Rejected: bad row, unknown label, duplicate."""
+    path = os.path.join(folder, facts.CSV_NAME)
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: place Data_Entry_2017.csv from the NIH release beside "
+                        f"the archives (or run download_dataset.sh --synthetic N)")
+    entries, rejected = {}, []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = fh.readline().strip()
+        if not header.startswith(facts.CSV_HEADER.split(",View")[0]):
+            raise UserError(f"{path}: header is {header[:120]!r}, expected {facts.CSV_HEADER!r}")
+        for lineno, row in enumerate(csv.reader(fh), start=2):
+            if not row:
+                continue
+            # Some copies end rows with a comma: a 12th, empty field.
+            if len(row) == facts.CSV_FIELDS_PER_ROW + 1 and row[-1] == "":
+                row = row[:-1]
+            name = row[0].strip()
+            if len(row) != facts.CSV_FIELDS_PER_ROW:
+                rejected.append({"name": name, "reason": f"CSV line {lineno} has {len(row)} fields, expected 11"})
+                continue
+            try:
+                labels = parse_labels(row[1])
+            except ValueError as err:
+                rejected.append({"name": name, "reason": f"CSV line {lineno}: {err}"})
+                continue
+            if name in entries:
+                rejected.append({"name": name, "reason": f"CSV line {lineno}: duplicate row, first kept"})
+                continue
+            entries[name] = Entry(name, facts.patient_id(name), labels)
+    return entries, rejected
+
+
+def read_list(folder, fname):
+    path = os.path.join(folder, fname)
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: place {fname} from the NIH release beside the archives")
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def split_patients(patients, val_fraction, seed):
+    """The validation patients: a seeded ``val_fraction`` of ``patients`` (at least one)."""
+    ordered = sorted(set(patients))
+    if val_fraction <= 0:
+        return set()
+    n_val = min(len(ordered) - 1, max(1, int(round(len(ordered) * val_fraction))))
+    rng = np.random.default_rng(seed)
+    return set(rng.choice(ordered, size=n_val, replace=False).tolist())
+
+
+def assign_splits(entries, rejected, folder, val_fraction, seed):
+    """{'train'|'val'|'test': [Entry]}; names not placeable are appended to ``rejected``."""
+    train_val = read_list(folder, facts.TRAIN_VAL_LIST)
+    test = read_list(folder, facts.TEST_LIST)
+    in_both = set(train_val) & set(test)
+    listed = {}
+    for split, names in (("train_val", train_val), ("test", test)):
+        for name in names:
+            if name in in_both:
+                continue
+            if name not in entries:
+                rejected.append({"name": name, "reason": f"listed in {split}_list but has no row in {facts.CSV_NAME}"})
+                continue
+            listed[name] = split
+    for name in sorted(in_both):
+        if name in entries:
+            rejected.append({"name": name, "reason": "listed in both train_val_list.txt and test_list.txt"})
+    for name in sorted(set(entries) - set(listed) - in_both):
+        rejected.append({"name": name, "reason": "in the CSV but in neither split list"})
+
+    tv_entries = [entries[n] for n in sorted(listed) if listed[n] == "train_val"]
+    val_patients = split_patients([e.patient for e in tv_entries], val_fraction, seed)
+    return {
+        "train": [e for e in tv_entries if e.patient not in val_patients],
+        "val": [e for e in tv_entries if e.patient in val_patients],
+        "test": [entries[n] for n in sorted(listed) if listed[n] == "test"],
+    }
+
+
+def check_no_patient_leak(splits):
+    """Raise UserError if any patient has images in two splits."""
+    seen = {}
+    for split, items in splits.items():
+        for e in items:
+            other = seen.setdefault(e.patient, split)
+            if other != split:
+                raise UserError(f"patient {e.patient} has images in both {other} and {split} "
+                                f"(e.g. {e.name}): the split lists leak patients; fix them before writing")
