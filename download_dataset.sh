@@ -93,11 +93,16 @@ fetch() {  # fetch URL DEST KIND: resumable download, tested, renamed when good
   local url=$1 dest=$2 kind=$3 name part sha want
   name=$(basename "$dest"); part=$dest.part
   if [ -f "$dest" ]; then log "$name: already complete"; return 0; fi
-  [ -f "$part" ] && log "$name: resuming at $(du -h "$part" | cut -f1)"
-  log "$name: fetching $url"
-  # -C - continues a .part file; --retry-all-errors also retries dropped links.
-  curl -L --fail --retry 5 --retry-delay 5 --retry-all-errors -C - --progress-bar \
-       -o "$part" "$url" || { echo "download_dataset.sh: error: $name: download failed (curl exit $?); re-run to resume from $part" >&2; return 1; }
+  if [ -f "$part" ] && integrity_test "$part" "$kind"; then
+    # A whole archive whose checksum was refused last time: verify, don't refetch.
+    log "$name: $part is a complete archive; checking it again"
+  else
+    [ -f "$part" ] && log "$name: resuming at $(du -h "$part" | cut -f1)"
+    log "$name: fetching $url"
+    # -C - continues a .part file; --retry-all-errors also retries dropped links.
+    curl -L --fail --retry 5 --retry-delay 5 --retry-all-errors -C - --progress-bar \
+         -o "$part" "$url" || { echo "download_dataset.sh: error: $name: download failed (curl exit $?); re-run to resume from $part (remove it if this repeats)" >&2; return 1; }
+  fi
   integrity_test "$part" "$kind" || {
     echo "download_dataset.sh: error: $name: the downloaded file is not a valid $kind archive; remove $part and re-run" >&2; return 1; }
   want=$(expected_sha "$name")

@@ -20,6 +20,8 @@ import sys
 import tarfile
 import zlib
 
+from runtime.logs import setup_logging
+
 log = logging.getLogger("extract")
 
 
@@ -126,8 +128,7 @@ def main(argv=None):
     parser.add_argument("--dest", required=True)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging(rank=0)
     archives = sorted(glob.glob(os.path.join(args.archives_dir, "*.tar.gz")))
     if not archives:
         print(f"error: no *.tar.gz archives in {args.archives_dir}: run download_dataset.sh first",

@@ -17,6 +17,7 @@ The same seed gives the same bytes.
 """
 import argparse
 import csv
+import gzip
 import io
 import json
 import logging
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 
 from dataprep.chestxray14 import facts
+from runtime.logs import setup_logging
 
 log = logging.getLogger("synthetic")
 
@@ -188,7 +190,10 @@ def write_csv(path, names, patients, followups, labels, meta, image_size):
 def _write_archive(job):
     path, names, label_rows, image_size, seeds = job
     tmp = path + ".part"
-    with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+    # gzip records a time and file name in its header: fix both for identical bytes.
+    with open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         for name, row, seed in zip(names, label_rows, seeds):
             ok, png = cv2.imencode(".png", render(row, image_size, seed), [cv2.IMWRITE_PNG_COMPRESSION, 1])
             info = tarfile.TarInfo(f"images/{name}")
@@ -244,8 +249,7 @@ def main(argv=None):
         parser.error(f"--synthetic needs at least {len(facts.ARCHIVES)} images (one per archive), got {args.images}")
     if not 32 <= args.image_size <= 4096:
         parser.error(f"--image-size must be between 32 and 4096, got {args.image_size}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging(rank=0)
     summary = generate(args.out, args.images, args.image_size, args.seed, args.min_prevalence,
                        args.test_fraction)
     log.info("wrote %d synthetic images of %d patients (%d test) to %s in %.1f s",

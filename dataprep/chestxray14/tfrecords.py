@@ -33,6 +33,7 @@ import numpy as np
 from dataprep import records
 from dataprep.chestxray14 import facts, metadata
 from runtime.errors import UserError, main_guard
+from runtime.logs import setup_logging
 
 log = logging.getLogger("tfrecords")
 SPLITS = ("train", "val", "test")
@@ -152,7 +153,7 @@ def shard_is_complete(out_dir, shard, opts):
 
 def write_shard(job):
     """Write one shard; returns its sidecar dict. Runs in a worker process."""
-    shard, images_dir, out_dir, opts = job
+    shard, images_dir, out_dir, opts, rank = job
     import tensorflow as tf  # here: workers only (the parent may fork/spawn them)
     final = os.path.join(out_dir, shard.filename)
     tmp = os.path.join(out_dir, f".tmp-{os.getpid()}-{shard.filename}")
@@ -169,7 +170,7 @@ def write_shard(job):
                                            opts.image_size))
             written.append(e.name)
     os.replace(tmp, final)
-    side = {"file": shard.filename, "split": shard.split, "records": len(written),
+    side = {"file": shard.filename, "split": shard.split, "rank": rank, "records": len(written),
             "bytes": os.path.getsize(final), "sha256": sha256_of(final), "options": opts.fingerprint(),
             "planned": [e.name for e in shard.entries], "written": written, "rejected": rejected}
     tmp_side = _sidecar_path(out_dir, shard.filename) + ".part"
@@ -214,7 +215,7 @@ def write_my_shards(shards, images_dir, opts, rank, size, processes):
         log.info("rank %d: %d of its %d shards already complete, skipped", rank, len(mine) - len(todo), len(mine))
     if not todo:
         return
-    jobs = [(s, images_dir, opts.out_dir, opts) for s in todo]
+    jobs = [(s, images_dir, opts.out_dir, opts, rank) for s in todo]
     # spawn, not fork: the parent may hold MPI and TensorFlow state.
     with multiprocessing.get_context("spawn").Pool(min(processes, len(jobs))) as pool:
         for i, side in enumerate(pool.imap_unordered(write_shard, jobs), 1):
@@ -313,8 +314,7 @@ def main(argv=None):
     opts = parse_options(argv)
     comm = mpi_comm()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(rank)
     t0 = time.perf_counter()
     splits, csv_rejected, images_dir, shards, named, per_shard = prepare(opts)
     if rank == 0:
