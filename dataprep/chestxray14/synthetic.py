@@ -203,6 +203,18 @@ def _write_archive(job):
     return os.path.basename(path), len(names)
 
 
+def already_generated(out_dir, params):
+    """True when SYNTHETIC.json records ``params`` and every file it made is there."""
+    try:
+        with open(os.path.join(out_dir, "SYNTHETIC.json"), encoding="utf-8") as fh:
+            done = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    files = [a.name for a in facts.ARCHIVES] + [facts.CSV_NAME, facts.TRAIN_VAL_LIST, facts.TEST_LIST]
+    return (all(done.get(k) == v for k, v in params.items())
+            and all(os.path.isfile(os.path.join(out_dir, f)) for f in files))
+
+
 def generate(out_dir, n_images, image_size=256, seed=0, min_prevalence=0.02, test_fraction=0.2,
              workers=None):
     os.makedirs(out_dir, exist_ok=True)
@@ -225,7 +237,8 @@ def generate(out_dir, n_images, image_size=256, seed=0, min_prevalence=0.02, tes
         with open(os.path.join(out_dir, fname), "w", encoding="utf-8") as fh:
             fh.write("".join(f"{n}\n" for n in items))
     summary = {"images": len(names), "patients": len(set(patients)), "image_size": image_size,
-               "seed": seed, "min_prevalence": min_prevalence, "test_images": len(test),
+               "seed": seed, "min_prevalence": min_prevalence, "test_fraction": test_fraction,
+               "test_images": len(test),
                "train_val_images": len(train_val),
                "positives": dict(zip(facts.CLASSES, labels.sum(0).tolist())),
                "no_finding": int((labels.sum(1) == 0).sum()),
@@ -250,6 +263,11 @@ def main(argv=None):
     if not 32 <= args.image_size <= 4096:
         parser.error(f"--image-size must be between 32 and 4096, got {args.image_size}")
     setup_logging(rank=0)
+    params = {"images": args.images, "image_size": args.image_size, "seed": args.seed,
+              "min_prevalence": args.min_prevalence, "test_fraction": args.test_fraction}
+    if already_generated(args.out, params):
+        log.info("%s already holds this synthetic set (SYNTHETIC.json): nothing to do", args.out)
+        return
     summary = generate(args.out, args.images, args.image_size, args.seed, args.min_prevalence,
                        args.test_fraction)
     log.info("wrote %d synthetic images of %d patients (%d test) to %s in %.1f s",

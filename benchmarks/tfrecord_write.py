@@ -1,0 +1,127 @@
+"""Benchmark: TFRecord writing from 1024x1024 sources, and the record encodings compared.
+
+    .venv/bin/python benchmarks/tfrecord_write.py --images 600 --repeats 3
+
+1. Makes a synthetic ChestX-ray14 at 1024x1024 (the real source size) with the
+   project's own stages (download --synthetic, extract).
+2. Writing: runs the writer with 1 and 2 local processes, alternating, each
+   ``--repeats`` times into a fresh folder; images/s = images written / wall
+   time of the whole stage (process start-up included), median over repeats.
+3. Encodings: for png, jpeg (quality 95) and raw at 256x256, the bytes per
+   record and the read speed of a tf.data pipeline that parses and decodes
+   every record (median images/s over repeats, 2 parallel calls).
+
+Writes benchmarks/results/tfrecords.json and prints a Markdown table.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def sh(*cmd):
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def write_once(data_dir, out_dir, processes, encoding):
+    shutil.rmtree(out_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    sh(sys.executable, "-m", "dataprep.chestxray14.tfrecords", "--data-dir", data_dir, "--out-dir", out_dir,
+       "--processes", str(processes), "--encoding", encoding, "--images-per-shard", "100")
+    elapsed = time.perf_counter() - t0
+    manifest = json.load(open(os.path.join(out_dir, "manifest.json")))
+    return manifest["counts"]["written"] / elapsed, manifest
+
+
+def read_speed(out_dir):
+    import tensorflow as tf
+    from dataprep import records
+    files = sorted(f for f in os.listdir(out_dir) if f.endswith(".tfrecord"))
+    ds = tf.data.TFRecordDataset([os.path.join(out_dir, f) for f in files], num_parallel_reads=2)
+    ds = ds.map(lambda r: records.parse(r, 14)[0], num_parallel_calls=2).batch(64)
+    t0, n = time.perf_counter(), 0
+    for batch in ds:
+        n += int(batch.shape[0])
+    return n / (time.perf_counter() - t0)
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", type=int, default=600)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workdir", default="")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "tfrecords.json"))
+    args = p.parse_args()
+    work = args.workdir or tempfile.mkdtemp(prefix="bench-tfrecords-")
+    data = os.path.join(work, "data")
+    t0 = time.perf_counter()
+    sh("bash", "download_dataset.sh", "--out", data, "--synthetic", str(args.images), "--image-size", "1024")
+    synth_s = time.perf_counter() - t0
+    sh("bash", "extract_images.sh", "--out", data)
+    data_dir = os.path.join(data, "chestxray14")
+
+    rates = {1: [], 2: []}
+    for _ in range(args.repeats):
+        for procs in (1, 2):  # alternate: drifting machine load hits both alike
+            rate, _ = write_once(data_dir, os.path.join(work, f"w{procs}"), procs, "png")
+            rates[procs].append(rate)
+
+    encodings = {}
+    for enc in ("png", "jpeg", "raw"):
+        out = os.path.join(work, f"enc-{enc}")
+        write_rates, reads = [], []
+        for _ in range(args.repeats):
+            rate, manifest = write_once(data_dir, out, 1, enc)
+            write_rates.append(rate)
+            reads.append(read_speed(out))
+        total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out) if f.endswith(".tfrecord"))
+        encodings[enc] = {"bytes_per_record": total / manifest["counts"]["written"],
+                          "write_images_per_s_1proc": statistics.median(write_rates),
+                          "read_decode_images_per_s": statistics.median(reads), "read_samples": reads}
+
+    import tensorflow as tf
+    result = {
+        "command": " ".join([os.path.relpath(sys.executable, ROOT)] + sys.argv),
+        "date": time.strftime("%Y-%m-%d"), "images": args.images, "source_size": 1024, "stored_size": 256,
+        "repeats": args.repeats, "synthetic_generation_s": synth_s,
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "tensorflow": tf.__version__, "opencv": __import__("cv2").__version__},
+        "write_png_images_per_s": {str(k): statistics.median(v) for k, v in rates.items()},
+        "write_png_samples": {str(k): v for k, v in rates.items()},
+        "encodings": encodings,
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(result, fh, indent=2)
+    w = result["write_png_images_per_s"]
+    print(f"| writer processes | images/s (median of {args.repeats}) |\n|---|---|")
+    print(f"| 1 | {w['1']:.1f} |\n| 2 | {w['2']:.1f} (x{w['2'] / w['1']:.2f}) |\n")
+    print("| encoding | KB/record | write images/s (1 proc) | read+decode images/s |\n|---|---|---|---|")
+    for enc, e in encodings.items():
+        print(f"| {enc} | {e['bytes_per_record'] / 1024:.1f} | {e['write_images_per_s_1proc']:.1f} | "
+              f"{e['read_decode_images_per_s']:.0f} |")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
