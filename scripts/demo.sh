@@ -24,6 +24,8 @@ done
 [ -x "$VENV/bin/horovodrun" ] || { echo "demo.sh: $VENV/bin/horovodrun missing: run 'make setup' first" >&2; exit 2; }
 cd "$ROOT"
 export PYTHON=$VENV/bin/python
+# horovodrun imports TensorFlow itself; its C++ start-up lines are noise here.
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
 
 t0=$SECONDS
