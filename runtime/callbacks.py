@@ -75,10 +75,16 @@ class LearningRateWarmup(keras.callbacks.Callback):
         self.step = initial_step
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.step <= self.warmup_steps:
+        if self.step < self.warmup_steps:
             lr = warmup_lr(self.step, self.warmup_steps, self.base_lr, self.target_lr)
             keras.backend.set_value(self.model.optimizer.learning_rate, lr)
+
+    def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        if self.step == self.warmup_steps:
+            # Reach the target here, not at the next batch: a plateau callback may
+            # lower the rate at this epoch's end and must not be overridden.
+            keras.backend.set_value(self.model.optimizer.learning_rate, self.target_lr)
 
 
 def current_lr(model):
@@ -193,11 +199,14 @@ class TrainingHooks:
 
 
 def standard_callbacks(run, cfg, ctx, base_lr, target_lr, steps_per_epoch, per_rank_batch,
-                       initial_epoch=0):
-    """The runtime's callbacks in the order they must run; trainers append theirs.
+                       initial_epoch=0, epoch_end=()):
+    """The runtime's callbacks in the order they must run.
 
-    Warm-up lasts ``cfg.warmup_epochs`` epochs of ``steps_per_epoch`` batches; on
-    resume it continues from where the interrupted run stood.
+    ``epoch_end``: the trainer's callbacks that add to or act on the epoch logs
+    (validation, plateau LR, checkpoints); they run after the metric averaging
+    and before the epoch record is written. Warm-up lasts ``cfg.warmup_epochs``
+    epochs of ``steps_per_epoch`` batches; on resume it continues from where the
+    interrupted run stood.
     """
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     meter = Throughput(per_rank_batch, cfg.throughput_warmup_steps)
@@ -207,6 +216,7 @@ def standard_callbacks(run, cfg, ctx, base_lr, target_lr, steps_per_epoch, per_r
         LearningRateWarmup(base_lr, target_lr, warmup_steps,
                            initial_step=initial_epoch * steps_per_epoch),
         meter,
+        *epoch_end,
         EpochLog(run.stream, meter),
     ]
     mode = progress_mode(cfg.progress, ctx.is_chief, sys.stdout.isatty(),

@@ -37,6 +37,7 @@ class RuntimeConfig:
     threads_per_rank: int = field(0, "TensorFlow intra-op threads per rank (0: cores / local ranks)")
     warmup_epochs: float = field(1.0, "epochs over which the learning rate ramps up to base_lr x ranks")
     throughput_warmup_steps: int = field(5, "steps per epoch left out of throughput figures")
+    deterministic: bool = field(False, "deterministic TensorFlow ops (slower): bit-identical reruns and resumes")
     progress: str = field("auto", "rank 0 progress: Keras bar, a log line every --progress-every-s, "
                           "or none; auto = bar on an interactive terminal outside MPI, else log",
                           choices=["auto", "bar", "log", "none"])

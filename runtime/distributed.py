@@ -89,6 +89,9 @@ def init(cfg):
     # Same seed on every rank for weights (broadcast anyway); data order is
     # offset by rank in the data code so ranks do not read identical batches.
     keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        # Reductions in a fixed order: slower, but a resumed run matches an uninterrupted one bit for bit.
+        tf.config.experimental.enable_op_determinism()
     return Context(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
                    local_size=hvd.local_size(), intra_op_threads=intra, device=device,
                    compute_dtype=dtype, jit_compile=cfg.xla)

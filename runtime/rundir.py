@@ -13,6 +13,7 @@ import platform
 import time
 
 from runtime import distributed
+from runtime.errors import UserError
 from runtime.metrics import MetricsStream
 
 
@@ -58,10 +59,16 @@ class RunDir:
         self.stream = MetricsStream(os.path.join(path, "metrics.jsonl"), enabled=ctx.is_chief)
 
     @classmethod
-    def create(cls, cfg, ctx, prefix):
+    def create(cls, cfg, ctx, prefix, resume=False):
+        """The run folder. A new run refuses an existing folder; ``resume`` requires one."""
         name = cfg.run_name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
         name = distributed.broadcast_object(name)
         path = os.path.join(cfg.runs_dir, name)
+        exists = os.path.isfile(os.path.join(path, "metrics.jsonl"))
+        if exists and not resume:
+            raise UserError(f"{path} already holds a run: pick another --run-name, or pass --resume to continue it")
+        if resume and not exists:
+            raise UserError(f"{path} holds no run to resume: check --run-name and --runs-dir")
         run = cls(path, ctx)
         if ctx.is_chief:
             os.makedirs(path, exist_ok=True)

@@ -1,0 +1,90 @@
+"""Resumable checkpoints: weights, optimizer state and the run's position in one .npz.
+
+    saver = CheckpointSaver(run, plateau)          # Keras callback: last.npz every epoch, best.npz on a new best
+    state = restore(run.file("last.npz"), model)   # -> {"epoch": 3, "lr": ..., "best": ..., "plateau": {...}}
+
+One file per checkpoint, written by rank 0 through ``RunDir.save_atomic``
+(temporary name + rename): a crash mid-write leaves the previous one intact.
+"""
+import json
+import math
+import os
+
+import numpy as np
+import tf_keras as keras
+
+from runtime.callbacks import current_lr
+from runtime.errors import UserError
+
+
+def save(path, model, state):
+    arrays = {f"weight_{i:04d}": w for i, w in enumerate(model.get_weights())}
+    arrays.update({f"optimizer_{i:04d}": v.numpy() for i, v in enumerate(model.optimizer.variables())})
+    arrays["state_json"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+    with open(path, "wb") as fh:  # a file object: np.savez must not append ".npz" to the temp name
+        np.savez(fh, **arrays)
+
+
+def read(path):
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found: nothing to resume or evaluate (train first)")
+    with np.load(path) as data:
+        weights = [data[k] for k in sorted(k for k in data.files if k.startswith("weight_"))]
+        optimizer = [data[k] for k in sorted(k for k in data.files if k.startswith("optimizer_"))]
+        state = json.loads(data["state_json"].tobytes().decode())
+    return weights, optimizer, state
+
+
+def restore(path, model, with_optimizer=True):
+    """Load weights (and optimizer state) into a compiled ``model``; returns the saved state."""
+    weights, opt_values, state = read(path)
+    model.set_weights(weights)
+    if with_optimizer:
+        optimizer = model.optimizer
+        optimizer.build(model.trainable_variables)  # slots must exist before they are assigned
+        variables = optimizer.variables()
+        if len(variables) != len(opt_values):
+            raise UserError(f"{path}: holds {len(opt_values)} optimizer values, the optimizer has "
+                            f"{len(variables)}: was it saved with other settings?")
+        for var, value in zip(variables, opt_values):
+            var.assign(value)
+        keras.backend.set_value(optimizer.learning_rate, state["lr"])
+    return state
+
+
+class Plateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose counters survive a resume (Keras resets them at train start)."""
+
+    def __init__(self, restored=None, **kwargs):
+        super().__init__(**kwargs)
+        self.restored = restored
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.restored:
+            self.best, self.wait, self.cooldown_counter = (self.restored["best"], self.restored["wait"],
+                                                           self.restored["cooldown_counter"])
+
+    def state(self):
+        return {"best": float(self.best), "wait": int(self.wait), "cooldown_counter": int(self.cooldown_counter)}
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """last.npz after every epoch, best.npz when ``monitor`` improves (rank 0 writes)."""
+
+    def __init__(self, run, plateau, model_info, monitor="val_mean_auc", best=-math.inf):
+        """``model_info``: what prediction needs besides weights (classes, stored_size, crop)."""
+        super().__init__()
+        self.run, self.plateau, self.monitor, self.best = run, plateau, monitor, best
+        self.model_info = model_info
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor, float("nan"))
+        improved = not math.isnan(value) and value > self.best
+        if improved:
+            self.best = value
+        state = {"epoch": epoch + 1, "lr": current_lr(self.model), "best": self.best,
+                 "monitor": self.monitor, "plateau": self.plateau.state(), **self.model_info}
+        self.run.save_atomic("last.npz", lambda tmp: save(tmp, self.model, state))
+        if improved:
+            self.run.save_atomic("best.npz", lambda tmp: save(tmp, self.model, state))
