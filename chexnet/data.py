@@ -47,6 +47,17 @@ class Manifest:
         with open(path, encoding="utf-8") as fh:
             return cls(folder, json.load(fh))
 
+    def check_crop(self, crop, log):
+        """The crop must fit the stored images and should cover most of them (224 of 256 does)."""
+        if crop > self.stored_size:
+            raise UserError(f"--crop {crop} is larger than the stored {self.stored_size}x{self.stored_size} "
+                            f"images of {self.folder}: lower --crop or rewrite with a larger --image-size")
+        if crop < 0.6 * self.stored_size:
+            log.warning("--crop %d sees only the central %.0f%% of each %dx%d image: findings near the "
+                        "edges are cut off; rewrite the TFRecords with --image-size near %d",
+                        crop, 100 * (crop / self.stored_size) ** 2, self.stored_size, self.stored_size,
+                        round(crop * 256 / 224))
+
     def split(self, name):
         info = self.data["splits"].get(name)
         if not info or not info["images"]:

@@ -22,6 +22,7 @@ def main(argv=None):
     from chexnet import checkpoint, data, losses, model as cx_model, report, validation
 
     manifest = data.Manifest.load(cfg.data_dir)
+    manifest.check_crop(cfg.crop, log)
     run = RunDir.create(cfg, ctx, "chexnet", resume=cfg.resume)
     steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)
     w_pos, w_neg = losses.class_weights(manifest.class_positives("train"), manifest.split("train")["images"])

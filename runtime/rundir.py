@@ -64,7 +64,9 @@ class RunDir:
         name = cfg.run_name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
         name = distributed.broadcast_object(name)
         path = os.path.join(cfg.runs_dir, name)
-        exists = os.path.isfile(os.path.join(path, "metrics.jsonl"))
+        # Rank 0 decides and tells the others: it creates the folder, and a rank
+        # that looked after that would take the new run for an old one.
+        exists = distributed.broadcast_object(os.path.isfile(os.path.join(path, "metrics.jsonl")))
         if exists and not resume:
             raise UserError(f"{path} already holds a run: pick another --run-name, or pass --resume to continue it")
         if resume and not exists:

@@ -1,0 +1,149 @@
+"""CheXNet end to end on 2 real ranks: learning, exactly-once validation, evaluate, predict, resume."""
+import csv
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from helpers import horovodrun, run_job, run_ranks
+from runtime.metrics import read_events
+
+# Sized so that DenseNet121 learns the synthetic motifs on 2 CPU cores in a few minutes.
+IMAGES, STORED, CROP, EPOCHS = int(os.environ.get("CHEXNET_TEST_IMAGES", 1600)), 64, 56, \
+    int(os.environ.get("CHEXNET_TEST_EPOCHS", 4))
+
+
+def make_data(root, images, stored, seed=0):
+    for script, extra in (("download_dataset.sh", ["--synthetic", str(images), "--image-size", str(stored),
+                                                   "--seed", str(seed)]),
+                          ("extract_images.sh", []), ("write_tfrecords.sh", ["--image-size", str(stored)])):
+        run_job(["bash", script, "--out", str(root), *extra], timeout=600)
+    return root / "chestxray14"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cx")
+    data = make_data(root, IMAGES, STORED)
+    runs = root / "runs"
+    horovodrun(2, ["-m", "chexnet.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(runs),
+                   "--run-name", "t", "--epochs", str(EPOCHS), "--crop", str(CROP), "--per-rank-batch", "16",
+                   "--bn-momentum", "0.9", "--mixed-precision"], timeout=1800)
+    run = runs / "t"
+    run_ranks(2, ["-m", "chexnet.evaluate", "--run", str(run), "--split", "test", "--bootstrap", "200"],
+              timeout=600)
+    manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
+    return {"data": data, "run": run, "manifest": manifest}
+
+
+def test_two_rank_training_learns_the_pathologies(trained):
+    epochs = read_events(str(trained["run"] / "metrics.jsonl"), "epoch")
+    assert len(epochs) == EPOCHS
+    best = max(e["val_mean_auc"] for e in epochs)
+    # Chance is 0.5; misaligned labels, shuffled classes or a broken crop stay near it.
+    assert best >= 0.85, [round(e["val_mean_auc"], 3) for e in epochs]
+
+
+def test_every_epoch_records_throughput_and_per_class_auc(trained):
+    classes = trained["manifest"]["class_order"]
+    for e in read_events(str(trained["run"] / "metrics.jsonl"), "epoch"):
+        assert e["throughput"]["ranks"] == 2 and e["throughput"]["images_per_s"] > 0
+        assert len(e["throughput"]["images_per_s_per_rank"]) == 2
+        assert {f"val_auc_{c}" for c in classes} <= set(e)
+        assert e["lr"] > 0 and "loss" in e and "val_loss" in e
+    assert (trained["run"] / "training.md").read_text().count("| ") > 10
+
+
+def _predictions(trained, split="test"):
+    with open(trained["run"] / f"eval-{split}" / "predictions.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_evaluation_counts_each_test_image_exactly_once(trained):
+    rows = _predictions(trained)
+    names = [r["image"] for r in rows]
+    test_list = (trained["data"] / "test_list.txt").read_text().split()
+    assert len(names) == len(set(names)) == trained["manifest"]["splits"]["test"]["images"]
+    assert set(names) == set(test_list)  # nothing rejected in this set: every listed image once
+
+
+def test_evaluate_aucs_equal_sklearn(trained):
+    rows = _predictions(trained)
+    classes = trained["manifest"]["class_order"]
+    with open(trained["run"] / "eval-test" / "auc.csv") as fh:
+        table = {r["pathology"]: r for r in csv.DictReader(fh)}
+    for c in classes:
+        y = np.array([float(r[f"y_{c}"]) for r in rows])
+        p = np.array([float(r[f"p_{c}"]) for r in rows])
+        if 0 < y.sum() < len(y):
+            assert float(table[c]["auc"]) == pytest.approx(roc_auc_score(y, p), abs=1e-6)
+    assert os.path.getsize(trained["run"] / "eval-test" / "roc.png") > 10_000
+    record = read_events(str(trained["run"] / "metrics.jsonl"), "eval")[-1]
+    assert record["split"] == "test" and record["mean_auc"] == pytest.approx(
+        float(next(v for k, v in table.items() if k.startswith("Mean"))["auc"]), abs=1e-6)
+
+
+def test_predict_preprocesses_like_evaluation(trained, tmp_path):
+    rows = {r["image"]: r for r in _predictions(trained)}
+    classes = trained["manifest"]["class_order"]
+    picks = sorted(rows)[:3]
+    images = trained["data"] / "images_all" / "images"
+    files = [str(images / n) for n in picks]
+    rgba = tmp_path / "rgba.png"  # the same image as RGBA: converted, same prediction
+    cv2.imwrite(str(rgba), cv2.cvtColor(cv2.imread(files[0], cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGRA))
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("not an image")
+    out = tmp_path / "pred.csv"
+    proc = run_job([sys.executable, "-m", "chexnet.predict", "--checkpoint", str(trained["run"] / "best.npz"),
+                    "--out", str(out), *files, str(rgba), str(bogus)], expect_rc=1, timeout=300)
+    assert f"error: {bogus}: not found, or not a readable PNG/JPEG" in proc.stderr
+    with open(out) as fh:
+        got = {r["image"]: r for r in csv.DictReader(fh)}
+    assert len(got) == 4
+    for name, path in zip(picks, files):
+        for c in classes:
+            assert float(got[path][c]) == pytest.approx(float(rows[name][f"p_{c}"]), abs=1e-4)
+    for c in classes:
+        assert float(got[str(rgba)][c]) == pytest.approx(float(got[files[0]][c]), abs=1e-6)
+
+
+def test_checkpoints_and_logs_are_complete(trained):
+    run = trained["run"]
+    assert (run / "best.npz").is_file() and (run / "last.npz").is_file()
+    assert not [p for p in os.listdir(run) if p.startswith(".tmp-")]
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_existing_run_name_is_refused_without_resume(trained):
+    proc = run_job([sys.executable, "-m", "chexnet.train", "--data-dir", str(trained["data"] / "tfrecords"),
+                    "--runs-dir", str(trained["run"].parent), "--run-name", "t", "--crop", str(CROP)],
+                   expect_rc=2, timeout=300)
+    assert "already holds a run" in proc.stderr.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------ resume
+def _weights(path):
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files if not k.startswith("state")}
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    data = make_data(tmp_path, 160, 40, seed=5)
+    common = ["-m", "chexnet.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(tmp_path / "runs"),
+              "--crop", "32", "--per-rank-batch", "8", "--deterministic", "--no-tensorboard",
+              "--warmup-epochs", "1.5", "--throughput-warmup-steps", "1"]
+    run_ranks(2, [*common, "--run-name", "whole", "--epochs", "3"], timeout=900)
+    run_ranks(2, [*common, "--run-name", "split", "--epochs", "2"], timeout=900)
+    run_ranks(2, [*common, "--run-name", "split", "--epochs", "3", "--resume"], timeout=900)
+    whole, split = tmp_path / "runs" / "whole", tmp_path / "runs" / "split"
+    assert [e["epoch"] for e in read_events(str(split / "metrics.jsonl"), "epoch")] == [1, 2, 3]
+    lrs = [[e["lr"] for e in read_events(str(r / "metrics.jsonl"), "epoch")] for r in (whole, split)]
+    assert lrs[0] == pytest.approx(lrs[1])  # warm-up spans the interruption: 1.5 epochs
+    a, b = _weights(whole / "last.npz"), _weights(split / "last.npz")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
