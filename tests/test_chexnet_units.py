@@ -116,3 +116,10 @@ def test_too_few_images_for_the_batch_is_a_clear_error():
     from runtime.errors import UserError
     with pytest.raises(UserError, match="too few for 2 ranks x --per-rank-batch 64"):
         _manifest([50]).steps_per_epoch("train", 2, 64)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    from chexnet.model import build_model
+    from runtime.errors import UserError
+    with pytest.raises(UserError, match="no such file; use none, imagenet or a .h5 path"):
+        build_model(32, 14, str(tmp_path / "absent.h5"))
