@@ -41,6 +41,7 @@ def roc_png(path, labels, probs, classes):
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
     fig, ax = plt.subplots(figsize=(7, 7))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 14 curves: the default 10 colours would repeat
     for c, name in enumerate(classes):
         if 0 < labels[:, c].sum() < len(labels):
             fpr, tpr, _ = roc_curve(labels[:, c], probs[:, c])
