@@ -19,7 +19,7 @@ def main(argv=None):
     ctx = distributed.init(cfg)
     log = setup_logging(ctx.rank, "chexnet")
     import tf_keras as keras  # after init: threads and devices are set
-    from chexnet import checkpoint, data, losses, model as cx_model, report, validation
+    from chexnet import benchmark, checkpoint, data, losses, model as cx_model, report, validation
 
     manifest = data.Manifest.load(cfg.data_dir)
     manifest.check_crop(cfg.crop, log)
@@ -31,7 +31,7 @@ def main(argv=None):
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
     model.compile(optimizer, losses.weighted_bce(w_pos, w_neg), jit_compile=ctx.jit_compile)
     if cfg.benchmark:
-        return run_benchmark(cfg, ctx, run, model, manifest, steps, data, log)
+        return benchmark.time_steps(cfg, ctx, run, model, manifest, steps)
 
     # Rank 0 reads the checkpoint; BroadcastInitialState hands its weights and
     # optimizer state to the others, so the run folder need only exist on rank 0.
@@ -68,27 +68,6 @@ def main(argv=None):
         with open(run.file("training.md"), "w", encoding="utf-8") as fh:
             fh.write(tables)
         print(tables, flush=True)
-
-
-def run_benchmark(cfg, ctx, run, model, manifest, steps, data, log):
-    """Time ``benchmark_steps`` steps after ``throughput_warmup_steps``; no validation."""
-    total = cfg.throughput_warmup_steps + cfg.benchmark_steps
-    if cfg.synthetic_input:
-        ds = data.synthetic_dataset(cfg.per_rank_batch, cfg.crop, len(manifest.classes), cfg.seed + ctx.rank)
-    else:
-        ds = data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.crop, cfg.seed, 0,
-                                -(-total // steps), steps, cfg.shuffle_buffer)
-    meter = callbacks.Throughput(cfg.per_rank_batch, cfg.throughput_warmup_steps)
-    model.fit(ds, epochs=1, steps_per_epoch=total, verbose=0,
-              callbacks=[callbacks.BroadcastInitialState(), meter])
-    record = dict(meter.last or {}, input="synthetic" if cfg.synthetic_input else "tfrecords",
-                  crop=cfg.crop, per_rank_batch=cfg.per_rank_batch, global_batch=cfg.per_rank_batch * ctx.size,
-                  mixed_precision=cfg.mixed_precision, xla=cfg.xla, fp16_allreduce=cfg.fp16_allreduce)
-    run.stream.write("benchmark", **record)
-    if ctx.is_chief and meter.last:
-        print(f"benchmark: {meter.last['images_per_s']:.1f} images/s on {ctx.size} rank(s); step p50/p90/p99 "
-              f"{meter.last['step_time_p50_s']:.3f}/{meter.last['step_time_p90_s']:.3f}/"
-              f"{meter.last['step_time_p99_s']:.3f} s; {run.stream.path}", flush=True)
 
 
 if __name__ == "__main__":

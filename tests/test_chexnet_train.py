@@ -147,3 +147,18 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("source", ["synthetic", "tfrecords"])
+def test_benchmark_mode_writes_a_benchmark_record(trained, tmp_path, source):
+    extra = ["--synthetic-input"] if source == "synthetic" else []
+    proc = run_ranks(2, ["-m", "chexnet.train", "--data-dir", str(trained["data"] / "tfrecords"),
+                         "--runs-dir", str(tmp_path), "--run-name", "b", "--benchmark", "--crop", "32",
+                         "--per-rank-batch", "4", "--benchmark-steps", "4", "--throughput-warmup-steps", "2",
+                         *extra], timeout=600)
+    rec = read_events(str(tmp_path / "b" / "metrics.jsonl"), "benchmark")[0]
+    assert rec["input"] == source and rec["ranks"] == 2 and rec["timed_steps"] == 4
+    assert rec["images"] == 2 * 4 * 4 and rec["images_per_s"] > 0 and rec["global_batch"] == 8
+    assert rec["step_time_p50_s"] <= rec["step_time_p90_s"] <= rec["step_time_p99_s"]
+    assert not read_events(str(tmp_path / "b" / "metrics.jsonl"), "epoch")  # no validation, no epochs
+    assert "benchmark: " in proc.stdout
