@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dataprep.chestxray14 import facts
-from helpers import ROOT, run_job, run_ranks
+from helpers import run_job, run_ranks
 
 N_IMAGES, SIZE = 240, 64
 

@@ -3,7 +3,6 @@ import hashlib
 import http.server
 import os
 import re
-import shutil
 import threading
 
 import pytest

@@ -3,7 +3,6 @@ import importlib.util
 import json
 import os
 
-import pytest
 
 from helpers import ROOT
 
