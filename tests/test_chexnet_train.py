@@ -34,8 +34,9 @@ def trained(tmp_path_factory):
                    "--run-name", "t", "--epochs", str(EPOCHS), "--crop", str(CROP), "--per-rank-batch", "16",
                    "--bn-momentum", "0.9", "--mixed-precision"], timeout=1800)
     run = runs / "t"
-    run_ranks(2, ["-m", "chexnet.evaluate", "--run", str(run), "--split", "test", "--bootstrap", "200"],
-              timeout=600)
+    for split in ("test", "val"):
+        run_ranks(2, ["-m", "chexnet.evaluate", "--run", str(run), "--split", split, "--bootstrap", "200"],
+                  timeout=600)
     manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
     return {"data": data, "run": run, "manifest": manifest}
 
@@ -69,6 +70,13 @@ def test_evaluation_counts_each_test_image_exactly_once(trained):
     test_list = (trained["data"] / "test_list.txt").read_text().split()
     assert len(names) == len(set(names)) == trained["manifest"]["splits"]["test"]["images"]
     assert set(names) == set(test_list)  # nothing rejected in this set: every listed image once
+
+
+def test_validation_images_are_counted_exactly_once_across_ranks(trained):
+    names = [r["image"] for r in _predictions(trained, "val")]
+    assert len(names) == len(set(names)) == trained["manifest"]["splits"]["val"]["images"]
+    train_val = set((trained["data"] / "train_val_list.txt").read_text().split())
+    assert set(names) <= train_val
 
 
 def test_evaluate_aucs_equal_sklearn(trained):

@@ -52,9 +52,9 @@ def test_throughput_gathered_over_ranks_from_known_timings(collectives):
         assert tp["step_time_p50_s"] == pytest.approx(1.5)
 
 
-def _train_sync(tmp_path, mode, accum=1):
+def _train_sync(tmp_path, mode, accum=1, extra=()):
     run_ranks(2, ["tests/mpi_programs/train_sync.py", "--mode", mode, "--out", str(tmp_path),
-                  "--grad-accum-steps", str(accum)], timeout=300)
+                  "--grad-accum-steps", str(accum), *extra], timeout=300)
     return json.loads((tmp_path / "result.json").read_text())
 
 
@@ -77,6 +77,11 @@ def test_without_runtime_ranks_diverge(tmp_path):
 
 def test_gradient_accumulation_keeps_ranks_in_sync(tmp_path):
     result = _train_sync(tmp_path, "runtime", accum=2)
+    assert result["digests"][0] == result["digests"][1]
+
+
+def test_fp16_compressed_allreduce_keeps_ranks_in_sync(tmp_path):
+    result = _train_sync(tmp_path, "runtime", extra=["--fp16-allreduce"])
     assert result["digests"][0] == result["digests"][1]
 
 

@@ -21,9 +21,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["runtime", "plain"], required=True)
     parser.add_argument("--grad-accum-steps", type=int, default=1)
+    parser.add_argument("--fp16-allreduce", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    cfg = RuntimeConfig(grad_accum_steps=args.grad_accum_steps)
+    cfg = RuntimeConfig(grad_accum_steps=args.grad_accum_steps, fp16_allreduce=args.fp16_allreduce)
     ctx = distributed.init(cfg)
     import tf_keras as keras
     from smoke import data, model as smoke_model
