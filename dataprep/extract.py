@@ -20,6 +20,7 @@ import sys
 import tarfile
 import zlib
 
+from runtime.files import write_json
 from runtime.logs import setup_logging
 
 log = logging.getLogger("extract")
@@ -99,10 +100,7 @@ def _job(args):
     except ArchiveError as err:
         return name, "failed", str(err)
     os.makedirs(os.path.dirname(_record_path(dest, archive)), exist_ok=True)
-    tmp = _record_path(dest, archive) + ".part"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"archive": _fingerprint(archive), "members": members}, fh)
-    os.replace(tmp, _record_path(dest, archive))
+    write_json(_record_path(dest, archive), {"archive": _fingerprint(archive), "members": members})
     return name, "extracted", len(members)
 
 

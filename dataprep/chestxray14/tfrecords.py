@@ -33,6 +33,7 @@ import numpy as np
 from dataprep import records
 from dataprep.chestxray14 import facts, metadata
 from runtime.errors import UserError, main_guard
+from runtime.files import write_json
 from runtime.logs import setup_logging
 
 log = logging.getLogger("tfrecords")
@@ -173,10 +174,7 @@ def write_shard(job):
     side = {"file": shard.filename, "split": shard.split, "rank": rank, "records": len(written),
             "bytes": os.path.getsize(final), "sha256": sha256_of(final), "options": opts.fingerprint(),
             "planned": [e.name for e in shard.entries], "written": written, "rejected": rejected}
-    tmp_side = _sidecar_path(out_dir, shard.filename) + ".part"
-    with open(tmp_side, "w", encoding="utf-8") as fh:
-        json.dump(side, fh)
-    os.replace(tmp_side, _sidecar_path(out_dir, shard.filename))
+    write_json(_sidecar_path(out_dir, shard.filename), side)
     return side
 
 
@@ -331,9 +329,7 @@ def main(argv=None):
         comm.Barrier()  # every shard is on disk before rank 0 reads the sidecars
     if rank == 0:
         manifest = build_manifest(shards, splits, csv_rejected, opts, named)
-        with open(os.path.join(opts.out_dir, "manifest.json.part"), "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=1)
-        os.replace(os.path.join(opts.out_dir, "manifest.json.part"), os.path.join(opts.out_dir, "manifest.json"))
+        write_json(os.path.join(opts.out_dir, "manifest.json"), manifest)
         c = manifest["counts"]
         log.info("manifest: %d written, %d rejected, of %d named; %s in %.1f s", c["written"], c["rejected"],
                  c["named_images"], os.path.join(opts.out_dir, "manifest.json"),
