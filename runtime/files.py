@@ -1,4 +1,4 @@
-"""Atomic file writes, free of heavy imports (the data stages use them too).
+"""Atomic, durable file writes, free of heavy imports (the data stages use them too).
 
     write_json("out/manifest.json", {"images": 3})
     atomic_write("runs/x/best.npz", lambda tmp: save(tmp, model))
@@ -7,8 +7,18 @@ import json
 import os
 
 
+def fsync_path(path):
+    """Flush ``path`` (a file or a folder) from the page cache to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path, write_fn):
-    """``write_fn(tmp_path)`` then rename: readers never see a half-written file.
+    """``write_fn(tmp_path)``, fsync, rename, fsync the folder: the final name only ever
+    holds a complete file, even after a crash or power loss.
 
     The temporary name keeps the extension (Keras picks the format from it) and
     lives in the same folder (a rename across file systems is not atomic).
@@ -17,7 +27,11 @@ def atomic_write(path, write_fn):
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
     try:
         write_fn(tmp)
+        # Without this the rename can reach the disk before the data: a power loss
+        # would leave an empty or partial file under the final name.
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(folder)  # the rename itself is an entry in the folder
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from dataprep.chestxray14 import facts
+from dataprep.chestxray14.metadata import split_patients
 from helpers import run_job, run_ranks
 
 N_IMAGES, SIZE = 240, 64
@@ -211,8 +212,53 @@ def test_manifest_shards_match_files(data):
         total += info["images"]
         assert set(info["prevalence"]) == set(facts.CLASSES)
     assert total == m["counts"]["written"]
-    train = m["splits"]["train"]
-    assert train["positives"]["Infiltration"] == round(train["prevalence"]["Infiltration"] * train["images"])
+
+
+def csv_labels(folder):
+    """{name: 14-hot tuple} parsed here from Data_Entry_2017.csv, not by the stage's code."""
+    rows = csv.reader((folder / facts.CSV_NAME).read_text().splitlines()[1:])
+    return {r[0]: tuple(int(c in r[1].split("|")) for c in facts.CLASSES) for r in rows}
+
+
+def count(labels_by_split):
+    """{split: (images, {class: positives}, no_finding)} from {split: [14-hot tuple]}."""
+    out = {}
+    for split, rows in labels_by_split.items():
+        arr = np.array(rows, dtype=np.int64).reshape(-1, len(facts.CLASSES))
+        out[split] = (len(rows), dict(zip(facts.CLASSES, arr.sum(0).tolist())), int((arr.sum(1) == 0).sum()))
+    return out
+
+
+def assert_manifest_counts(manifest, expected):
+    for split, (images, positives, no_finding) in expected.items():
+        info = manifest["splits"][split]
+        assert info["images"] == images, split
+        assert info["positives"] == positives, split
+        assert info["no_finding"] == no_finding, split
+        assert info["prevalence"] == pytest.approx({c: p / images for c, p in positives.items()}), split
+
+
+def test_manifest_counts_match_the_records_and_the_csv(data):
+    m, d = data["manifest"], data["dir"]
+    recs = read_records(data["tf_dir"])
+    from_records = count({split: [r[2] for r in rows] for split, rows in recs.items()})
+    # The same counts from the CSV and the split lists, without the records: the
+    # lists give test and train_val, the seeded patient draw splits val off.
+    labels = csv_labels(d)
+    bad = {data["damaged"][k] for k in ("corrupt", "empty", "missing", "oblong")}
+    tv = (d / facts.TRAIN_VAL_LIST).read_text().split()
+    val_patients = split_patients([n[:8] for n in tv], val_fraction=0.1, seed=0)  # drawn before writing
+    tv = [n for n in tv if n not in bad]
+    test = [n for n in (d / facts.TEST_LIST).read_text().split() if n not in bad]
+    names = {"train": [n for n in tv if n[:8] not in val_patients],
+             "val": [n for n in tv if n[:8] in val_patients], "test": test}
+    from_csv = count({split: [labels[n] for n in ns] for split, ns in names.items()})
+    assert {split: sorted(r[0] for r in rows) for split, rows in recs.items()} == \
+           {split: sorted(ns) for split, ns in names.items()}
+    assert from_records == from_csv
+    images, positives, no_finding = from_csv["train"]
+    assert 0 < no_finding < images and sum(p > 0 for p in positives.values()) >= 10  # counts worth comparing
+    assert_manifest_counts(m, from_records)
 
 
 def test_remainder_is_kept_in_balanced_shards(data):
@@ -229,6 +275,78 @@ def test_rerun_skips_complete_shards(data):
     proc = stage("write_tfrecords.sh", "--out", str(data["root"]), "--images-per-shard", "40")
     assert "already complete, skipped" in proc.stdout
     assert before == {p: os.stat(p).st_mtime_ns for p in before}
+
+
+def _copy_extracted(data, dst):
+    """The fixture's extracted set and shards (no archives), to change without touching it."""
+    shutil.copytree(data["dir"], dst / "chestxray14", ignore=shutil.ignore_patterns("*.tar.gz"))
+    return dst / "chestxray14"
+
+
+def _set_labels(folder, name, field):
+    path = folder / facts.CSV_NAME
+    lines = path.read_text().splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if line.startswith(name + ",")]
+    assert len(hits) == 1
+    first, _, rest = lines[hits[0]].split(",", 2)
+    lines[hits[0]] = f"{first},{field},{rest}"
+    path.write_text("".join(lines))
+
+
+def test_rerun_rewrites_exactly_the_shards_whose_labels_changed(data, tmp_path):
+    d = _copy_extracted(data, tmp_path)
+    tf_dir = d / "tfrecords"
+    sides = {p.name[:-len(".json")]: json.loads(p.read_text()) for p in (tf_dir / ".shards").glob("*.json")}
+    victim = sides[next(f for f in sorted(sides) if f.startswith("test-"))]["written"][0]
+    old = csv_labels(d)[victim]
+    new_field = "Hernia|Mass" if not old[facts.CLASSES.index("Hernia")] else "No Finding"
+    _set_labels(d, victim, new_field)
+    holding = {f for f, side in sides.items() if victim in side["planned"]}
+    assert len(holding) == 1
+
+    def state():
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, sha(p)) for p in tf_dir.glob("*.tfrecord")}
+    before = state()
+    proc = stage("write_tfrecords.sh", "--out", str(tmp_path), "--images-per-shard", "40")
+    after = state()
+    assert {f for f in before if before[f] != after[f]} == holding
+    assert set(after) == set(before)
+    log = proc.stdout + proc.stderr
+    (shard,) = holding
+    assert f"rewriting {shard}: labels or patient ids of its images changed" in log
+    assert log.count("rewriting ") == 1
+    assert "rewriting " not in data["write_log"]  # a first write warns about nothing
+    recs = read_records(tf_dir)
+    labels = csv_labels(d)
+    assert labels[victim] != old
+    assert [r[2] for r in recs["test"] if r[0] == victim] == [labels[victim]]
+    assert all(r[2] == labels[r[0]] for rows in recs.values() for r in rows)
+    manifest = json.loads((tf_dir / "manifest.json").read_text())
+    assert_manifest_counts(manifest, count({split: [r[2] for r in rows] for split, rows in recs.items()}))
+    hernia = facts.CLASSES.index("Hernia")
+    assert manifest["splits"]["test"]["positives"]["Hernia"] == \
+        data["manifest"]["splits"]["test"]["positives"]["Hernia"] + labels[victim][hernia] - old[hernia]
+
+
+def test_patient_in_both_split_lists_stops_with_a_one_line_error(data, tmp_path):
+    d = tmp_path / "chestxray14"
+    d.mkdir()
+    for name in (facts.CSV_NAME, facts.TRAIN_VAL_LIST, facts.TEST_LIST):
+        shutil.copy(data["dir"] / name, d / name)
+    # A user's edited lists: one follow-up image of a test patient moved to train_val.
+    test = (d / facts.TEST_LIST).read_text().split()
+    patient = next(p for p in sorted({n[:8] for n in test}) if sum(n[:8] == p for n in test) > 1)
+    moved = next(n for n in test if n[:8] == patient)
+    (d / facts.TEST_LIST).write_text("".join(n + "\n" for n in test if n != moved))
+    with open(d / facts.TRAIN_VAL_LIST, "a") as fh:
+        fh.write(moved + "\n")
+    proc = stage("write_tfrecords.sh", "--out", str(tmp_path), expect_rc=2)
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: patient {patient} has images in two splits: ")
+    assert f"{moved} in " in last and f"({facts.TRAIN_VAL_LIST})" in last and f"({facts.TEST_LIST})" in last
+    assert f"move all of a patient's images into either {facts.TRAIN_VAL_LIST} or {facts.TEST_LIST}" in last
+    assert not (d / "tfrecords").exists()
 
 
 def test_two_ranks_write_the_same_records_as_one(data, tmp_path):

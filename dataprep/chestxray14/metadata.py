@@ -110,11 +110,24 @@ def assign_splits(entries, rejected, folder, val_fraction, seed):
 
 
 def check_no_patient_leak(splits):
-    """Raise UserError if any patient has images in two splits."""
-    seen = {}
+    """Raise UserError if any patient has images in two splits, naming them and the fix.
+
+    Validation is split from train_val by patient, so a leak comes from the lists:
+    one image of a patient in train_val_list.txt and another in test_list.txt.
+    """
+    first = collections.defaultdict(dict)  # patient -> {split: its first image there}
     for split, items in splits.items():
         for e in items:
-            other = seen.setdefault(e.patient, split)
-            if other != split:
-                raise UserError(f"patient {e.patient} has images in both {other} and {split} "
-                                f"(e.g. {e.name}): the split lists leak patients; fix them before writing")
+            first[e.patient].setdefault(split, e.name)
+    leaks = sorted(p for p, where in first.items() if len(where) > 1)
+    if not leaks:
+        return
+    source = {"train": facts.TRAIN_VAL_LIST, "val": facts.TRAIN_VAL_LIST, "test": facts.TEST_LIST}
+    patient = leaks[0]
+    where = ", ".join(f"{name} in {split} ({source.get(split, split)})"
+                      for split, name in first[patient].items())
+    others = ", ".join(leaks[1:6]) + (", ..." if len(leaks) > 6 else "")
+    more = f"; {len(leaks) - 1} more patient(s) too: {others}" if len(leaks) > 1 else ""
+    raise UserError(f"patient {patient} has images in two splits: {where}{more}. "
+                    f"Each patient must be in one split: move all of a patient's images into either "
+                    f"{facts.TRAIN_VAL_LIST} or {facts.TEST_LIST}, then rerun")

@@ -11,7 +11,9 @@
 3. Shards are dealt round-robin to MPI ranks, and each rank writes its share
    with ``--processes`` local processes. A shard is written to a temporary name
    and renamed, with a record in ``.shards/`` (records, SHA-256, rejections).
-   A rerun skips shards whose record matches the plan.
+   A rerun skips shards whose record matches the plan: the same options, byte
+   size, image names, and patients and labels (``entries_sha256``). A shard
+   whose labels changed in the CSV is rewritten, with a warning.
 4. Rank 0 writes manifest.json: per split the image, patient and shard counts
    and class prevalence; the class order; every shard's count and SHA-256; and
    every rejected image with its reason. The counts must add up to the CSV.
@@ -33,7 +35,7 @@ import numpy as np
 from dataprep import records
 from dataprep.chestxray14 import facts, metadata
 from runtime.errors import UserError, main_guard
-from runtime.files import write_json
+from runtime.files import atomic_write, write_json
 from runtime.logs import setup_logging
 
 log = logging.getLogger("tfrecords")
@@ -137,19 +139,39 @@ def shuffled(entries, seed):
 
 
 # ------------------------------------------------------------------ writing
+NOT_WRITTEN = "not written yet (or its write was interrupted)"
+
+
 def _sidecar_path(out_dir, shard_file):
     return os.path.join(out_dir, ".shards", shard_file + ".json")
 
 
-def shard_is_complete(out_dir, shard, opts):
+def entries_sha256(entries):
+    """SHA-256 of what the records hold besides pixels: name, patient and labels, in order."""
+    planned = {"class_order": list(facts.CLASSES),
+               "entries": [[e.name, e.patient, list(e.labels)] for e in entries]}
+    return hashlib.sha256(json.dumps(planned, separators=(",", ":")).encode()).hexdigest()
+
+
+def shard_staleness(out_dir, shard, opts):
+    """None if the shard on disk is what the plan asks for, else why it must be (re)written."""
     try:
         with open(_sidecar_path(out_dir, shard.filename), encoding="utf-8") as fh:
             side = json.load(fh)
         size = os.path.getsize(os.path.join(out_dir, shard.filename))
     except (OSError, ValueError):
-        return False
-    return (side.get("options") == opts.fingerprint() and size == side.get("bytes")
-            and side.get("planned") == [e.name for e in shard.entries])
+        return NOT_WRITTEN
+    if side.get("options") != opts.fingerprint():
+        return f"written with other options {side.get('options')}, now {opts.fingerprint()}"
+    if size != side.get("bytes"):
+        return f"{size} bytes on disk, {side.get('bytes')} when written: truncated or altered"
+    if side.get("planned") != [e.name for e in shard.entries]:
+        return "it holds other images than the current plan"
+    if "entries_sha256" not in side:
+        return "written by an older version that did not record its labels; rewritten once"
+    if side["entries_sha256"] != entries_sha256(shard.entries):
+        return f"labels or patient ids of its images changed in {facts.CSV_NAME} since it was written"
+    return None
 
 
 def write_shard(job):
@@ -157,24 +179,32 @@ def write_shard(job):
     shard, images_dir, out_dir, opts, rank = job
     import tensorflow as tf  # here: workers only (the parent may fork/spawn them)
     final = os.path.join(out_dir, shard.filename)
-    tmp = os.path.join(out_dir, f".tmp-{os.getpid()}-{shard.filename}")
+    sidecar = _sidecar_path(out_dir, shard.filename)
+    # Drop the old record first: a crash mid-write then leaves no record that
+    # could vouch for the new bytes.
+    if os.path.exists(sidecar):
+        os.remove(sidecar)
     written, rejected = [], []
-    with tf.io.TFRecordWriter(tmp) as writer:
-        for e in shard.entries:
-            try:
-                img = load_gray(os.path.join(images_dir, e.name), opts.image_size)
-            except Rejected as why:
-                rejected.append({"name": e.name, "split": shard.split, "reason": str(why)})
-                continue
-            payload = records.encode_image(img, opts.encoding)
-            writer.write(records.serialize(payload, e.labels, e.name, e.patient, opts.encoding,
-                                           opts.image_size))
-            written.append(e.name)
-    os.replace(tmp, final)
+
+    def write_records(tmp):
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for e in shard.entries:
+                try:
+                    img = load_gray(os.path.join(images_dir, e.name), opts.image_size)
+                except Rejected as why:
+                    rejected.append({"name": e.name, "split": shard.split, "reason": str(why)})
+                    continue
+                payload = records.encode_image(img, opts.encoding)
+                writer.write(records.serialize(payload, e.labels, e.name, e.patient, opts.encoding,
+                                               opts.image_size))
+                written.append(e.name)
+
+    atomic_write(final, write_records)  # temporary name, fsync, rename, fsync the folder
     side = {"file": shard.filename, "split": shard.split, "rank": rank, "records": len(written),
             "bytes": os.path.getsize(final), "sha256": sha256_of(final), "options": opts.fingerprint(),
-            "planned": [e.name for e in shard.entries], "written": written, "rejected": rejected}
-    write_json(_sidecar_path(out_dir, shard.filename), side)
+            "planned": [e.name for e in shard.entries], "entries_sha256": entries_sha256(shard.entries),
+            "written": written, "rejected": rejected}
+    write_json(sidecar, side)
     return side
 
 
@@ -208,7 +238,14 @@ def local_processes(requested, comm):
 def write_my_shards(shards, images_dir, opts, rank, size, processes):
     """Write the shards dealt to ``rank`` (every size-th); skip complete ones."""
     mine = [s for i, s in enumerate(shards) if i % size == rank]
-    todo = [s for s in mine if not shard_is_complete(opts.out_dir, s, opts)]
+    todo = []
+    for s in mine:
+        why = shard_staleness(opts.out_dir, s, opts)
+        if why is None:
+            continue
+        if why != NOT_WRITTEN:  # a first write is no news
+            log.warning("rank %d: rewriting %s: %s", rank, s.filename, why)
+        todo.append(s)
     if len(todo) < len(mine):
         log.info("rank %d: %d of its %d shards already complete, skipped", rank, len(mine) - len(todo), len(mine))
     if not todo:
