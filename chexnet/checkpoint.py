@@ -13,7 +13,6 @@ import os
 import numpy as np
 import tf_keras as keras
 
-from runtime.callbacks import current_lr
 from runtime.errors import UserError
 
 
@@ -73,7 +72,7 @@ class CheckpointSaver(keras.callbacks.Callback):
     """last.npz after every epoch, best.npz when ``monitor`` improves (rank 0 writes)."""
 
     def __init__(self, run, plateau, model_info, monitor="val_mean_auc", best=-math.inf):
-        """``model_info``: what prediction needs besides weights (classes, stored_size, crop)."""
+        """``model_info``: what prediction needs besides weights (classes, stored_size, crop, output)."""
         super().__init__()
         self.run, self.plateau, self.monitor, self.best = run, plateau, monitor, best
         self.model_info = model_info
@@ -83,7 +82,8 @@ class CheckpointSaver(keras.callbacks.Callback):
         improved = not math.isnan(value) and value > self.best
         if improved:
             self.best = value
-        state = {"epoch": epoch + 1, "lr": current_lr(self.model), "best": self.best,
+        lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+        state = {"epoch": epoch + 1, "lr": lr, "best": self.best,
                  "monitor": self.monitor, "plateau": self.plateau.state(), **self.model_info}
         self.run.save_atomic("last.npz", lambda tmp: save(tmp, self.model, state))
         if improved:

@@ -13,10 +13,12 @@ class TrainConfig(RuntimeConfig):
     """Train CheXNet (DenseNet121, 14 pathologies) on ChestX-ray14 TFRecords."""
 
     data_dir: str = field("data/chestxray14/tfrecords", "folder with manifest.json and the shards")
-    weights: str = field("none", "backbone start: none (random), imagenet (needs internet) or a .h5 PATH")
+    weights: str = field("imagenet", "backbone start: imagenet (as in CheXNet; downloaded once, needs internet), "
+                         "none (random) or a local .h5 PATH of DenseNet121 no-top weights")
     epochs: int = field(10, "training epochs")
     per_rank_batch: int = field(16, "images per rank per step; global batch = this x ranks")
-    base_lr: float = field(1e-3, "single-rank Adam learning rate; scaled by the number of ranks")
+    base_lr: float = field(1e-3, "single-rank Adam learning rate (CheXNet: 1e-3 at batch 16); scaled for "
+                           "N ranks by --lr-scaling")
     crop: int = field(224, "side of the crop fed to the network (random when training, centre otherwise)")
     bn_momentum: float = field(0.99, "BatchNorm moving-average momentum; 0.99 needs thousands of steps "
                                "to settle, short runs (demo, tests) want 0.9")
@@ -29,7 +31,7 @@ class TrainConfig(RuntimeConfig):
     tensorboard: bool = field(True, "write TensorBoard logs to <run>/tensorboard (rank 0)")
     benchmark: bool = field(False, "time --benchmark-steps steps (no validation) and write a benchmark record")
     benchmark_steps: int = field(50, "steps per rank timed in --benchmark mode (after the warm-up steps)")
-    synthetic_input: bool = field(False, "--benchmark on random tensors instead of the TFRecords")
+    synthetic_input: bool = field(False, "--benchmark on random tensors instead of the TFRecords (no data needed)")
 
     def validate(self):
         super().validate()
@@ -40,5 +42,7 @@ class TrainConfig(RuntimeConfig):
             raise UserError(f"--bn-momentum must be in (0, 1), got {self.bn_momentum}")
         if self.crop < 32:
             raise UserError(f"--crop must be >= 32 (DenseNet121's smallest input), got {self.crop}")
+        if self.synthetic_input and not self.benchmark:
+            raise UserError("--synthetic-input only goes with --benchmark (training needs the TFRecords)")
         if self.resume and not self.run_name:
             raise UserError("--resume needs --run-name: the run folder whose last checkpoint to continue")

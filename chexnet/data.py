@@ -1,22 +1,24 @@
 """Input pipelines over the TFRecords of write_tfrecords.sh (no Horovod: rank/size are arguments).
 
     m = Manifest.load("data/chestxray14/tfrecords")
-    steps = m.steps_per_epoch("train", rank_count=2, per_rank_batch=16)
+    steps = m.steps_per_epoch("train", size=2, per_rank_batch=16)
     ds = train_dataset(m, rank=0, size=2, per_rank_batch=16, crop=224, seed=0,
                        first_epoch=0, epochs=10, steps=steps)
     ev = eval_dataset(m, "val", rank=0, size=2, batch=64, crop=224)
 
-Sharding: with at least as many shard files as ranks, each rank reads its own
-files (``files[rank::size]``); with fewer files (small sets), every rank reads
-all files in the same order and keeps every ``size``-th record. Either way each
-record belongs to exactly one rank.
+Sharding by record: the split's files are taken in one order (for training,
+a permutation drawn from (seed, epoch), the same on every rank), their
+records form one sequence of N, and rank r reads the contiguous slice
+``[r*N//size, (r+1)*N//size)`` of it (``rank_pieces``: a few (file, skip,
+take) pieces, at most two of them partial files). Every record belongs to
+exactly one rank, rank shares differ by at most one record, and which
+records a rank holds changes from epoch to epoch.
 
-Equal steps: every rank runs ``steps_per_epoch`` = the smallest rank's
-``records // per_rank_batch``, or Horovod's allreduce would hang on the ranks
-that ran out. Each epoch every rank reshuffles its own records and takes the
-first ``steps x per_rank_batch``: the few left over differ from epoch to epoch,
-so no image is excluded for good. Evaluation keeps every record (the last,
-partial batch included).
+Equal steps: every rank runs ``steps_per_epoch = (N // size) // per_rank_batch``
+steps, or Horovod's allreduce would hang on the ranks that ran out. An epoch
+therefore trains on all but fewer than one global batch (``size x
+per_rank_batch``) of the N images, and the few left out change every epoch.
+Evaluation keeps every record (the last, partial batch included).
 
 Determinism: epoch ``e`` is built from (seed, rank, e) alone, with stateless
 augmentation, so a run resumed at epoch ``e`` sees what an uninterrupted run
@@ -30,6 +32,7 @@ import tensorflow as tf
 
 from chexnet.preprocess import preprocess
 from dataprep import records
+from dataprep.chestxray14.facts import CLASSES  # noqa: F401  (the class order of --synthetic-input)
 from runtime.errors import UserError
 
 
@@ -67,16 +70,12 @@ class Manifest:
     def files(self, name):
         return [os.path.join(self.folder, s["file"]) for s in self.split(name)["shards"]]
 
-    def rank_record_counts(self, name, size):
-        """Records each rank reads of split ``name`` (see the module docstring)."""
-        counts = [s["records"] for s in self.split(name)["shards"]]
-        if len(counts) >= size:
-            return [sum(counts[r::size]) for r in range(size)]
-        total = sum(counts)
-        return [len(range(r, total, size)) for r in range(size)]
+    def record_counts(self, name):
+        return [s["records"] for s in self.split(name)["shards"]]
 
     def steps_per_epoch(self, name, size, per_rank_batch):
-        steps = min(self.rank_record_counts(name, size)) // per_rank_batch
+        """Steps every rank runs: the smallest rank share (N // size) in whole batches."""
+        steps = (sum(self.record_counts(name)) // size) // per_rank_batch
         if steps < 1:
             raise UserError(f"the {name} split has {self.split(name)['images']} images: too few for "
                             f"{size} ranks x --per-rank-batch {per_rank_batch}; lower the batch")
@@ -87,26 +86,48 @@ class Manifest:
         return [positives[c] for c in self.classes]
 
 
-def _rank_records(files, rank, size, file_order_seed=None):
-    """This rank's serialized records (deterministic order; optionally shuffled files)."""
-    if len(files) >= size:
-        mine = files[rank::size]
-        if file_order_seed is not None:
-            mine = [mine[i] for i in np.random.default_rng(file_order_seed).permutation(len(mine))]
-        return tf.data.Dataset.from_tensor_slices(mine).interleave(
-            tf.data.TFRecordDataset, cycle_length=min(4, len(mine)), deterministic=True,
-            num_parallel_calls=tf.data.AUTOTUNE)
-    return tf.data.TFRecordDataset(files).shard(size, rank)
+def rank_pieces(counts, rank, size, order=None):
+    """This rank's slice of the records of files ``order`` (default: as listed), as (file, skip, take).
+
+    ``counts``: records per file. The files' records, in ``order``, form one
+    sequence of N; the rank gets ``[rank*N//size, (rank+1)*N//size)`` of it.
+    """
+    order = range(len(counts)) if order is None else order
+    total = sum(counts)
+    lo, hi = rank * total // size, (rank + 1) * total // size
+    pieces, offset = [], 0
+    for f in order:
+        a, b = max(lo, offset), min(hi, offset + counts[f])
+        if a < b:
+            pieces.append((int(f), a - offset, b - a))
+        offset += counts[f]
+    return pieces
+
+
+def _rank_records(files, counts, rank, size, order=None):
+    """This rank's serialized records: its pieces, interleaved in a fixed order."""
+    pieces = rank_pieces(counts, rank, size, order)
+    if not pieces:
+        return tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
+    paths = tf.constant([files[f] for f, _, _ in pieces])
+    skips = tf.constant([s for _, s, _ in pieces], tf.int64)
+    takes = tf.constant([t for _, _, t in pieces], tf.int64)
+    return tf.data.Dataset.from_tensor_slices((paths, skips, takes)).interleave(
+        lambda path, skip, take: tf.data.TFRecordDataset(path).skip(skip).take(take),
+        cycle_length=min(4, len(pieces)), deterministic=True, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def train_dataset(manifest, rank, size, per_rank_batch, crop, seed, first_epoch, epochs, steps,
                   shuffle_buffer=10000):
-    files = manifest.files("train")
+    files, counts = manifest.files("train"), manifest.record_counts("train")
     n_classes = len(manifest.classes)
 
     def epoch_stream(epoch):
+        # The same file order on every rank (their slices must tile the records),
+        # a new one each epoch (so a rank's share changes).
+        order = np.random.default_rng([seed, epoch]).permutation(len(files))
         epoch_seed = seed * 1_000_003 + rank * 10_007 + epoch  # distinct per rank and epoch
-        ds = _rank_records(files, rank, size, file_order_seed=epoch_seed)
+        ds = _rank_records(files, counts, rank, size, order)
         ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
         ds = ds.take(steps * per_rank_batch).enumerate()
 
@@ -133,7 +154,7 @@ def eval_dataset(manifest, split, rank, size, batch, crop):
         image, labels, name, _ = records.parse(serialized, n_classes)
         return preprocess(image, crop, training=False), labels, name
 
-    ds = _rank_records(manifest.files(split), rank, size)
+    ds = _rank_records(manifest.files(split), manifest.record_counts(split), rank, size)
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch).prefetch(
         tf.data.AUTOTUNE)
 

@@ -12,16 +12,19 @@ import os
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from runtime import distributed
-from runtime.config import RuntimeConfig, field, parse_args
+from runtime.config import PRECISION_HELP, PRECISIONS, ProcessConfig, field, parse_args
 from runtime.errors import UserError, main_guard
 from runtime.logs import setup_logging
 from runtime.metrics import MetricsStream
 
 
 @dataclasses.dataclass
-class EvalConfig(RuntimeConfig):
+class EvalConfig(ProcessConfig):
     """Evaluate a CheXNet checkpoint: per-pathology AUC table, bootstrap intervals, ROC curves."""
 
+    precision: str = field("checkpoint", "checkpoint = the precision the checkpoint was trained and validated "
+                           "in (its AUCs are then reproduced exactly); or " + PRECISION_HELP,
+                           choices=["checkpoint", *PRECISIONS])
     run: str = field("", "run folder of chexnet.train (holds config.json and the checkpoints)")
     checkpoint: str = field("best.npz", "checkpoint file in the run folder (or a path)")
     split: str = field("test", "split of the manifest to evaluate", choices=["train", "val", "test"])
@@ -56,21 +59,28 @@ def roc_png(path, labels, probs, classes):
 @main_guard
 def main(argv=None):
     cfg = parse_args(EvalConfig, argv)
+    from chexnet import checkpoint
+    ckpt = cfg.checkpoint if os.path.isfile(cfg.checkpoint) else os.path.join(cfg.run, cfg.checkpoint)
+    _, _, state = checkpoint.read(ckpt)
+    if cfg.precision == "checkpoint":
+        cfg = dataclasses.replace(cfg, precision=state.get("precision", "float32"))
     ctx = distributed.init(cfg)
     log = setup_logging(ctx.rank, "evaluate")
-    from chexnet import auc, checkpoint, data, model as cx_model, validation
+    from chexnet import auc, data, losses, model as cx_model, validation
 
     with open(os.path.join(cfg.run, "config.json"), encoding="utf-8") as fh:
         trained = json.load(fh)["config"]
     manifest = data.Manifest.load(cfg.data_dir or trained["data_dir"])
-    ckpt = cfg.checkpoint if os.path.isfile(cfg.checkpoint) else os.path.join(cfg.run, cfg.checkpoint)
-    model = cx_model.build_model(trained["crop"], len(manifest.classes))
-    state = checkpoint.restore(ckpt, model, with_optimizer=False)
-    ds = data.eval_dataset(manifest, cfg.split, ctx.rank, ctx.size, cfg.eval_batch, trained["crop"])
-    probs, labels, names = validation.gather_predictions(model, ds, manifest.split(cfg.split)["images"])
+    cx_model.check_checkpoint(state, ckpt, manifest.classes, manifest.stored_size)
+    model = cx_model.build_model(state["crop"], len(manifest.classes))
+    checkpoint.restore(ckpt, model, with_optimizer=False)
+    ds = data.eval_dataset(manifest, cfg.split, ctx.rank, ctx.size, cfg.eval_batch, state["crop"])
+    logits, labels, names = validation.gather_predictions(validation.Predictor(model), ds,
+                                                          manifest.split(cfg.split)["images"])
     if not ctx.is_chief:
         return
-    rows = auc.auc_table(labels, probs, manifest.classes, n_boot=cfg.bootstrap, seed=cfg.seed)
+    probs = losses.sigmoid(logits)
+    rows = auc.auc_table(labels, logits, manifest.classes, n_boot=cfg.bootstrap, seed=cfg.seed)
     out = os.path.join(cfg.run, f"eval-{cfg.split}")
     os.makedirs(out, exist_ok=True)
     title = f"{cfg.split} split, {len(names)} images, checkpoint {os.path.basename(ckpt)} (epoch {state['epoch']})"
@@ -82,10 +92,11 @@ def main(argv=None):
         fh.write("image," + ",".join(f"p_{c}" for c in manifest.classes) + "," +
                  ",".join(f"y_{c}" for c in manifest.classes) + "\n")
         for n, p, y in zip(names, probs, labels):
-            fh.write(n + "," + ",".join(f"{v:.6f}" for v in p) + "," + ",".join(str(int(v)) for v in y) + "\n")
+            fh.write(n + "," + ",".join(f"{v:.9g}" for v in p) + "," + ",".join(str(int(v)) for v in y) + "\n")
     roc_png(os.path.join(out, "roc.png"), labels, probs, manifest.classes)
     MetricsStream(os.path.join(cfg.run, "metrics.jsonl")).write(
         "eval", split=cfg.split, images=len(names), checkpoint=os.path.basename(ckpt), epoch=state["epoch"],
+        precision=ctx.precision.policy,
         mean_auc=rows[-1]["auc"], mean_auc_ci=[rows[-1]["ci_low"], rows[-1]["ci_high"]],
         auc={r["pathology"]: r["auc"] for r in rows[:-1]})
     print(f"## Per-pathology AUC: {title}\n\n{auc.markdown(rows)}\n\n(saved in {out}/)", flush=True)

@@ -1,18 +1,21 @@
 """Class-weighted binary cross-entropy, the weights inside the loss (no Horovod).
 
     w_pos, w_neg = class_weights(positives=[10, 90], images=100)
-    loss = weighted_bce(w_pos, w_neg)           # a Keras loss: loss(y_true, y_prob)
+    loss = weighted_bce(w_pos, w_neg)           # a Keras loss: loss(y_true, logits)
 
 As in CheXNet (Rajpurkar et al. 2017), per class c with P_c positives and N_c
 negatives among the training images: w_pos = N_c / (P_c + N_c) and
 w_neg = P_c / (P_c + N_c), so rare positives are not drowned by negatives.
 Passing class weights to Keras ``fit`` would be silently ignored for
 multi-label outputs; here they are part of the loss itself.
+
+The loss takes logits z: -log sigmoid(z) = softplus(-z) and
+-log(1 - sigmoid(z)) = softplus(z) are exact and finite for any z, so a
+confidently wrong prediction keeps its gradient (clipping probabilities
+would zero it).
 """
 import numpy as np
 import tensorflow as tf
-
-EPSILON = 1e-7
 
 
 def class_weights(positives, images):
@@ -22,21 +25,32 @@ def class_weights(positives, images):
     return (images - positives) / images, positives / images
 
 
+def uniform_weights(n_classes):
+    """Equal weights for positives and negatives (no training split to count, e.g. random inputs)."""
+    return np.full(n_classes, 0.5), np.full(n_classes, 0.5)
+
+
 def weighted_bce(w_pos, w_neg):
     w_pos = tf.constant(w_pos, tf.float32)
     w_neg = tf.constant(w_neg, tf.float32)
 
-    def loss(y_true, y_prob):
+    def loss(y_true, logits):
         y_true = tf.cast(y_true, tf.float32)
-        p = tf.clip_by_value(tf.cast(y_prob, tf.float32), EPSILON, 1.0 - EPSILON)
-        per_entry = -(w_pos * y_true * tf.math.log(p) + w_neg * (1.0 - y_true) * tf.math.log(1.0 - p))
+        z = tf.cast(logits, tf.float32)
+        per_entry = w_pos * y_true * tf.math.softplus(-z) + w_neg * (1.0 - y_true) * tf.math.softplus(z)
         return tf.reduce_mean(per_entry, axis=-1)
 
     return loss
 
 
-def weighted_bce_numpy(y_true, y_prob, w_pos, w_neg):
+def weighted_bce_numpy(y_true, logits, w_pos, w_neg):
     """The same loss on numpy arrays (validation after gathering), mean over images."""
-    p = np.clip(y_prob.astype(np.float64), EPSILON, 1 - EPSILON)
-    per_entry = -(w_pos * y_true * np.log(p) + w_neg * (1 - y_true) * np.log(1 - p))
+    z = logits.astype(np.float64)
+    per_entry = w_pos * y_true * np.logaddexp(0.0, -z) + w_neg * (1 - y_true) * np.logaddexp(0.0, z)
     return float(per_entry.mean()) if per_entry.size else float("nan")
+
+
+def sigmoid(logits):
+    """Probabilities of numpy logits, computed in float64 (no overflow warning for large |z|)."""
+    z = np.asarray(logits, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -z))

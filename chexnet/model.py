@@ -1,7 +1,7 @@
-"""The CheXNet network: DenseNet121 backbone, global average pooling, 14 sigmoids.
+"""The CheXNet network: DenseNet121 backbone, global average pooling, 14 logits.
 
     model = build_model(crop=224, num_classes=14, weights="none", bn_momentum=0.99)
-    model.output_shape   # (None, 14): probabilities
+    model.output_shape   # (None, 14): logits; probabilities = sigmoid(logits)
 
 No Horovod here. ``weights``: "none" (random init), "imagenet" (Keras
 downloads them: needs internet), or a path to an .h5 weights file of the
@@ -38,7 +38,25 @@ def build_model(crop, num_classes, weights="none", bn_momentum=0.99):
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = bn_momentum
-    # float32 output: sigmoid and the loss stay accurate under mixed precision.
-    outputs = keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32",
-                                 name="pathologies")(backbone.output)
+    # Logits, in float32 under mixed precision too: the loss takes them directly
+    # (stable for any logit), and the sigmoid is applied only where probabilities
+    # are shown (validation, evaluate, predict).
+    outputs = keras.layers.Dense(num_classes, dtype="float32", name="pathologies")(backbone.output)
     return keras.Model(backbone.input, outputs, name="chexnet")
+
+
+OUTPUT_KIND = "logits"  # recorded in checkpoints: older ones ended in a sigmoid
+
+
+def check_checkpoint(state, path, classes=None, stored_size=None):
+    """Refuse a checkpoint this code cannot use, or one trained on other classes or image sizes."""
+    if state.get("output") != OUTPUT_KIND:
+        raise UserError(f"{path} was written by an older chexnet whose model ended in a sigmoid: "
+                        f"retrain with this version (outputs are logits now)")
+    if classes is not None and list(state["classes"]) != list(classes):
+        raise UserError(f"{path} was trained on classes {state['classes']}, the data has {list(classes)}: "
+                        f"evaluate on the data set it was trained on (--data-dir)")
+    if stored_size is not None and state["stored_size"] != stored_size:
+        raise UserError(f"{path} was trained on {state['stored_size']}px records, the data holds "
+                        f"{stored_size}px ones: the field of view would differ; use records written with "
+                        f"--image-size {state['stored_size']}")

@@ -4,7 +4,8 @@
 
 Any size, gray, RGB or RGBA, PNG or JPEG: each image goes through the same
 steps as the training data (gray, centre square, area resize to the stored
-size, centre crop, ImageNet normalisation). A file that cannot be read is
+size, centre crop, ImageNet normalisation), in the precision the checkpoint
+was validated in unless ``--precision`` says otherwise. A file that cannot be read is
 named on stderr with its reason, the others are still predicted, and the exit
 status is 1.
 """
@@ -12,6 +13,7 @@ import argparse
 import sys
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
+from runtime import precision
 from runtime.errors import main_guard
 
 
@@ -34,14 +36,22 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, help="best.npz or last.npz of a chexnet.train run")
     parser.add_argument("--out", required=True, help="CSV to write: image, then one probability per class")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--precision", default="checkpoint", choices=["checkpoint", *precision.REQUESTS],
+                        help="checkpoint (default): the precision the model was trained and validated in")
     parser.add_argument("images", nargs="+")
     args = parser.parse_args(argv)
     import numpy as np
     import tensorflow as tf
+    import tf_keras as keras
     from chexnet import checkpoint, model as cx_model
+    from chexnet.losses import sigmoid
     from chexnet.preprocess import preprocess
 
     _, _, state = checkpoint.read(args.checkpoint)
+    cx_model.check_checkpoint(state, args.checkpoint)
+    requested = state.get("precision", "float32") if args.precision == "checkpoint" else args.precision
+    choice = precision.choose(requested, on_gpu=bool(tf.config.list_physical_devices("GPU")))
+    keras.mixed_precision.set_global_policy(choice.policy)  # before the model is built
     model = cx_model.build_model(state["crop"], len(state["classes"]))
     checkpoint.restore(args.checkpoint, model, with_optimizer=False)
     good, bad = load_images(args.images, state["stored_size"])
@@ -50,9 +60,9 @@ def main(argv=None):
         for start in range(0, len(good), args.batch):
             chunk = good[start:start + args.batch]
             x = tf.stack([preprocess(tf.constant(img), state["crop"], training=False) for _, img in chunk])
-            probs = model(x, training=False).numpy()
+            probs = sigmoid(model(x, training=False).numpy())
             for (path, _), p in zip(chunk, np.atleast_2d(probs)):
-                fh.write(path + "," + ",".join(f"{v:.6f}" for v in p) + "\n")
+                fh.write(path + "," + ",".join(f"{v:.9g}" for v in p) + "\n")
     print(f"wrote {len(good)} predictions to {args.out}", flush=True)
     for path, why in bad:
         print(f"error: {path}: {why}", file=sys.stderr)

@@ -1,9 +1,10 @@
-"""Tables built from a run's metrics.jsonl (never from stdout).
+"""Tables built from a run's metrics.jsonl (never from stdout); NaN shows as ``nan``.
 
     print(throughput_table("runs/demo/metrics.jsonl"))
     print(epoch_table("runs/demo/metrics.jsonl"))
+    write_training_tables(run, ranks=2)      # <run>/training.md, and printed
 """
-from runtime.metrics import read_events
+from runtime.metrics import fmt, read_events
 
 
 def throughput_table(path):
@@ -12,17 +13,30 @@ def throughput_table(path):
     for rec in read_events(path, "epoch"):
         tp = rec.get("throughput")
         if not tp:
-            lines.append(f"| {rec['epoch']} | n/a (fewer steps than the warm-up) | | | {rec['epoch_time_s']:.1f} |")
+            lines.append(f"| {rec['epoch']} | n/a (fewer steps than the warm-up) | | | "
+                         f"{fmt(rec.get('epoch_time_s'), '.1f')} |")
             continue
-        per_rank = ", ".join(f"{v:.1f}" for v in tp["images_per_s_per_rank"])
-        lines.append(f"| {rec['epoch']} | {tp['images_per_s']:.1f} | {per_rank} | {tp['step_time_p50_s']:.3f} / "
-                     f"{tp['step_time_p90_s']:.3f} / {tp['step_time_p99_s']:.3f} | {rec['epoch_time_s']:.1f} |")
+        per_rank = ", ".join(fmt(v, ".1f") for v in tp["images_per_s_per_rank"])
+        steps = " / ".join(fmt(tp.get(f"step_time_p{q}_s"), ".3f") for q in (50, 90, 99))
+        lines.append(f"| {rec['epoch']} | {fmt(tp['images_per_s'], '.1f')} | {per_rank} | {steps} | "
+                     f"{fmt(rec.get('epoch_time_s'), '.1f')} |")
     return "\n".join(lines)
 
 
 def epoch_table(path):
-    lines = ["| epoch | loss | val loss | val mean AUC | learning rate |", "|---|---|---|---|---|"]
+    lines = ["| epoch | loss | val loss | val mean AUC | learning rate | images trained on |",
+             "|---|---|---|---|---|---|"]
     for rec in read_events(path, "epoch"):
-        lines.append(f"| {rec['epoch']} | {rec.get('loss', float('nan')):.4f} | {rec.get('val_loss', float('nan')):.4f} "
-                     f"| {rec.get('val_mean_auc', float('nan')):.4f} | {rec['lr']:.2e} |")
+        lines.append(f"| {rec['epoch']} | {fmt(rec.get('loss'))} | {fmt(rec.get('val_loss'))} "
+                     f"| {fmt(rec.get('val_mean_auc'))} | {fmt(rec.get('lr'), '.2e')} "
+                     f"| {rec.get('train_images_seen', 'n/a')} |")
     return "\n".join(lines)
+
+
+def write_training_tables(run, ranks):
+    """``<run>/training.md`` with both tables, also printed (rank 0 calls this)."""
+    tables = (f"## Throughput ({ranks} ranks)\n\n{throughput_table(run.stream.path)}\n\n"
+              f"## Training\n\n{epoch_table(run.stream.path)}\n")
+    with open(run.file("training.md"), "w", encoding="utf-8") as fh:
+        fh.write(tables)
+    print(tables, flush=True)

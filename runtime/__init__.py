@@ -8,7 +8,8 @@ Model and data code never import Horovod; entry points do this:
     run = runtime.rundir.RunDir.create(cfg, ctx)   # runs/<name>/ config.json, metrics.jsonl
 
 Modules: ``config`` (typed run settings from the command line), ``distributed``
-(Horovod init, optimizer, collectives), ``callbacks`` (Keras callbacks built on
+(Horovod init, optimizer, collectives), ``precision`` (which precision the
+hardware runs fast), ``quiet`` (drops TensorFlow's CUDA-stub start-up lines), ``callbacks`` (Keras callbacks built on
 those collectives), ``throughput`` (images/s math), ``metrics`` (the JSON-lines
 stream), ``rundir`` (run folder, atomic checkpoints), ``logs`` (rank-aware
 logging), ``errors`` (one-line user errors).
@@ -21,6 +22,11 @@ import sys
 if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     raise ImportError("import runtime before tensorflow (it must set TF_USE_LEGACY_KERAS=1 first)")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-# TensorFlow's C++ start-up chatter (CUDA stub "errors", CPU features) buries
-# the real log; set TF_CPP_MIN_LOG_LEVEL=0 to see it when debugging TF itself.
+# TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) buries the
+# real log; set TF_CPP_MIN_LOG_LEVEL=0 to see it when debugging TF itself.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The CUDA-stub lines are printed before TF's logging exists: drop exactly those
+# (runtime/quiet.py; MEDIMG_SHOW_TF_STARTUP=1 shows them).
+from runtime import quiet  # noqa: E402
+
+quiet.install()

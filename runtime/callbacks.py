@@ -6,12 +6,15 @@ horovod 0.28.1's own Keras callbacks import Keras 3 and fail under TF 2.18
     callbacks = [
         BroadcastInitialState(),          # same starting weights everywhere
         MetricAverage(),                  # before anything that reads epoch logs
-        LearningRateWarmup(base_lr, scaled, warmup_steps),
+        AverageModelState(),              # BatchNorm statistics agree before validation
+        ImagesSeen(per_rank_batch),       # train_images_seen, summed over ranks
+        LearningRateWarmup(base_lr, target_lr, warmup_updates),
         Throughput(stream, per_rank_batch, warmup_steps=5),
         EpochLog(stream),                 # rank 0 writes, last
     ]
 """
 import logging
+import math
 import os
 import sys
 import time
@@ -44,6 +47,42 @@ class BroadcastInitialState(keras.callbacks.Callback):
         self._done = True
 
 
+class AverageModelState(keras.callbacks.Callback):
+    """At each epoch end, every rank's non-trainable weights become their mean over ranks.
+
+    BatchNorm moving statistics follow each rank's own batches, so without this
+    every rank would validate a slightly different model than the one rank 0
+    saves: the validated model would not be the saved model. Place it before
+    validation and checkpoints.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        distributed.average_variables([v for v in self.model.non_trainable_variables if v.dtype.is_floating])
+
+
+class ImagesSeen(keras.callbacks.Callback):
+    """Adds ``train_images_seen`` to the epoch logs: images all ranks trained on this epoch.
+
+    Counted from the batches each rank actually ran, summed over ranks; place it
+    after MetricAverage (which would average it).
+    """
+
+    def __init__(self, per_rank_batch):
+        super().__init__()
+        self.per_rank_batch, self.batches = per_rank_batch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["train_images_seen"] = int(round(distributed.allreduce_sum(
+                {"images": self.batches * self.per_rank_batch})["images"]))
+
+
 class MetricAverage(keras.callbacks.Callback):
     """Replaces each epoch log value with its mean over ranks."""
 
@@ -54,37 +93,58 @@ class MetricAverage(keras.callbacks.Callback):
             logs.update(distributed.allreduce_mean(logs))
 
 
-def warmup_lr(step, warmup_steps, base_lr, target_lr):
-    """Linear ramp from ``base_lr`` at step 0 to ``target_lr`` at ``warmup_steps``."""
-    if warmup_steps <= 0 or step >= warmup_steps:
+def warmup_lr(update, warmup_updates, base_lr, target_lr):
+    """Linear ramp from ``base_lr`` at update 0 to ``target_lr`` at ``warmup_updates``."""
+    if warmup_updates <= 0 or update >= warmup_updates:
         return target_lr
-    return base_lr + (target_lr - base_lr) * step / warmup_steps
+    return base_lr + (target_lr - base_lr) * update / warmup_updates
 
 
 class LearningRateWarmup(keras.callbacks.Callback):
-    """Sets the learning rate before each of the first ``warmup_steps`` batches.
+    """Ramps the learning rate from ``base_lr`` to ``target_lr`` over ``warmup_updates`` optimizer updates.
 
     A large scaled rate from step one diverges; ramping from the single-rank
-    rate to ``base_lr x ranks`` over the first epochs avoids it (Goyal et al.).
-    After the warm-up the rate is left alone (a plateau callback may lower it).
+    rate to the scaled one over the first epochs avoids it (Goyal et al.).
+    ``warmup_updates`` 0 gives the target from the very first step. Updates,
+    not batches: with gradient accumulation one update spans
+    ``batches_per_update`` batches. A reduction made by someone else during the
+    warm-up (a plateau callback, a resumed checkpoint) is kept: the rest of the
+    ramp is scaled by it. After the warm-up the rate is left alone.
     """
 
-    def __init__(self, base_lr, target_lr, warmup_steps, initial_step=0):
+    def __init__(self, base_lr, target_lr, warmup_updates, batches_per_update=1, initial_batch=0):
         super().__init__()
-        self.base_lr, self.target_lr, self.warmup_steps = base_lr, target_lr, warmup_steps
-        self.step = initial_step
+        self.base_lr, self.target_lr, self.warmup_updates = base_lr, target_lr, warmup_updates
+        self.batches_per_update = batches_per_update
+        self.batch = initial_batch  # batches run before this fit call (resume)
+        self.scale = 1.0
+        self._last_set = None
 
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.step < self.warmup_steps:
-            lr = warmup_lr(self.step, self.warmup_steps, self.base_lr, self.target_lr)
-            keras.backend.set_value(self.model.optimizer.learning_rate, lr)
+    def _rate(self, batch):
+        return warmup_lr(batch // self.batches_per_update, self.warmup_updates, self.base_lr, self.target_lr)
+
+    def _set_for_next_batch(self):
+        if self.batch // self.batches_per_update > self.warmup_updates:
+            return  # warm-up over: the rate now belongs to the plateau schedule
+        current = current_lr(self.model)
+        if self._last_set is not None and not math.isclose(current, self._last_set, rel_tol=1e-6):
+            self.scale *= current / self._last_set
+        keras.backend.set_value(self.model.optimizer.learning_rate, self._rate(self.batch) * self.scale)
+        self._last_set = current_lr(self.model)
+
+    def on_train_begin(self, logs=None):
+        if self.batch > 0:
+            # Resumed: the checkpoint holds the rate set for this batch at the end
+            # of the previous one; a difference from the ramp is a plateau cut to keep.
+            self._last_set = self._rate(self.batch)
+        self._set_for_next_batch()
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step == self.warmup_steps:
-            # Reach the target here, not at the next batch: a plateau callback may
-            # lower the rate at this epoch's end and must not be overridden.
-            keras.backend.set_value(self.model.optimizer.learning_rate, self.target_lr)
+        # Set here rather than at the next batch's start: the epoch record then
+        # shows the rate the next epoch starts with, and a plateau callback at
+        # this epoch's end acts on it (and is adopted above).
+        self.batch += 1
+        self._set_for_next_batch()
 
 
 def current_lr(model):
@@ -198,23 +258,26 @@ class TrainingHooks:
         self.callbacks, self.throughput, self.verbose = callbacks, throughput_cb, verbose
 
 
-def standard_callbacks(run, cfg, ctx, base_lr, target_lr, steps_per_epoch, per_rank_batch,
-                       initial_epoch=0, epoch_end=()):
+def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_epoch=0, epoch_end=()):
     """The runtime's callbacks in the order they must run.
 
-    ``epoch_end``: the trainer's callbacks that add to or act on the epoch logs
-    (validation, plateau LR, checkpoints); they run after the metric averaging
-    and before the epoch record is written. Warm-up lasts ``cfg.warmup_epochs``
-    epochs of ``steps_per_epoch`` batches; on resume it continues from where the
-    interrupted run stood.
+    ``cfg`` carries ``base_lr``, ``lr_scaling``, ``warmup_epochs`` and
+    ``grad_accum_steps``: the target rate is derived here. ``epoch_end``: the
+    trainer's callbacks that add to or act on the epoch logs (validation,
+    plateau LR, checkpoints); they run after the metric averaging and the
+    BatchNorm averaging, and before the epoch record is written. On resume the
+    warm-up continues from where the interrupted run stood.
     """
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+    target_lr = distributed.scaled_lr(cfg.base_lr, ctx.size, cfg.lr_scaling)
+    warmup_updates = int(round(cfg.warmup_epochs * steps_per_epoch / cfg.grad_accum_steps))
     meter = Throughput(per_rank_batch, cfg.throughput_warmup_steps)
     cbs = [
         BroadcastInitialState(),
         MetricAverage(),
-        LearningRateWarmup(base_lr, target_lr, warmup_steps,
-                           initial_step=initial_epoch * steps_per_epoch),
+        AverageModelState(),
+        ImagesSeen(per_rank_batch),
+        LearningRateWarmup(cfg.base_lr, target_lr, warmup_updates, cfg.grad_accum_steps,
+                           initial_batch=initial_epoch * steps_per_epoch),
         meter,
         *epoch_end,
         EpochLog(run.stream, meter),

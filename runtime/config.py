@@ -1,7 +1,7 @@
 """Typed run settings: one dataclass per trainer, filled from the command line.
 
     @dataclasses.dataclass
-    class TrainConfig(RuntimeConfig):
+    class TrainConfig(RuntimeConfig):        # ProcessConfig for processes that do not train
         epochs: int = field(3, "passes over the training data")
 
     cfg = parse_args(TrainConfig, ["--epochs", "5", "--no-xla"])
@@ -23,38 +23,56 @@ def field(default, help_text, choices=None):
     return dataclasses.field(default=default, metadata={"help": help_text, "choices": choices})
 
 
+PRECISION_HELP = ("compute precision: auto = float16 on tensor-core GPUs, bfloat16 on CPUs with AMX/AVX512-BF16, "
+                  "else float32; mixed = the same but warns where it falls back; float32/bfloat16/float16 "
+                  "force it (weights stay float32)")
+PRECISIONS = ["auto", "mixed", "float32", "bfloat16", "float16"]
+
+
 @dataclasses.dataclass
-class RuntimeConfig:
+class ProcessConfig:
+    """Settings of every process that runs a model (training, evaluation): seed, precision, threads."""
+
+    seed: int = field(0, "seed for weights (rank 0's are broadcast) and data order (offset by rank)")
+    precision: str = field("auto", PRECISION_HELP, choices=PRECISIONS)
+    xla: bool = field(False, "compile the train step with XLA (one rank only with horovod 0.28.1)")
+    threads_per_rank: int = field(0, "TensorFlow intra-op threads per rank (0: cores / local ranks)")
+    deterministic: bool = field(False, "deterministic TensorFlow ops (slower): bit-identical reruns and resumes")
+
+    def validate(self):
+        if self.threads_per_rank < 0:
+            raise UserError(f"--threads-per-rank must be >= 0, got {self.threads_per_rank}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class RuntimeConfig(ProcessConfig):
     """Settings every trainer shares; trainers subclass this and add their own."""
 
     run_name: str = field("", "folder under --runs-dir for this run (default: <trainer>-<time>)")
     runs_dir: str = field("runs", "parent folder of run folders")
-    seed: int = field(0, "seed for weights (rank 0's are broadcast) and data order (offset by rank)")
-    mixed_precision: bool = field(False, "compute in float16 on GPU / bfloat16 on CPU, weights in float32")
-    xla: bool = field(False, "compile the train step with XLA")
     fp16_allreduce: bool = field(False, "compress gradients to float16 for the allreduce")
     grad_accum_steps: int = field(1, "batches whose gradients are summed locally before one allreduce")
-    threads_per_rank: int = field(0, "TensorFlow intra-op threads per rank (0: cores / local ranks)")
-    warmup_epochs: float = field(1.0, "epochs over which the learning rate ramps up to base_lr x ranks")
+    lr_scaling: str = field("sqrt", "learning rate for N ranks: base_lr x sqrt(N) (Adam-like optimizers), "
+                            "x N (Goyal et al., SGD), or none", choices=["sqrt", "linear", "none"])
+    warmup_epochs: float = field(1.0, "epochs over which the learning rate ramps up from base_lr to the "
+                                 "scaled rate (0: the scaled rate from the first step)")
     throughput_warmup_steps: int = field(5, "steps per epoch left out of throughput figures")
-    deterministic: bool = field(False, "deterministic TensorFlow ops (slower): bit-identical reruns and resumes")
     progress: str = field("auto", "rank 0 progress: Keras bar, a log line every --progress-every-s, "
                           "or none; auto = bar on an interactive terminal outside MPI, else log",
                           choices=["auto", "bar", "log", "none"])
     progress_every_s: float = field(30.0, "seconds between progress log lines (--progress log)")
 
     def validate(self):
+        super().validate()
         if self.grad_accum_steps < 1:
             raise UserError(f"--grad-accum-steps must be >= 1, got {self.grad_accum_steps}")
-        if self.threads_per_rank < 0:
-            raise UserError(f"--threads-per-rank must be >= 0, got {self.threads_per_rank}")
         if self.warmup_epochs < 0:
             raise UserError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
         if self.throughput_warmup_steps < 0:
             raise UserError(f"--throughput-warmup-steps must be >= 0, got {self.throughput_warmup_steps}")
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 def _flag_type(tp):
@@ -68,7 +86,7 @@ def build_parser(cls, description=None):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if hints[f.name] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=f.default, help=help_text)

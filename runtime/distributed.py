@@ -1,7 +1,7 @@
 """Horovod, devices, threads and precision: the only module that imports Horovod.
 
     ctx = init(cfg)                            # once, before any TensorFlow op
-    lr = scaled_lr(cfg.base_lr, ctx.size)
+    lr = scaled_lr(cfg.base_lr, ctx.size, cfg.lr_scaling)
     opt = distributed_optimizer(keras.optimizers.Adam(lr), cfg)
     mean = allreduce_mean({"loss": 0.3})       # same keys on every rank
     preds = allgather(np.zeros((n_local, 14))) # rows of every rank, rank order
@@ -11,6 +11,7 @@ Works under ``horovodrun``/``mpirun``/``srun`` and alone (one rank).
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 
 import horovod.tensorflow as hvd
@@ -18,6 +19,10 @@ import horovod.tensorflow.keras as hvd_keras
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+
+from runtime import precision as precision_mod
+from runtime.errors import UserError
+from runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +35,13 @@ class Context:
     local_size: int
     intra_op_threads: int
     device: str           # "GPU:<n>" or "CPU"
-    compute_dtype: str    # "float32", "float16" or "bfloat16"
+    precision: precision_mod.Choice
     jit_compile: bool
+    cpu_model: str
+
+    @property
+    def compute_dtype(self):
+        return self.precision.compute_dtype
 
     @property
     def is_chief(self):
@@ -59,33 +69,41 @@ def _configure_threads(cfg, local_size):
 
 
 def _pin_device(local_rank):
+    """("GPU:<n>", compute capability) for this rank's GPU, or ("CPU", None)."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
-        return "CPU"
+        return "CPU", None
     # One GPU per local rank: ranks on one node must not share a device.
     gpu = gpus[local_rank % len(gpus)]
     tf.config.experimental.set_memory_growth(gpu, True)
     tf.config.set_visible_devices(gpu, "GPU")
-    return f"GPU:{local_rank % len(gpus)}"
+    capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+    return f"GPU:{local_rank % len(gpus)}", capability
 
 
-def _set_precision(mixed, device):
-    if not mixed:
-        keras.mixed_precision.set_global_policy("float32")
-        return "float32"
-    # Tensor cores want float16 (with loss scaling, added by Keras compile);
-    # CPUs have bfloat16 units (AMX/AVX512-BF16) and no float16 ones.
-    policy = "mixed_float16" if device.startswith("GPU") else "mixed_bfloat16"
-    keras.mixed_precision.set_global_policy(policy)
-    return policy.split("_")[1]
+def _set_precision(requested, device, capability, cpu, is_chief):
+    # Mixed precision only where the hardware has the units: emulated bfloat16
+    # on an AVX2-only CPU is ~9x slower than float32 (runtime/precision.py).
+    choice = precision_mod.choose(requested, capability, device.startswith("GPU"), cpu)
+    keras.mixed_precision.set_global_policy(choice.policy)
+    if choice.warning and is_chief:
+        log.warning("%s", choice.warning)
+    return choice
 
 
 def init(cfg):
     """Start Horovod and configure this process; call before building any model."""
     hvd.init()
+    setup_logging(hvd.rank())
+    if cfg.xla and hvd.size() > 1:
+        # horovod 0.28.1 has no XLA kernel for its allreduce on CPU ("No registered
+        # 'HorovodAllreduce' OpKernel for XLA_CPU_JIT devices"): refuse, do not crash.
+        raise UserError(f"--xla works on one rank only with horovod 0.28.1 (no XLA allreduce kernel); "
+                        f"this job has {hvd.size()} ranks: drop --xla")
     intra = _configure_threads(cfg, hvd.local_size())
-    device = _pin_device(hvd.local_rank())
-    dtype = _set_precision(cfg.mixed_precision, device)
+    device, capability = _pin_device(hvd.local_rank())
+    cpu = precision_mod.cpu_facts()
+    choice = _set_precision(cfg.precision, device, capability, cpu, hvd.rank() == 0)
     # Same seed on every rank for weights (broadcast anyway); data order is
     # offset by rank in the data code so ranks do not read identical batches.
     keras.utils.set_random_seed(cfg.seed)
@@ -94,12 +112,18 @@ def init(cfg):
         tf.config.experimental.enable_op_determinism()
     return Context(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
                    local_size=hvd.local_size(), intra_op_threads=intra, device=device,
-                   compute_dtype=dtype, jit_compile=cfg.xla)
+                   precision=choice, jit_compile=cfg.xla, cpu_model=cpu.model)
 
 
-def scaled_lr(base_lr, size):
-    """Linear scaling (Goyal et al. 2017): ``size`` ranks see a ``size`` times larger batch."""
-    return base_lr * size
+def scaled_lr(base_lr, size, rule="linear"):
+    """The learning rate for ``size`` ranks, whose global batch is ``size`` times larger.
+
+    linear: x size (Goyal et al. 2017, derived for SGD); sqrt: x sqrt(size)
+    (Malladi et al. 2022, the rule for Adam-like optimizers, whose step size does
+    not grow with the gradient); none: unchanged.
+    """
+    factor = {"linear": size, "sqrt": math.sqrt(size), "none": 1}[rule]
+    return base_lr * factor
 
 
 def distributed_optimizer(optimizer, cfg):
@@ -133,6 +157,11 @@ def allreduce_mean(values):
     return dict(zip(keys, mean.tolist()))
 
 
+def allreduce_sum(values):
+    """Sum over ranks of each value of a dict; every rank must pass the same keys."""
+    return {k: v * hvd.size() for k, v in allreduce_mean(values).items()}
+
+
 def allgather(array):
     """Concatenate every rank's ``array`` along axis 0 (rank order); any local length."""
     return hvd.allgather(tf.convert_to_tensor(np.asarray(array))).numpy()
@@ -154,11 +183,24 @@ def weights_digest(variables):
     return digest.hexdigest()
 
 
+def average_variables(variables):
+    """Collective: replace each variable by its mean over ranks (e.g. BatchNorm moving statistics).
+
+    Every rank must pass the same variables in the same order.
+    """
+    if not variables:
+        return
+    means = hvd.grouped_allreduce([tf.convert_to_tensor(v) for v in variables], op=hvd.Average,
+                                  name="average_variables")
+    for v, mean in zip(variables, means):
+        v.assign(mean)
+
+
 def replicas_in_sync(variables):
     """Collective: True when every rank holds bit-identical ``variables``.
 
-    Pass trainable variables: BatchNorm moving statistics are updated from each
-    rank's own batches and legitimately differ between ranks.
+    BatchNorm moving statistics follow each rank's own batches and differ
+    between ranks until ``average_variables`` makes them agree (at epoch end).
     """
     digests = allgather_object(weights_digest(variables))
     return len(set(digests)) == 1

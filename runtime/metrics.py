@@ -5,7 +5,8 @@
     read_events("runs/demo/metrics.jsonl", "epoch")   # -> [{"event": "epoch", ...}]
 
 Every record has ``event`` (config, epoch, eval, benchmark, ...) and ``time``
-(Unix seconds). Units live in the field names (``_s`` seconds, ``_per_s`` per
+(Unix seconds). NaN and infinities are written as "nan", "inf", "-inf" (strict
+JSON has no such numbers) and ``read_events`` gives them back as floats. Units live in the field names (``_s`` seconds, ``_per_s`` per
 second); tables and plots are built from this file, never from stdout.
 """
 import json
@@ -14,10 +15,13 @@ import os
 import time
 
 
+_NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
 def _clean(value):
-    """JSON has no NaN/Inf: they become null rather than invalid JSON."""
+    """JSON has no NaN/Inf: they are written as the strings "nan", "inf", "-inf" (read back as floats)."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -25,6 +29,24 @@ def _clean(value):
     if hasattr(value, "item"):  # numpy / TF scalars
         return _clean(value.item())
     return value
+
+
+def _restore(value):
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return value
+
+
+def fmt(value, spec=".4f"):
+    """A figure for a table: ``nan`` for NaN or a missing value, ``inf``/``-inf`` as such."""
+    if value is None:
+        return "nan"
+    value = float(value)
+    return str(value) if not math.isfinite(value) else format(value, spec)
 
 
 class MetricsStream:
@@ -47,5 +69,5 @@ class MetricsStream:
 def read_events(path, event=None):
     """All records of ``path`` (or those whose ``event`` matches), in order."""
     with open(path, encoding="utf-8") as fh:
-        records = [json.loads(line) for line in fh if line.strip()]
+        records = [_restore(json.loads(line)) for line in fh if line.strip()]
     return [r for r in records if event is None or r.get("event") == event]

@@ -51,8 +51,8 @@ class RunDir:
         if ctx.is_chief:
             os.makedirs(path, exist_ok=True)
             resolved = {"config": cfg.to_dict(), "ranks": ctx.size, "device": ctx.device,
-                        "intra_op_threads_per_rank": ctx.intra_op_threads,
-                        "compute_dtype": ctx.compute_dtype, "environment": environment()}
+                        "cpu_model": ctx.cpu_model, "intra_op_threads_per_rank": ctx.intra_op_threads,
+                        "precision": ctx.precision.to_dict(), "environment": environment()}
             write_json(os.path.join(path, "config.json"), resolved)
             run.stream.write("config", **resolved)
         return run

@@ -46,12 +46,10 @@ def main(argv=None):
                                 seed=cfg.seed + 999, shard_index=ctx.rank, num_shards=ctx.size)
 
     model = smoke_model.build_cnn(cfg.image_size, 1, data.NUM_CLASSES)
-    target_lr = distributed.scaled_lr(cfg.base_lr, ctx.size)
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=ctx.jit_compile)
-    hooks = callbacks.standard_callbacks(run, cfg, ctx, cfg.base_lr, target_lr,
-                                         cfg.steps_per_epoch, cfg.per_rank_batch)
+    hooks = callbacks.standard_callbacks(run, cfg, ctx, cfg.steps_per_epoch, cfg.per_rank_batch)
     model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
               validation_data=eval_ds, callbacks=hooks.callbacks, verbose=hooks.verbose)
 

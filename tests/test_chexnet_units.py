@@ -7,7 +7,7 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from chexnet import auc, losses
-from chexnet.data import Manifest
+from chexnet.data import Manifest, _rank_records, rank_pieces, train_dataset
 from chexnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess, to_stored_form
 
 
@@ -18,22 +18,37 @@ def test_class_weights_follow_chexnet():
     assert w_neg == pytest.approx([0.1, 0.9, 0.0])   # P / (P + N)
 
 
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
 def test_weighted_bce_matches_a_hand_computation():
     w_pos, w_neg = np.array([0.9, 0.2]), np.array([0.1, 0.8])
     y = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
-    p = np.array([[0.8, 0.3], [0.4, 0.6]], np.float32)
+    p = np.array([[0.8, 0.3], [0.4, 0.6]])
+    z = np.vectorize(_logit)(p).astype(np.float32)  # the model outputs logits
     # image 1: -(0.9 ln 0.8) and -(0.8 ln 0.7); image 2: -(0.1 ln 0.6) and -(0.2 ln 0.6)
     by_hand = [(-0.9 * math.log(0.8) - 0.8 * math.log(0.7)) / 2,
                (-0.1 * math.log(0.6) - 0.2 * math.log(0.6)) / 2]
-    got = losses.weighted_bce(w_pos, w_neg)(tf.constant(y), tf.constant(p)).numpy()
+    got = losses.weighted_bce(w_pos, w_neg)(tf.constant(y), tf.constant(z)).numpy()
     assert got == pytest.approx(by_hand, rel=1e-5)
-    assert losses.weighted_bce_numpy(y, p, w_pos, w_neg) == pytest.approx(np.mean(by_hand), rel=1e-5)
+    assert losses.weighted_bce_numpy(y, z, w_pos, w_neg) == pytest.approx(np.mean(by_hand), rel=1e-5)
+    assert losses.sigmoid(z) == pytest.approx(p, rel=1e-6)
 
 
-def test_weighted_bce_is_finite_at_saturated_probabilities():
-    loss = losses.weighted_bce(np.ones(2), np.ones(2))
-    value = loss(tf.constant([[1.0, 0.0]]), tf.constant([[0.0, 1.0]])).numpy()
-    assert np.isfinite(value).all() and value[0] > 10
+@pytest.mark.parametrize("logit", [16.0, 17.0, 20.0, 40.0, 100.0])
+def test_confident_mistakes_keep_their_gradient(logit):
+    # Label 0 predicted with a large logit: the loss grows without bound and its
+    # gradient tends to w_neg (a clipped probability would give exactly 0 here).
+    w_neg = 0.3
+    z = tf.Variable([[logit]])
+    with tf.GradientTape() as tape:
+        value = losses.weighted_bce(np.array([0.7]), np.array([w_neg]))(tf.constant([[0.0]]), z)
+    grad = tape.gradient(value, z).numpy()[0, 0]
+    assert value.numpy()[0] == pytest.approx(w_neg * logit, rel=1e-3)
+    assert grad == pytest.approx(w_neg, rel=1e-3)
+    numpy_value = losses.weighted_bce_numpy(np.array([[0.0]]), np.array([[logit]]), 0.7, w_neg)
+    assert np.isfinite(numpy_value) and numpy_value == pytest.approx(w_neg * logit, rel=1e-3)
 
 
 # ------------------------------------------------------------------ AUC
@@ -100,16 +115,54 @@ def _manifest(shard_records):
                                                "positives": {"A": 1}}}})
 
 
-def test_ranks_read_whole_files_when_there_are_enough():
-    m = _manifest([100, 100, 90, 80])
-    assert m.rank_record_counts("train", 2) == [190, 180]
-    assert m.steps_per_epoch("train", 2, 16) == 180 // 16  # the smallest rank decides
+@pytest.mark.parametrize("counts", [[100, 100, 90, 80], [101], [49, 49, 49, 49, 49, 49, 49, 48, 48], [3, 0, 5]])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 6, 8])
+def test_every_record_belongs_to_exactly_one_rank_and_shares_differ_by_at_most_one(counts, size):
+    order = np.random.default_rng(size).permutation(len(counts))
+    owned = []
+    for rank in range(size):
+        pieces = rank_pieces(counts, rank, size, order)
+        owned.append([(f, i) for f, skip, take in pieces for i in range(skip, skip + take)])
+        assert all(0 <= skip and skip + take <= counts[f] for f, skip, take in pieces)
+        assert sum(1 for _, skip, take in pieces if skip > 0 or take < counts[_]) <= 2  # partial files
+    flat = [r for rank in owned for r in rank]
+    assert sorted(flat) == sorted((f, i) for f in range(len(counts)) for i in range(counts[f]))
+    sizes = [len(o) for o in owned]
+    assert max(sizes) - min(sizes) <= 1
 
 
-def test_ranks_split_records_when_files_are_fewer_than_ranks():
-    m = _manifest([101])
-    assert m.rank_record_counts("train", 2) == [51, 50]
-    assert sum(m.rank_record_counts("train", 4)) == 101
+@pytest.mark.parametrize("size,batch", [(2, 16), (4, 16), (6, 8), (12, 4), (3, 7)])
+def test_an_epoch_leaves_out_less_than_one_global_batch(size, batch):
+    m = _manifest([4000] * 9 + [2917])  # like the real default: uneven shard files
+    steps = m.steps_per_epoch("train", size, batch)
+    assert 0 <= 38917 - steps * size * batch < size * batch
+
+
+def test_ranks_read_every_record_once_from_real_files(tmp_path):
+    """Write uneven shard files, read each rank's train stream: together they hold every record once."""
+    from dataprep import records
+    counts = [7, 5, 5, 2]
+    shards = []
+    for i, n in enumerate(counts):
+        path = tmp_path / f"train-{i:05d}-of-00004.tfrecord"
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for j in range(n):
+                img = np.full((8, 8), 10 * i + j, np.uint8)
+                writer.write(records.serialize(img.tobytes(), [j % 2], f"{i}_{j}.png", str(i), "raw", 8))
+        shards.append({"file": path.name, "records": n})
+    m = Manifest(str(tmp_path), {"class_order": ["A"], "options": {"image_size": 8},
+                                 "splits": {"train": {"images": sum(counts), "shards": shards,
+                                                      "positives": {"A": 9}}}})
+    for epoch in range(2):
+        order = np.random.default_rng([0, epoch]).permutation(len(counts))
+        seen = []
+        for rank in range(3):
+            ds = _rank_records(m.files("train"), counts, rank, 3, order)
+            seen += [records.parse(r, 1)[2].numpy().decode() for r in ds]
+        assert sorted(seen) == sorted(f"{i}_{j}.png" for i, n in enumerate(counts) for j in range(n))
+    steps = m.steps_per_epoch("train", 3, 2)
+    batches = [list(train_dataset(m, r, 3, 2, 8, seed=0, first_epoch=0, epochs=1, steps=steps)) for r in range(3)]
+    assert [len(b) for b in batches] == [steps] * 3 and steps * 3 * 2 > sum(counts) - 3 * 2
 
 
 def test_too_few_images_for_the_batch_is_a_clear_error():
@@ -123,3 +176,16 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
     from runtime.errors import UserError
     with pytest.raises(UserError, match="no such file; use none, imagenet or a .h5 path"):
         build_model(32, 14, str(tmp_path / "absent.h5"))
+
+
+def test_checkpoints_from_another_model_or_data_are_refused():
+    from chexnet.model import OUTPUT_KIND, check_checkpoint
+    from runtime.errors import UserError
+    state = {"output": OUTPUT_KIND, "classes": ["A", "B"], "stored_size": 64}
+    check_checkpoint(state, "ok.npz", ["A", "B"], 64)
+    with pytest.raises(UserError, match="older chexnet whose model ended in a sigmoid"):
+        check_checkpoint({"classes": ["A", "B"], "stored_size": 64}, "old.npz")
+    with pytest.raises(UserError, match=r"trained on classes \['A', 'B'\], the data has \['B', 'A'\]"):
+        check_checkpoint(state, "x.npz", ["B", "A"], 64)
+    with pytest.raises(UserError, match="trained on 64px records, the data holds 256px"):
+        check_checkpoint(state, "x.npz", ["A", "B"], 256)

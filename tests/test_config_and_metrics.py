@@ -1,13 +1,14 @@
 """Run config from the command line, the metrics stream, atomic writes (one process)."""
 import dataclasses
 import json
+import math
 import os
 
 import pytest
 
 from runtime.config import RuntimeConfig, field, parse_args
 from runtime.errors import UserError
-from runtime.metrics import MetricsStream, read_events
+from runtime.metrics import MetricsStream, fmt, read_events
 from runtime.rundir import atomic_write
 
 
@@ -18,9 +19,10 @@ class DemoConfig(RuntimeConfig):
 
 
 def test_every_field_is_a_flag_with_its_type():
-    cfg = parse_args(DemoConfig, ["--epochs", "5", "--base-lr", "0.01", "--mixed-precision",
-                                  "--grad-accum-steps", "4", "--progress", "log"])
-    assert (cfg.epochs, cfg.base_lr, cfg.mixed_precision, cfg.grad_accum_steps) == (5, 0.01, True, 4)
+    cfg = parse_args(DemoConfig, ["--epochs", "5", "--base-lr", "0.01", "--precision", "bfloat16",
+                                  "--grad-accum-steps", "4", "--progress", "log", "--lr-scaling", "linear"])
+    assert (cfg.epochs, cfg.base_lr, cfg.precision, cfg.grad_accum_steps) == (5, 0.01, "bfloat16", 4)
+    assert cfg.lr_scaling == "linear" and parse_args(DemoConfig, []).precision == "auto"
     assert parse_args(DemoConfig, ["--no-xla"]).xla is False
     assert json.loads(json.dumps(cfg.to_dict()))["epochs"] == 5
 
@@ -30,18 +32,46 @@ def test_bad_values_are_one_line_errors():
         parse_args(DemoConfig, ["--grad-accum-steps", "0"])
     with pytest.raises(SystemExit):  # argparse: wrong type / choice
         parse_args(DemoConfig, ["--progress", "fancy"])
+    with pytest.raises(SystemExit):
+        parse_args(DemoConfig, ["--precision", "float8"])
 
 
-def test_stream_writes_json_lines_with_event(tmp_path):
+def test_help_texts_may_hold_percent_signs(capsys):
+    @dataclasses.dataclass
+    class Percent(RuntimeConfig):
+        level: float = field(95.0, "confidence level in % (95% intervals)")
+
+    with pytest.raises(SystemExit) as stop:
+        parse_args(Percent, ["--help"])
+    assert stop.value.code == 0 and "in % (95% intervals)" in capsys.readouterr().out
+
+
+def test_stream_writes_json_lines_with_event_and_non_finite_as_nan(tmp_path):
     path = tmp_path / "run" / "metrics.jsonl"
     stream = MetricsStream(str(path))
-    stream.write("epoch", epoch=1, loss=float("nan"), per_rank=[1.0, float("inf")])
+    stream.write("epoch", epoch=1, loss=float("nan"), per_rank=[1.0, float("inf"), float("-inf")])
     stream.write("eval", mean_auc=0.9)
     lines = path.read_text().splitlines()
     assert len(lines) == 2
-    first = json.loads(lines[0])  # strict JSON: NaN/inf became null
-    assert first["event"] == "epoch" and first["loss"] is None and first["per_rank"] == [1.0, None]
+    first = json.loads(lines[0])  # strict JSON: no NaN/Infinity tokens
+    assert first["event"] == "epoch" and first["loss"] == "nan" and first["per_rank"] == [1.0, "inf", "-inf"]
+    back = read_events(str(path), "epoch")[0]  # read back as floats
+    assert math.isnan(back["loss"]) and back["per_rank"] == [1.0, math.inf, -math.inf]
     assert [r["mean_auc"] for r in read_events(str(path), "eval")] == [0.9]
+
+
+def test_tables_show_nan_and_never_crash_on_it(tmp_path):
+    from chexnet import report
+    path = tmp_path / "metrics.jsonl"
+    stream = MetricsStream(str(path))
+    stream.write("epoch", epoch=1, epoch_time_s=2.0, lr=1e-3, loss=float("nan"), val_loss=float("inf"),
+                 val_mean_auc=float("nan"), throughput={"images_per_s": float("nan"), "images_per_s_per_rank":
+                                                       [float("nan")], "step_time_p50_s": None,
+                                                       "step_time_p90_s": 0.1, "step_time_p99_s": 0.2})
+    epochs = report.epoch_table(str(path)).splitlines()[-1]
+    assert epochs.startswith("| 1 | nan | inf | nan | 1.00e-03 |")
+    assert "| nan | nan | nan / 0.100 / 0.200 |" in report.throughput_table(str(path))
+    assert fmt(None) == "nan" and fmt(float("-inf")) == "-inf" and fmt(0.5, ".2f") == "0.50"
 
 
 def test_disabled_stream_writes_nothing(tmp_path):

@@ -36,6 +36,17 @@ def test_metric_average_callback_averages_epoch_logs(collectives):
         assert c["averaged_logs"] == pytest.approx({"loss": 0.5, "accuracy": 0.625})
 
 
+def test_average_variables_makes_every_rank_hold_the_mean(collectives):
+    for c in collectives:  # rank 0 held [0, 0] and 3, rank 1 held [1, 10] and 4
+        assert c["averaged_variables"] == pytest.approx([[0.5, 5.0], 3.5])
+
+
+def test_images_seen_and_sums_add_over_ranks(collectives):
+    for c in collectives:
+        assert c["sum"] == pytest.approx({"images": 24.0})
+        assert c["images_seen"] == (3 + 4) * 4
+
+
 def test_allgather_concatenates_unequal_lengths_in_rank_order(collectives):
     for c in collectives:
         assert c["gathered"] == [0, 1, 100, 101, 102]

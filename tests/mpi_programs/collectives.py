@@ -19,7 +19,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    ctx = distributed.init(RuntimeConfig())
+    ctx = distributed.init(RuntimeConfig(precision="float32"))
     result = {"rank": ctx.rank, "size": ctx.size, "threads": ctx.intra_op_threads}
     result["mean"] = distributed.allreduce_mean({"a": ctx.rank + 1.0, "b": 10.0 * ctx.rank})
 
@@ -35,6 +35,19 @@ def main():
     for t in STEP_ENDS[ctx.rank]:
         meter.step(images=10, t=t)
     result["throughput"] = callbacks.gather_throughput(meter)
+
+    import tensorflow as tf
+    state = [tf.Variable([float(ctx.rank), 10.0 * ctx.rank]), tf.Variable(3.0 + ctx.rank)]
+    distributed.average_variables(state)  # what AverageModelState does to BatchNorm statistics
+    result["averaged_variables"] = [v.numpy().tolist() for v in state]
+    result["sum"] = distributed.allreduce_sum({"images": 8 * (ctx.rank + 1)})
+    seen = callbacks.ImagesSeen(per_rank_batch=4)
+    seen.on_epoch_begin(0)
+    for _ in range(3 + ctx.rank):  # rank 0 runs 3 batches, rank 1 runs 4
+        seen.on_train_batch_end(0)
+    seen_logs = {}
+    seen.on_epoch_end(0, seen_logs)
+    result["images_seen"] = seen_logs["train_images_seen"]
 
     with open(os.path.join(args.out, f"rank{ctx.rank}.json"), "w") as fh:
         json.dump(result, fh)

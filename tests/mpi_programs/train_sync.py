@@ -24,7 +24,9 @@ def main():
     parser.add_argument("--fp16-allreduce", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    cfg = RuntimeConfig(grad_accum_steps=args.grad_accum_steps, fp16_allreduce=args.fp16_allreduce)
+    # float32: the test's duration must not depend on whether this CPU has bfloat16 units.
+    cfg = RuntimeConfig(precision="float32", grad_accum_steps=args.grad_accum_steps,
+                        fp16_allreduce=args.fp16_allreduce)
     ctx = distributed.init(cfg)
     import tf_keras as keras
     from smoke import data, model as smoke_model

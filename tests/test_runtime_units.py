@@ -1,0 +1,157 @@
+"""Runtime pieces in one process: precision by hardware, the CUDA-stub filter, the LR warm-up."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, job_env
+from runtime import precision
+from runtime.quiet import is_known
+
+AVX2_ONLY = precision.CpuFacts("AMD EPYC 7B12", frozenset({"avx", "avx2", "fma"}))
+ZEN4 = precision.CpuFacts("AMD EPYC 9B14", frozenset({"avx2", "avx512f", "avx512_bf16"}))
+SAPPHIRE = precision.CpuFacts("Intel(R) Xeon(R) Platinum 8481C", frozenset({"avx512f", "amx_bf16", "amx_tile"}))
+
+
+# ------------------------------------------------------------------ precision
+@pytest.mark.parametrize("cpu,policy", [(AVX2_ONLY, "float32"), (ZEN4, "mixed_bfloat16"),
+                                        (SAPPHIRE, "mixed_bfloat16")])
+def test_auto_uses_bfloat16_only_where_the_cpu_has_it(cpu, policy):
+    choice = precision.choose("auto", cpu=cpu)
+    assert choice.policy == policy and not choice.warning
+    assert cpu.model in choice.reason
+    assert choice.to_dict()["compute_dtype"] == policy.replace("mixed_", "")
+
+
+def test_mixed_on_a_cpu_without_bfloat16_falls_back_with_a_warning_that_says_how_to_force():
+    choice = precision.choose("mixed", cpu=AVX2_ONLY)
+    assert choice.policy == "float32"
+    assert "AMD EPYC 7B12" in choice.warning and "--precision bfloat16" in choice.warning
+    forced = precision.choose("bfloat16", cpu=AVX2_ONLY)
+    assert forced.policy == "mixed_bfloat16" and "emulate" in forced.warning
+    assert precision.choose("mixed", cpu=ZEN4).policy == "mixed_bfloat16"
+    assert precision.choose("float32", cpu=ZEN4).policy == "float32"
+
+
+@pytest.mark.parametrize("capability,policy", [((8, 0), "mixed_float16"), ((7, 0), "mixed_float16"),
+                                               ((6, 1), "float32"), (None, "float32")])
+def test_auto_uses_float16_on_gpus_with_tensor_cores(capability, policy):
+    assert precision.choose("auto", capability, on_gpu=True).policy == policy
+    assert precision.choose("float32", capability, on_gpu=True).policy == "float32"
+
+
+def test_cpu_facts_read_model_and_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2 avx512_bf16\n\n"
+                    "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    facts = precision.cpu_facts(str(info))
+    assert facts.model == "AMD EPYC 9B14" and facts.native_bf16 == ["avx512_bf16"]
+    assert precision.cpu_facts(str(tmp_path / "absent")).model == "unknown CPU"
+
+
+# ------------------------------------------------------------------ CUDA-stub lines
+STUB_LINES = [
+    "E0000 00:00:1795542368.244952   12873 cuda_dnn.cc:8310] Unable to register cuDNN factory: Attempting to "
+    "register factory for plugin cuDNN when one has already been registered",
+    "2026-11-24 17:45:13.012835: E external/local_xla/xla/stream_executor/cuda/cuda_fft.cc:477] Unable to "
+    "register cuFFT factory: Attempting to register factory for plugin cuFFT when one has already been registered",
+    "[1,0]<stderr>:WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+]
+
+
+def test_only_the_known_lines_are_dropped():
+    assert all(is_known(line) for line in STUB_LINES)
+    for other in ["Unable to register the run folder", "WARNING: something else", "Traceback (most recent call last):",
+                  "E0000 cuda_dnn.cc:99] Could not create cudnn handle"]:
+        assert not is_known(other)
+
+
+def _python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=job_env(**env), capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_filter_keeps_every_other_stderr_line():
+    stubs = "\\n".join(STUB_LINES)
+    proc = _python("import os; from runtime.quiet import filtered_stderr\n"
+                   f"with filtered_stderr(): os.write(2, b'''{stubs}\\nkept 1\\n'''); print('kept 2', file=__import__('sys').stderr)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["kept 1", "kept 2"]
+
+
+def test_importing_tensorflow_through_runtime_prints_no_stub_lines():
+    code = "import runtime, sys, tensorflow; print('after', file=sys.stderr)"
+    quiet = _python(code)
+    assert quiet.returncode == 0 and quiet.stderr.splitlines()[-1] == "after"
+    assert not [line for line in quiet.stderr.splitlines() if is_known(line)], quiet.stderr
+    loud = _python(code, MEDIMG_SHOW_TF_STARTUP="1")  # the control: the wheel does print them
+    if not any(is_known(line) for line in loud.stderr.splitlines()):
+        pytest.skip("this TensorFlow wheel prints no CUDA-stub lines: nothing to filter")
+
+
+# ------------------------------------------------------------------ warm-up
+def _fit_recording_lr(warmup, epochs=2, steps=4, at_epoch_end=None, initial_lr=1.0):
+    """Fit a 1-weight model; returns the LR in force at each batch."""
+    import tf_keras as keras
+    from runtime.callbacks import current_lr
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(round(current_lr(self.model), 9))
+
+        def on_epoch_end(self, epoch, logs=None):
+            if at_epoch_end:
+                at_epoch_end(self.model, epoch)
+
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(1,))])
+    model.compile(keras.optimizers.SGD(initial_lr), "mse")
+    x = np.ones((steps * 2, 1), np.float32)
+    model.fit(x, x, batch_size=2, epochs=epochs, verbose=0, shuffle=False, callbacks=[warmup, Record()])
+    return seen
+
+
+def test_zero_warmup_gives_the_scaled_rate_from_the_first_step():
+    from runtime.callbacks import LearningRateWarmup
+    assert _fit_recording_lr(LearningRateWarmup(0.1, 0.4, 0)) == pytest.approx([0.4] * 8)
+
+
+def test_warmup_counts_optimizer_updates_under_gradient_accumulation():
+    from runtime.callbacks import LearningRateWarmup
+    # 2 batches per update, 2 updates of warm-up: 0.1, 0.1, 0.2, 0.2, then 0.3.
+    assert _fit_recording_lr(LearningRateWarmup(0.1, 0.3, 2, batches_per_update=2)) == \
+        pytest.approx([0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.3, 0.3])
+
+
+def test_a_plateau_cut_during_warmup_is_kept():
+    import tf_keras as keras
+    from runtime.callbacks import LearningRateWarmup
+
+    def halve(model, epoch):
+        if epoch == 0:  # what a plateau callback does at an epoch end
+            keras.backend.set_value(model.optimizer.learning_rate,
+                                    keras.backend.get_value(model.optimizer.learning_rate) * 0.5)
+
+    seen = _fit_recording_lr(LearningRateWarmup(0.1, 0.9, 8), epochs=3, at_epoch_end=halve)
+    assert seen[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert seen[4:8] == pytest.approx([0.25, 0.3, 0.35, 0.4])  # the rest of the ramp, halved
+    assert seen[8:] == pytest.approx([0.45] * 4)  # the target, halved; then left alone
+
+
+def test_a_resumed_warmup_continues_the_ramp_and_keeps_a_cut():
+    import tf_keras as keras
+    from runtime.callbacks import LearningRateWarmup
+
+    def halve_first(model, epoch):
+        if epoch == 0:
+            keras.backend.set_value(model.optimizer.learning_rate,
+                                    keras.backend.get_value(model.optimizer.learning_rate) * 0.5)
+
+    for cut in (None, halve_first):
+        whole = _fit_recording_lr(LearningRateWarmup(0.1, 0.9, 8), epochs=3, at_epoch_end=cut)
+        # A resume after epoch 1 starts from the checkpoint's rate: the one set for batch 4.
+        resumed = _fit_recording_lr(LearningRateWarmup(0.1, 0.9, 8, initial_batch=4), epochs=2,
+                                    initial_lr=whole[4])
+        assert resumed == pytest.approx(whole[4:])
