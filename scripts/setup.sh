@@ -66,6 +66,9 @@ ensure_requirements() {
     log "requirements unchanged since last install"
     return
   fi
+  # The full `tensorflow` wheel on CPU machines too: tensorflow-cpu is 0.5 GB
+  # smaller, but tf-keras declares a dependency on `tensorflow`, so pip would
+  # pull the full wheel in beside it (or need --no-deps and a broken `pip check`).
   local tf="tensorflow==$(pinned tensorflow)"
   [ -n "${TF_EXTRA:-}" ] && tf="tensorflow[${TF_EXTRA}]==$(pinned tensorflow)"
   # TensorFlow goes in first: horovod's build links against the installed one.
@@ -80,7 +83,8 @@ ensure_requirements() {
 }
 
 horovod_problem() {  # prints why horovod needs a (re)build, nothing when it is good
-  "$VENV/bin/python" "$ROOT/scripts/check_horovod.py" --want "$(pinned horovod)" || true
+  "$VENV/bin/python" "$ROOT/scripts/check_horovod.py" --want "$(pinned horovod)" \
+    --gpu-operations "${HOROVOD_GPU_OPERATIONS:-}" || true
 }
 
 ensure_horovod() {
@@ -104,8 +108,16 @@ ensure_horovod() {
   "$VENV/bin/horovodrun" --check-build
 }
 
+gpu_note() {  # a GPU machine set up without the GPU path gets told how
+  if [ -z "${TF_EXTRA:-}" ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; then
+    log "NOTE: this machine has NVIDIA GPUs but TF_EXTRA is unset: installing the CPU path; for the GPU path run"
+    log "      TF_EXTRA=and-cuda HOROVOD_GPU_OPERATIONS=NCCL make setup"
+  fi
+}
+
 main() {
   local t0=$SECONDS
+  gpu_note
   ensure_system_packages
   ensure_venv
   ensure_requirements

@@ -25,6 +25,12 @@ def test_check_build_parsing():
     assert check_horovod.missing_parts("") == ["TensorFlow", "MPI", "Gloo"]
 
 
+def test_gpu_path_requires_nccl():
+    # A CPU-only horovod on a machine set up with HOROVOD_GPU_OPERATIONS=NCCL is rebuilt.
+    assert check_horovod.missing_parts(GOOD, "NCCL") == ["NCCL"]
+    assert check_horovod.missing_parts(GOOD + "    [X] NCCL\n", "NCCL") == []
+
+
 def _site(tmp_path, built_tf):
     (tmp_path / "horovod").mkdir()
     (tmp_path / "horovod" / "metadata.json").write_text(json.dumps({"tensorflow": built_tf}))
