@@ -1,20 +1,39 @@
-"""Run real multi-rank jobs from tests, with mpirun or horovodrun.
+"""Run real multi-rank jobs from tests, with mpirun or horovodrun, and leave no process behind.
 
     from helpers import run_ranks
     run_ranks(2, ["tests/mpi_programs/collectives.py", "--out", str(tmp_path)])
 
 A job that exits with another status than expected fails the test with the
-tail of its stdout and stderr.
+tail of its stdout and stderr; so does a job still running after ``timeout``
+seconds, which is stopped first.
+
+Whatever ends the wait (the job's exit, its timeout, pytest-timeout, a failed
+assertion, Ctrl-C), every process the job started is gone before the helper
+returns or raises. A tree walk from the launcher is not enough: horovodrun's
+middleman calls setsid, and a rank whose mpirun died is re-parented away from
+the tree. So each job carries a mark in its environment (``JOB_VAR``), which
+every process it starts inherits, and stopping a job ends its tree *and* every
+process on the host with its mark. conftest.py also makes pytest a child
+subreaper, so such orphans become pytest's children and can be reaped.
 """
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+import uuid
+import warnings
 
+import psutil  # a horovod dependency
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
+JOB_VAR = "TESTS_JOB_ID"
+GRACE_S = 5  # between SIGTERM and SIGKILL: time for mpirun to take its ranks down
 
 
 def job_env(**extra):
@@ -27,12 +46,27 @@ def job_env(**extra):
 
 
 def run_job(cmd, timeout=600, expect_rc=0, **env):
-    proc = subprocess.run(cmd, cwd=ROOT, env=job_env(**env), capture_output=True, text=True,
-                          timeout=timeout)
-    if expect_rc is not None and proc.returncode != expect_rc:
-        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}, expected {expect_rc}\n"
-                    f"--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
-    return proc
+    """Run ``cmd`` in ROOT; returns a CompletedProcess with text stdout and stderr."""
+    with started_job(cmd, **env) as job:
+        try:
+            job.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            job.stop()
+            pytest.fail(f"{' '.join(cmd)} was stopped after {timeout} s (its timeout), still running\n"
+                        f"{tail(*job.output())}")
+        left = job.stop()
+        if left:  # none after a clean mpirun or horovodrun: a leak worth knowing of
+            warnings.warn(f"{' '.join(cmd)} exited {job.proc.returncode} but left {len(left)} process(es) running;"
+                          f" stopped them")
+        result = subprocess.CompletedProcess(cmd, job.proc.returncode, *job.output())
+    if expect_rc is not None and result.returncode != expect_rc:
+        pytest.fail(f"{' '.join(cmd)} exited {result.returncode}, expected {expect_rc}\n"
+                    f"{tail(result.stdout, result.stderr)}")
+    return result
+
+
+def tail(stdout, stderr, chars=6000):
+    return f"--- stdout ---\n{stdout[-chars:]}\n--- stderr ---\n{stderr[-chars:]}"
 
 
 def run_ranks(np_, args, timeout=600, expect_rc=0, **env):
@@ -46,3 +80,126 @@ def horovodrun(np_, args, timeout=900, expect_rc=0, **env):
     """``horovodrun -np NP python ARGS`` with the venv's horovodrun."""
     return run_job([os.path.join(BIN, "horovodrun"), "-np", str(np_), sys.executable, *args],
                    timeout, expect_rc, **env)
+
+
+@contextlib.contextmanager
+def started_job(cmd, **env):
+    """Start ``cmd`` in ROOT in the background; on leaving the block, stop all it started.
+
+        with started_job(["bash", "scripts/demo.sh"]) as job:
+            os.kill(job.proc.pid, signal.SIGTERM)
+            job.proc.wait(30)
+            stdout, stderr = job.output()
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        job_id = uuid.uuid4().hex
+        # A session of its own: Ctrl-C reaches pytest alone, which then stops the job here.
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=job_env(**env, **{JOB_VAR: job_id}),
+                                stdout=out, stderr=err, start_new_session=True)
+        job = Job(proc, job_id, out, err)
+        try:
+            yield job
+        finally:
+            job.stop()
+
+
+class Job:
+    """A started command, its output files, and the means to stop all its processes."""
+
+    def __init__(self, proc, job_id, out, err):
+        self.proc, self.job_id, self._out, self._err = proc, job_id, out, err
+
+    def processes(self):
+        """The job's live processes other than its root: the root's tree, and every marked one."""
+        found = marked_processes(JOB_VAR, self.job_id)
+        if self.proc.poll() is None:  # once reaped, its pid may belong to someone else
+            with contextlib.suppress(psutil.Error):
+                found += psutil.Process(self.proc.pid).children(recursive=True)
+        return list({p.pid: p for p in found if p.pid != self.proc.pid}.values())
+
+    def stop(self):
+        """End the root and every process of the job (SIGTERM, GRACE_S, SIGKILL) and reap them.
+
+        Returns the processes other than the root that were still running.
+
+        SIGALRM (pytest-timeout) and SIGINT wait until this is done, so neither
+        can leave the job half-stopped; they take effect right after.
+        """
+        deferred = {signal.SIGALRM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+        stopped = []
+        try:
+            for _ in range(3):  # again, in case a process forked while being stopped
+                procs = self.processes()
+                if self.proc.poll() is not None and not procs:
+                    break
+                if self.proc.poll() is None:
+                    self.proc.terminate()
+                stopped += stop_processes(procs, on_root_exit=self._stop_root)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, deferred)
+        return stopped
+
+    def _stop_root(self, deadline):
+        # The root is reaped by Popen itself (psutil would take its exit status).
+        try:
+            self.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def output(self):
+        """(stdout, stderr) so far, as text."""
+        return _read(self._out), _read(self._err)
+
+    def output_tail(self):
+        return tail(*self.output())
+
+
+def _read(file):
+    file.flush()
+    file.seek(0)
+    return file.read().decode(errors="replace")
+
+
+def marked_processes(var, value):
+    """Live processes on this host whose environment has ``var=value`` (this process excepted)."""
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if p.pid != os.getpid() and p.environ().get(var) == value:
+                found.append(p)
+    return found
+
+
+def stop_processes(procs, grace=GRACE_S, on_root_exit=None):
+    """SIGTERM ``procs``, SIGKILL those alive after ``grace`` s; returns those that were alive.
+
+    Waiting on a process that is our child (an orphan re-parented to the
+    subreaper pytest) reaps it, so none is left a zombie. ``on_root_exit(deadline)``
+    waits for the job's root, which the caller signalled and reaps itself.
+    """
+    alive = [p for p in procs if _alive(p)]
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    deadline = time.monotonic() + grace
+    if on_root_exit:
+        on_root_exit(deadline)
+    _, stubborn = psutil.wait_procs(alive, timeout=max(0.1, deadline - time.monotonic()))
+    for p in stubborn:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(stubborn, timeout=5)
+    return alive
+
+
+def _alive(p):
+    try:
+        if p.status() != psutil.STATUS_ZOMBIE:
+            return p.is_running()
+        if p.ppid() == os.getpid():  # a zombie of ours: reap it
+            p.wait(0)
+    except (psutil.Error, ChildProcessError):
+        pass
+    return False
