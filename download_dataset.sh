@@ -43,7 +43,7 @@ CHECKSUMS=""
 ALLOW_MISMATCH=0
 KVASIR_URL="https://datasets.simula.no/downloads/kvasir-seg.zip"
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,${/^#/!q;s/^# \{0,1\}//;p;}' "$0"; }  # the leading comment block
 die() { echo "download_dataset.sh: error: $*" >&2; exit 2; }
 log() { echo "[download] $*"; }
 

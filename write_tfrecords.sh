@@ -14,12 +14,13 @@ PY=${PYTHON:-$ROOT/.venv/bin/python}
 DATASET=chestxray14
 OUT=data
 ARGS=()
+usage() { sed -n '2,${/^#/!q;s/^# \{0,1\}//;p;}' "$0"; }  # the leading comment block
 die() { echo "write_tfrecords.sh: error: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dataset) DATASET=${2:?--dataset needs a value}; shift 2 ;;
     --out) OUT=${2:?--out needs a value}; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) ARGS+=("$1"); shift ;;
   esac
 done
