@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     --np) NP=$2; shift 2 ;;
     --runs-dir) RUNS_DIR=$2; shift 2 ;;
     --data) DATA=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,${/^#/!q;s/^# \{0,1\}//;p;}' "$0"; exit 0 ;;  # the leading comment block
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -31,21 +31,73 @@ cd "$ROOT"
 export PYTHON=$VENV/bin/python
 # horovodrun imports TensorFlow itself; its C++ start-up lines are noise here.
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
+# ...and TF_CPP_MIN_LOG_LEVEL cannot hide the CUDA-stub lines it prints before
+# logging starts: pass its stderr through the runtime's filter of exactly those.
+quiet() {  # quiet CMD...: run CMD with its stderr filtered; wait for the filter to flush
+  local rc=0
+  "$@" 2> >("$PYTHON" -m runtime.stderr_filter >&2) || rc=$?
+  wait "$!" 2>/dev/null || true  # $! is the filter: bash sets it for a process substitution
+  return "$rc"
+}
 export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
 RUN=demo-$(date +%Y%m%d-%H%M%S)
 CX=$DATA/demo  # the synthetic set lands in $CX/chestxray14/
 
+# Ctrl-C or a `kill` of this script alone (a scheduler, a CI timeout) must stop
+# everything it started: horovodrun, its setsid'd middleman, mpirun, the ranks.
+# Bash runs no trap while a foreground child runs, so each step runs in the
+# background and is waited for; the trap then ends the step's whole tree.
+STEP_PID=""
+step() {  # step CMD...: run CMD, interruptibly
+  "$@" &
+  STEP_PID=$!
+  local rc=0
+  wait "$STEP_PID" || rc=$?
+  STEP_PID=""
+  return "$rc"
+}
+freeze() {  # freeze PID: SIGSTOP PID, then its descendants, printing each pid
+  kill -STOP "$1" 2>/dev/null || return 0  # a stopped process can neither fork nor exit
+  echo "$1"
+  local child
+  for child in $(pgrep -P "$1"); do freeze "$child"; done
+}
+running() {  # running PID...: true while any of them runs (a zombie does not)
+  ps -o stat= -p "$*" 2>/dev/null | grep -qv '^Z'
+}
+stop_step() {  # stop_step: SIGTERM the running step's whole tree, SIGKILL what is left after 5 s
+  [ -n "$STEP_PID" ] || return 0
+  local pids
+  # Collected frozen: a parent that died meanwhile would orphan its children out of reach.
+  pids=$(freeze "$STEP_PID")
+  kill -TERM $pids 2>/dev/null || true
+  kill -CONT $pids 2>/dev/null || true
+  for _ in $(seq 50); do
+    running $pids || return 0
+    sleep 0.1
+  done
+  kill -KILL $pids 2>/dev/null || true
+}
+on_signal() {  # on_signal WHAT STATUS
+  trap '' INT TERM  # a second Ctrl-C must not cut the clean-up short
+  echo "demo.sh: $1: stopping the running step" >&2
+  stop_step
+  exit "$2"
+}
+trap 'on_signal interrupted 130' INT
+trap 'on_signal terminated 143' TERM
+
 t0=$SECONDS
 echo "== demo 1/5: synthetic ChestX-ray14, $IMAGES images at ${SIZE}x${SIZE} =="
-./download_dataset.sh --out "$CX" --synthetic "$IMAGES" --image-size "$SIZE"
+step ./download_dataset.sh --out "$CX" --synthetic "$IMAGES" --image-size "$SIZE"
 echo "== demo 2/5: extract =="
-./extract_images.sh --out "$CX"
+step ./extract_images.sh --out "$CX"
 echo "== demo 3/5: TFRecords =="
-./write_tfrecords.sh --out "$CX" --image-size "$SIZE"
+step ./write_tfrecords.sh --out "$CX" --image-size "$SIZE"
 echo "== demo 4/5: CheXNet on $NP rank(s), $EPOCHS epochs, crop $CROP (run $RUNS_DIR/$RUN) =="
-"$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.train \
+step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.train \
   --data-dir "$CX/chestxray14/tfrecords" --runs-dir "$RUNS_DIR" --run-name "$RUN" \
-  --epochs "$EPOCHS" --crop "$CROP" --per-rank-batch 16 --bn-momentum 0.9 --mixed-precision
+  --epochs "$EPOCHS" --crop "$CROP" --per-rank-batch 16 --bn-momentum 0.9 --precision auto --weights none
 echo "== demo 5/5: evaluation on the test split =="
-"$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.evaluate --run "$RUNS_DIR/$RUN" --split test
+step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.evaluate --run "$RUNS_DIR/$RUN" --split test
 echo "== demo finished in $((SECONDS - t0)) s: tables in $RUNS_DIR/$RUN/training.md and $RUNS_DIR/$RUN/eval-test/auc.md =="
