@@ -17,32 +17,74 @@ IMAGES, STORED, CROP, EPOCHS = int(os.environ.get("CHEXNET_TEST_IMAGES", 1600)),
     int(os.environ.get("CHEXNET_TEST_EPOCHS", 4))
 
 
-def make_data(root, images, stored, seed=0):
+# Every test pins float32 and a random start: its duration must not depend on
+# the CPU's bfloat16 units, and no test may reach for the network.
+FAST = ["--precision", "float32", "--weights", "none"]
+
+
+def make_data(root, images, stored, seed=0, per_shard=0):
+    write = ["--image-size", str(stored)] + (["--images-per-shard", str(per_shard)] if per_shard else [])
     for script, extra in (("download_dataset.sh", ["--synthetic", str(images), "--image-size", str(stored),
                                                    "--seed", str(seed)]),
-                          ("extract_images.sh", []), ("write_tfrecords.sh", ["--image-size", str(stored)])):
+                          ("extract_images.sh", []), ("write_tfrecords.sh", write)):
         run_job(["bash", script, "--out", str(root), *extra], timeout=600)
     return root / "chestxray14"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """2 ranks over uneven shards (9 train files of 124-125 records: not a multiple of the ranks),
+    no warm-up; then evaluate test (best.npz) and val (last.npz)."""
     root = tmp_path_factory.mktemp("cx")
-    data = make_data(root, IMAGES, STORED)
+    data = make_data(root, IMAGES, STORED, per_shard=130)
     runs = root / "runs"
     horovodrun(2, ["-m", "chexnet.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(runs),
                    "--run-name", "t", "--epochs", str(EPOCHS), "--crop", str(CROP), "--per-rank-batch", "16",
-                   "--bn-momentum", "0.9", "--mixed-precision"], timeout=1800)
+                   "--bn-momentum", "0.9", "--warmup-epochs", "0", *FAST], timeout=1500)
     run = runs / "t"
-    for split in ("test", "val"):
-        run_ranks(2, ["-m", "chexnet.evaluate", "--run", str(run), "--split", split, "--bootstrap", "200"],
-                  timeout=600)
+    for split, ckpt in (("test", "best.npz"), ("val", "last.npz")):
+        run_ranks(2, ["-m", "chexnet.evaluate", "--run", str(run), "--split", split, "--checkpoint", ckpt,
+                      "--bootstrap", "200"], timeout=600)
     manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
     return {"data": data, "run": run, "manifest": manifest}
 
 
+def _epochs(trained):
+    return read_events(str(trained["run"] / "metrics.jsonl"), "epoch")
+
+
+def test_logged_validation_auc_is_the_saved_checkpoints(trained):
+    """The AUC that picks checkpoints is the AUC of the checkpoint written (BatchNorm statistics agree)."""
+    last = _epochs(trained)[-1]
+    evals = [r for r in read_events(str(trained["run"] / "metrics.jsonl"), "eval") if r["split"] == "val"]
+    assert evals[0]["checkpoint"] == "last.npz" and evals[0]["epoch"] == EPOCHS
+    assert evals[0]["mean_auc"] == pytest.approx(last["val_mean_auc"], abs=1e-5)
+    for c, value in evals[0]["auc"].items():
+        assert value == pytest.approx(last[f"val_auc_{c}"], abs=1e-5, nan_ok=True), c
+
+
+def test_every_epoch_trains_on_all_but_less_than_one_global_batch(trained):
+    shards = trained["manifest"]["splits"]["train"]["shards"]
+    assert len(shards) % 2 == 1 and len({s["records"] for s in shards}) > 1  # files do not split evenly
+    n, global_batch = trained["manifest"]["splits"]["train"]["images"], 2 * 16
+    for e in _epochs(trained):
+        assert n - global_batch < e["train_images_seen"] <= n
+
+
+def test_without_warmup_the_first_epoch_runs_at_the_scaled_rate(trained):
+    config = json.loads((trained["run"] / "config.json").read_text())
+    assert config["config"]["lr_scaling"] == "sqrt"
+    assert _epochs(trained)[0]["lr"] == pytest.approx(1e-3 * 2 ** 0.5, rel=1e-6)  # base 1e-3 on 2 ranks
+
+
+def test_config_records_the_precision_and_why(trained):
+    config = json.loads((trained["run"] / "config.json").read_text())
+    assert config["precision"]["policy"] == "float32" and config["precision"]["requested"] == "float32"
+    assert config["precision"]["reason"] and config["cpu_model"]
+
+
 def test_two_rank_training_learns_the_pathologies(trained):
-    epochs = read_events(str(trained["run"] / "metrics.jsonl"), "epoch")
+    epochs = _epochs(trained)
     assert len(epochs) == EPOCHS
     best = max(e["val_mean_auc"] for e in epochs)
     # Chance is 0.5; misaligned labels, shuffled classes or a broken crop stay near it.
@@ -91,6 +133,7 @@ def test_evaluate_aucs_equal_sklearn(trained):
             assert float(table[c]["auc"]) == pytest.approx(roc_auc_score(y, p), abs=1e-6)
     assert os.path.getsize(trained["run"] / "eval-test" / "roc.png") > 10_000
     records = [r for r in read_events(str(trained["run"] / "metrics.jsonl"), "eval") if r["split"] == "test"]
+    assert records[0]["precision"] == "float32"  # the checkpoint's precision, as validated
     assert len(records) == 1 and records[0]["mean_auc"] == pytest.approx(
         float(next(v for k, v in table.items() if k.startswith("Mean"))["auc"]), abs=1e-6)
 
@@ -128,7 +171,7 @@ def test_checkpoints_and_logs_are_complete(trained):
 
 def test_existing_run_name_is_refused_without_resume(trained):
     proc = run_job([sys.executable, "-m", "chexnet.train", "--data-dir", str(trained["data"] / "tfrecords"),
-                    "--runs-dir", str(trained["run"].parent), "--run-name", "t", "--crop", str(CROP)],
+                    "--runs-dir", str(trained["run"].parent), "--run-name", "t", "--crop", str(CROP), *FAST],
                    expect_rc=2, timeout=300)
     assert "already holds a run" in proc.stderr.strip().splitlines()[-1]
 
@@ -143,7 +186,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     data = make_data(tmp_path, 160, 40, seed=5)
     common = ["-m", "chexnet.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(tmp_path / "runs"),
               "--crop", "32", "--per-rank-batch", "8", "--deterministic", "--no-tensorboard",
-              "--warmup-epochs", "1.5", "--throughput-warmup-steps", "1"]
+              "--warmup-epochs", "1.5", "--throughput-warmup-steps", "1", *FAST]
     run_ranks(2, [*common, "--run-name", "whole", "--epochs", "3"], timeout=900)
     run_ranks(2, [*common, "--run-name", "split", "--epochs", "2"], timeout=900)
     run_ranks(2, [*common, "--run-name", "split", "--epochs", "3", "--resume"], timeout=900)
@@ -159,14 +202,24 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("source", ["synthetic", "tfrecords"])
 def test_benchmark_mode_writes_a_benchmark_record(trained, tmp_path, source):
+    # --synthetic-input needs no data set: its --data-dir points nowhere.
+    data_dir = tmp_path / "no-data" if source == "synthetic" else trained["data"] / "tfrecords"
     extra = ["--synthetic-input"] if source == "synthetic" else []
-    proc = run_ranks(2, ["-m", "chexnet.train", "--data-dir", str(trained["data"] / "tfrecords"),
+    proc = run_ranks(2, ["-m", "chexnet.train", "--data-dir", str(data_dir),
                          "--runs-dir", str(tmp_path), "--run-name", "b", "--benchmark", "--crop", "32",
                          "--per-rank-batch", "4", "--benchmark-steps", "4", "--throughput-warmup-steps", "2",
-                         *extra], timeout=600)
+                         *FAST, *extra], timeout=600)
     rec = read_events(str(tmp_path / "b" / "metrics.jsonl"), "benchmark")[0]
     assert rec["input"] == source and rec["ranks"] == 2 and rec["timed_steps"] == 4
+    assert rec["precision"] == "float32" and rec["cpu_model"]
     assert rec["images"] == 2 * 4 * 4 and rec["images_per_s"] > 0 and rec["global_batch"] == 8
     assert rec["step_time_p50_s"] <= rec["step_time_p90_s"] <= rec["step_time_p99_s"]
     assert not read_events(str(tmp_path / "b" / "metrics.jsonl"), "epoch")  # no validation, no epochs
     assert "benchmark: " in proc.stdout
+
+
+def test_xla_on_two_ranks_is_refused_with_a_reason(tmp_path):
+    proc = run_ranks(2, ["-m", "chexnet.train", "--benchmark", "--synthetic-input", "--xla", "--runs-dir",
+                         str(tmp_path), *FAST], expect_rc=None, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--xla works on one rank only with horovod 0.28.1" in proc.stderr
