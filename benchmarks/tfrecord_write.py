@@ -27,6 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from runtime.precision import cpu_facts  # noqa: E402  (needs ROOT on sys.path)
+
 
 def sh(*cmd):
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -53,15 +55,6 @@ def read_speed(out_dir):
         n += int(batch.shape[0])
     return n / (time.perf_counter() - t0)
 
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():
@@ -103,7 +96,7 @@ def main():
         "command": " ".join([os.path.relpath(sys.executable, ROOT)] + sys.argv),
         "date": time.strftime("%Y-%m-%d"), "images": args.images, "source_size": 1024, "stored_size": 256,
         "repeats": args.repeats, "synthetic_generation_s": synth_s,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_facts().model, "cores": os.cpu_count(), "python": platform.python_version(),
                     "tensorflow": tf.__version__, "opencv": __import__("cv2").__version__},
         "write_png_images_per_s": {str(k): statistics.median(v) for k, v in rates.items()},
         "write_png_samples": {str(k): v for k, v in rates.items()},
