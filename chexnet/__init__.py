@@ -4,10 +4,12 @@
     python -m chexnet.evaluate --run runs/<name>
     python -m chexnet.predict --checkpoint runs/<name>/best.npz --out predictions.csv image1.png image2.jpg
 
-Modules: ``model`` (the network, logits out), ``preprocess`` (the one input transform of
-training, evaluation and prediction), ``data`` (manifest, rank-sharded
-datasets), ``losses`` (class-weighted BCE on logits), ``auc`` (per-pathology AUC,
-bootstrap intervals, tables), ``validation`` (whole-split AUC across ranks),
-``checkpoint`` (atomic, resumable state), ``config`` (the run's settings).
-Only ``validation``/``train`` touch the runtime; none imports Horovod.
+What is CheXNet's own: ``model`` (the network, logits out), ``preprocess``
+(the one input transform of training, evaluation and prediction), ``data``
+(the record schema and preprocess on the shared sharding), ``losses``
+(class-weighted BCE on logits), ``auc`` (per-pathology AUC, bootstrap
+intervals, tables), ``validation`` (whole-split AUC every epoch), ``config``
+(its settings). The rest (sharding, gathering, checkpoints, the loop,
+benchmark mode, tables) is the shared skeleton in ``training/``. None of
+these modules imports Horovod.
 """

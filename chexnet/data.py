@@ -1,149 +1,37 @@
-"""Input pipelines over the TFRecords of write_tfrecords.sh (no Horovod: rank/size are arguments).
+"""CheXNet's input: ChestX-ray14 records through the one preprocess, on the shared rank sharding.
 
     m = Manifest.load("data/chestxray14/tfrecords")
-    steps = m.steps_per_epoch("train", size=2, per_rank_batch=16)
-    ds = train_dataset(m, rank=0, size=2, per_rank_batch=16, crop=224, seed=0,
-                       first_epoch=0, epochs=10, steps=steps)
-    ev = eval_dataset(m, "val", rank=0, size=2, batch=64, crop=224)
+    ds = train_dataset(m, rank=0, size=2, per_rank_batch=16, crop=224, seed=0, first_epoch=0,
+                       epochs=10, steps=m.steps_per_epoch("train", 2, 16))
+    ev = eval_dataset(m, "val", rank=0, size=2, batch=64, crop=224)   # (x, labels, name) batches
 
-Sharding by record: the split's files are taken in one order (for training,
-a permutation drawn from (seed, epoch), the same on every rank), their
-records form one sequence of N, and rank r reads the contiguous slice
-``[r*N//size, (r+1)*N//size)`` of it (``rank_pieces``: a few (file, skip,
-take) pieces, at most two of them partial files). Every record belongs to
-exactly one rank, rank shares differ by at most one record, and which
-records a rank holds changes from epoch to epoch.
-
-Equal steps: every rank runs ``steps_per_epoch = (N // size) // per_rank_batch``
-steps, or Horovod's allreduce would hang on the ranks that ran out. An epoch
-therefore trains on all but fewer than one global batch (``size x
-per_rank_batch``) of the N images, and the few left out change every epoch.
-Evaluation keeps every record (the last, partial batch included).
-
-Determinism: epoch ``e`` is built from (seed, rank, e) alone, with stateless
-augmentation, so a run resumed at epoch ``e`` sees what an uninterrupted run
-would have seen.
+Sharding, equal steps and per-epoch determinism are ``training.shards``'; this
+module adds what is CheXNet's: the record schema, the class order and
+``preprocess`` (a seeded random crop and flip when training, the centre crop
+otherwise).
 """
-import json
-import os
-
-import numpy as np
-import tensorflow as tf
-
 from chexnet.preprocess import preprocess
 from dataprep import records
 from dataprep.chestxray14.facts import CLASSES  # noqa: F401  (the class order of --synthetic-input)
-from runtime.errors import UserError
+from training import shards
+from training.shards import Manifest  # noqa: F401  (the entry points' one import for data)
 
 
-class Manifest:
-    def __init__(self, folder, data):
-        self.folder, self.data = folder, data
-        self.classes = data["class_order"]
-        self.stored_size = data["options"]["image_size"]
-
-    @classmethod
-    def load(cls, folder):
-        path = os.path.join(folder, "manifest.json")
-        if not os.path.isfile(path):
-            raise UserError(f"{path} not found: run write_tfrecords.sh first (or pass --data-dir)")
-        with open(path, encoding="utf-8") as fh:
-            return cls(folder, json.load(fh))
-
-    def check_crop(self, crop, log):
-        """The crop must fit the stored images and should cover most of them (224 of 256 does)."""
-        if crop > self.stored_size:
-            raise UserError(f"--crop {crop} is larger than the stored {self.stored_size}x{self.stored_size} "
-                            f"images of {self.folder}: lower --crop or rewrite with a larger --image-size")
-        if crop < 0.6 * self.stored_size:
-            log.warning("--crop %d sees only the central %.0f%% of each %dx%d image: findings near the "
-                        "edges are cut off; rewrite the TFRecords with --image-size near %d",
-                        crop, 100 * (crop / self.stored_size) ** 2, self.stored_size, self.stored_size,
-                        round(crop * 256 / 224))
-
-    def split(self, name):
-        info = self.data["splits"].get(name)
-        if not info or not info["images"]:
-            raise UserError(f"{self.folder}/manifest.json has no {name} images: rewrite the TFRecords")
-        return info
-
-    def files(self, name):
-        return [os.path.join(self.folder, s["file"]) for s in self.split(name)["shards"]]
-
-    def record_counts(self, name):
-        return [s["records"] for s in self.split(name)["shards"]]
-
-    def steps_per_epoch(self, name, size, per_rank_batch):
-        """Steps every rank runs: the smallest rank share (N // size) in whole batches."""
-        steps = (sum(self.record_counts(name)) // size) // per_rank_batch
-        if steps < 1:
-            raise UserError(f"the {name} split has {self.split(name)['images']} images: too few for "
-                            f"{size} ranks x --per-rank-batch {per_rank_batch}; lower the batch")
-        return steps
-
-    def class_positives(self, name):
-        positives = self.split(name)["positives"]
-        return [positives[c] for c in self.classes]
-
-
-def rank_pieces(counts, rank, size, order=None):
-    """This rank's slice of the records of files ``order`` (default: as listed), as (file, skip, take).
-
-    ``counts``: records per file. The files' records, in ``order``, form one
-    sequence of N; the rank gets ``[rank*N//size, (rank+1)*N//size)`` of it.
-    """
-    order = range(len(counts)) if order is None else order
-    total = sum(counts)
-    lo, hi = rank * total // size, (rank + 1) * total // size
-    pieces, offset = [], 0
-    for f in order:
-        a, b = max(lo, offset), min(hi, offset + counts[f])
-        if a < b:
-            pieces.append((int(f), a - offset, b - a))
-        offset += counts[f]
-    return pieces
-
-
-def _rank_records(files, counts, rank, size, order=None):
-    """This rank's serialized records: its pieces, interleaved in a fixed order."""
-    pieces = rank_pieces(counts, rank, size, order)
-    if not pieces:
-        return tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
-    paths = tf.constant([files[f] for f, _, _ in pieces])
-    skips = tf.constant([s for _, s, _ in pieces], tf.int64)
-    takes = tf.constant([t for _, _, t in pieces], tf.int64)
-    return tf.data.Dataset.from_tensor_slices((paths, skips, takes)).interleave(
-        lambda path, skip, take: tf.data.TFRecordDataset(path).skip(skip).take(take),
-        cycle_length=min(4, len(pieces)), deterministic=True, num_parallel_calls=tf.data.AUTOTUNE)
+def class_positives(manifest, split):
+    positives = manifest.split(split)["positives"]
+    return [positives[c] for c in manifest.classes]
 
 
 def train_dataset(manifest, rank, size, per_rank_batch, crop, seed, first_epoch, epochs, steps,
                   shuffle_buffer=10000):
-    files, counts = manifest.files("train"), manifest.record_counts("train")
     n_classes = len(manifest.classes)
 
-    def epoch_stream(epoch):
-        # The same file order on every rank (their slices must tile the records),
-        # a new one each epoch (so a rank's share changes).
-        order = np.random.default_rng([seed, epoch]).permutation(len(files))
-        epoch_seed = seed * 1_000_003 + rank * 10_007 + epoch  # distinct per rank and epoch
-        ds = _rank_records(files, counts, rank, size, order)
-        ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-        ds = ds.take(steps * per_rank_batch).enumerate()
+    def parse(serialized, aug_seed):
+        image, labels, _, _ = records.parse(serialized, n_classes)
+        return preprocess(image, crop, training=True, seed=aug_seed), labels
 
-        def parse(index, serialized):
-            image, labels, _, _ = records.parse(serialized, n_classes)
-            aug_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
-            return preprocess(image, crop, training=True, seed=aug_seed), labels
-
-        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.batch(per_rank_batch, drop_remainder=True)
-
-    # One stream per epoch, concatenated: epoch e depends only on (seed, rank, e).
-    stream = epoch_stream(first_epoch)
-    for epoch in range(first_epoch + 1, epochs):
-        stream = stream.concatenate(epoch_stream(epoch))
-    return stream.prefetch(tf.data.AUTOTUNE)
+    return shards.train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
+                                shuffle_buffer)
 
 
 def eval_dataset(manifest, split, rank, size, batch, crop):
@@ -154,14 +42,4 @@ def eval_dataset(manifest, split, rank, size, batch, crop):
         image, labels, name, _ = records.parse(serialized, n_classes)
         return preprocess(image, crop, training=False), labels, name
 
-    ds = _rank_records(manifest.files(split), manifest.record_counts(split), rank, size)
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch).prefetch(
-        tf.data.AUTOTUNE)
-
-
-def synthetic_dataset(per_rank_batch, crop, n_classes, seed):
-    """Random inputs for --benchmark --synthetic-input: no disk, no decoding."""
-    rng = np.random.default_rng(seed)
-    x = tf.constant(rng.normal(size=(per_rank_batch, crop, crop, 3)).astype(np.float32))
-    y = tf.constant((rng.random((per_rank_batch, n_classes)) < 0.1).astype(np.float32))
-    return tf.data.Dataset.from_tensors((x, y)).repeat()
+    return shards.eval_batches(manifest, split, rank, size, batch, parse)

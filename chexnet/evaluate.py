@@ -6,36 +6,12 @@
 Writes <run>/eval-<split>/{auc.md, auc.csv, roc.png, predictions.csv}, appends
 an ``eval`` record to <run>/metrics.jsonl, and prints the table (rank 0).
 """
-import dataclasses
-import json
 import os
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from runtime import distributed
-from runtime.config import PRECISION_HELP, PRECISIONS, ProcessConfig, field, parse_args
-from runtime.errors import UserError, main_guard
-from runtime.logs import setup_logging
-from runtime.metrics import MetricsStream
-
-
-@dataclasses.dataclass
-class EvalConfig(ProcessConfig):
-    """Evaluate a CheXNet checkpoint: per-pathology AUC table, bootstrap intervals, ROC curves."""
-
-    precision: str = field("checkpoint", "checkpoint = the precision the checkpoint was trained and validated "
-                           "in (its AUCs are then reproduced exactly); or " + PRECISION_HELP,
-                           choices=["checkpoint", *PRECISIONS])
-    run: str = field("", "run folder of chexnet.train (holds config.json and the checkpoints)")
-    checkpoint: str = field("best.npz", "checkpoint file in the run folder (or a path)")
-    split: str = field("test", "split of the manifest to evaluate", choices=["train", "val", "test"])
-    data_dir: str = field("", "TFRecord folder (default: the one the run trained on)")
-    eval_batch: int = field(64, "images per rank per step")
-    bootstrap: int = field(1000, "bootstrap resamples for the 95% intervals")
-
-    def validate(self):
-        super().validate()
-        if not os.path.isfile(os.path.join(self.run, "config.json")):
-            raise UserError(f"--run {self.run!r}: no config.json there; pass the folder chexnet.train wrote")
+from runtime.config import parse_args
+from runtime.errors import main_guard
+from training.evaluation import EvalConfig, start
 
 
 def roc_png(path, labels, probs, classes):
@@ -56,51 +32,43 @@ def roc_png(path, labels, probs, classes):
     plt.close(fig)
 
 
+def write_predictions(path, names, probs, labels, classes):
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("image," + ",".join(f"p_{c}" for c in classes) + "," + ",".join(f"y_{c}" for c in classes) + "\n")
+        for n, p, y in zip(names, probs, labels):
+            fh.write(n + "," + ",".join(f"{v:.9g}" for v in p) + "," + ",".join(str(int(v)) for v in y) + "\n")
+
+
 @main_guard
 def main(argv=None):
-    cfg = parse_args(EvalConfig, argv)
-    from chexnet import checkpoint
-    ckpt = cfg.checkpoint if os.path.isfile(cfg.checkpoint) else os.path.join(cfg.run, cfg.checkpoint)
-    _, _, state = checkpoint.read(ckpt)
-    if cfg.precision == "checkpoint":
-        cfg = dataclasses.replace(cfg, precision=state.get("precision", "float32"))
-    ctx = distributed.init(cfg)
-    log = setup_logging(ctx.rank, "evaluate")
+    cfg = parse_args(EvalConfig, argv, description="Evaluate a CheXNet checkpoint: per-pathology AUC table, "
+                                                   "bootstrap intervals, ROC curves.")
+    ev = start(cfg, "evaluate")
     from chexnet import auc, data, losses, model as cx_model, validation
+    from training import checkpoint
+    from training.gather import Predictor
 
-    with open(os.path.join(cfg.run, "config.json"), encoding="utf-8") as fh:
-        trained = json.load(fh)["config"]
-    manifest = data.Manifest.load(cfg.data_dir or trained["data_dir"])
-    cx_model.check_checkpoint(state, ckpt, manifest.classes, manifest.stored_size)
-    model = cx_model.build_model(state["crop"], len(manifest.classes))
-    checkpoint.restore(ckpt, model, with_optimizer=False)
-    ds = data.eval_dataset(manifest, cfg.split, ctx.rank, ctx.size, cfg.eval_batch, state["crop"])
-    logits, labels, names = validation.gather_predictions(validation.Predictor(model), ds,
-                                                          manifest.split(cfg.split)["images"])
-    if not ctx.is_chief:
+    classes = ev.manifest.classes
+    cx_model.check_checkpoint(ev.state, ev.checkpoint_path, classes, ev.manifest.stored_size)
+    model = cx_model.build_model(ev.state["crop"], len(classes))
+    checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
+    ds = data.eval_dataset(ev.manifest, cfg.split, ev.ctx.rank, ev.ctx.size, cfg.eval_batch, ev.state["crop"])
+    logits, labels, names = validation.gather_logits(Predictor(model), ds, ev.manifest.images(cfg.split))
+    if not ev.ctx.is_chief:
         return
     probs = losses.sigmoid(logits)
-    rows = auc.auc_table(labels, logits, manifest.classes, n_boot=cfg.bootstrap, seed=cfg.seed)
-    out = os.path.join(cfg.run, f"eval-{cfg.split}")
-    os.makedirs(out, exist_ok=True)
-    title = f"{cfg.split} split, {len(names)} images, checkpoint {os.path.basename(ckpt)} (epoch {state['epoch']})"
+    rows = auc.auc_table(labels, logits, classes, n_boot=cfg.bootstrap, seed=cfg.seed)
+    out, title = ev.out_dir(), ev.title(len(names))
     with open(os.path.join(out, "auc.md"), "w", encoding="utf-8") as fh:
         fh.write(f"# Per-pathology AUC: {title}\n\n{auc.markdown(rows)}\n")
     with open(os.path.join(out, "auc.csv"), "w", encoding="utf-8") as fh:
         fh.write(auc.csv_text(rows))
-    with open(os.path.join(out, "predictions.csv"), "w", encoding="utf-8") as fh:
-        fh.write("image," + ",".join(f"p_{c}" for c in manifest.classes) + "," +
-                 ",".join(f"y_{c}" for c in manifest.classes) + "\n")
-        for n, p, y in zip(names, probs, labels):
-            fh.write(n + "," + ",".join(f"{v:.9g}" for v in p) + "," + ",".join(str(int(v)) for v in y) + "\n")
-    roc_png(os.path.join(out, "roc.png"), labels, probs, manifest.classes)
-    MetricsStream(os.path.join(cfg.run, "metrics.jsonl")).write(
-        "eval", split=cfg.split, images=len(names), checkpoint=os.path.basename(ckpt), epoch=state["epoch"],
-        precision=ctx.precision.policy,
-        mean_auc=rows[-1]["auc"], mean_auc_ci=[rows[-1]["ci_low"], rows[-1]["ci_high"]],
-        auc={r["pathology"]: r["auc"] for r in rows[:-1]})
+    write_predictions(os.path.join(out, "predictions.csv"), names, probs, labels, classes)
+    roc_png(os.path.join(out, "roc.png"), labels, probs, classes)
+    ev.record(len(names), mean_auc=rows[-1]["auc"], mean_auc_ci=[rows[-1]["ci_low"], rows[-1]["ci_high"]],
+              auc={r["pathology"]: r["auc"] for r in rows[:-1]})
     print(f"## Per-pathology AUC: {title}\n\n{auc.markdown(rows)}\n\n(saved in {out}/)", flush=True)
-    log.info("evaluation written to %s", out)
+    ev.log.info("evaluation written to %s", out)
 
 
 if __name__ == "__main__":

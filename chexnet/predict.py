@@ -43,7 +43,8 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras
-    from chexnet import checkpoint, model as cx_model
+    from chexnet import model as cx_model
+    from training import checkpoint
     from chexnet.losses import sigmoid
     from chexnet.preprocess import preprocess
 

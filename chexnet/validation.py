@@ -1,54 +1,26 @@
-"""Whole-split predictions gathered from every rank, and the per-epoch AUC callback.
+"""The per-epoch validation of CheXNet: whole-split loss, per-pathology and mean AUC.
 
-    predictor = Predictor(model)
-    logits, labels, names = gather_predictions(predictor, eval_ds, expected=m.split("val")["images"])
-    cb = WholeSplitAUC(eval_ds, expected, classes, w_pos, w_neg)   # adds val_mean_auc etc. to logs
+    cb = WholeSplitAUC(eval_ds, expected=m.images("val"), class_names=m.classes, w_pos=w_pos, w_neg=w_neg)
+    # at each epoch end: logs["val_loss"], logs["val_mean_auc"], logs["val_auc_<class>"]
 
-Collective: every rank must call it. Each rank predicts its own records (the
-last partial batch included); the rows of all ranks are gathered, and every
-rank computes the same figures, so callbacks that act on them (plateau LR,
-checkpoints) agree across ranks. An image counted twice or missing fails
-loudly. The model outputs logits: AUCs and the loss are computed from them,
-probabilities (``losses.sigmoid``) only where they are shown.
+Collective: every rank runs it. The predictions of the whole split are
+gathered from every rank (``training.gather``: each image exactly once), so
+every rank computes the same figures and the callbacks that act on them
+(plateau LR, checkpoints) agree. The model outputs logits: AUCs and the loss
+are computed from them, probabilities (``losses.sigmoid``) only where shown.
 """
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 
 from chexnet import auc
 from chexnet.losses import weighted_bce_numpy
-from runtime import distributed
+from training.gather import Predictor, gather_exactly_once
 
 
-class Predictor:
-    """One compiled inference function per model, reused for every batch and every epoch."""
-
-    def __init__(self, model):
-        self.model = model
-        self.n_classes = model.output_shape[-1]
-        self._infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def local(self, dataset):
-        """(logits, labels, names) of this rank's records of ``dataset``."""
-        logits, labels, names = [], [], []
-        for x, y, name in dataset:
-            logits.append(self._infer(x).numpy())
-            labels.append(y.numpy())
-            names += [n.decode() for n in name.numpy()]
-        empty = np.zeros((0, self.n_classes), np.float32)
-        return (np.concatenate(logits) if logits else empty,
-                np.concatenate(labels) if labels else empty, names)
-
-
-def gather_predictions(predictor, dataset, expected):
-    logits, labels, names = predictor.local(dataset)
-    logits = distributed.allgather(logits.astype(np.float32))
-    labels = distributed.allgather(labels.astype(np.float32))
-    names = [n for part in distributed.allgather_object(names) for n in part]
-    if len(names) != expected or len(set(names)) != expected:
-        raise RuntimeError(f"gathered {len(names)} predictions ({len(set(names))} distinct images) "
-                           f"but the split has {expected}: the rank sharding is broken")
-    return logits, labels, names
+def gather_logits(predictor, dataset, expected):
+    """(logits, labels, names) of the whole split, from every rank."""
+    rows, names = gather_exactly_once(*predictor.local(dataset), expected)
+    return rows["outputs"].astype(np.float32), rows["targets"].astype(np.float32), names
 
 
 class WholeSplitAUC(keras.callbacks.Callback):
@@ -62,7 +34,7 @@ class WholeSplitAUC(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.predictor = self.predictor or Predictor(self.model)
-        logits, labels, _ = gather_predictions(self.predictor, self.dataset, self.expected)
+        logits, labels, _ = gather_logits(self.predictor, self.dataset, self.expected)
         aucs = auc.per_class_auc(labels, logits)
         logs = logs if logs is not None else {}
         logs[f"{self.prefix}_loss"] = weighted_bce_numpy(labels, logits, self.w_pos, self.w_neg)

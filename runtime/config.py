@@ -9,10 +9,13 @@
 
 Every field becomes a flag (``per_rank_batch`` -> ``--per-rank-batch``; booleans
 get ``--x/--no-x``), its help text comes from the field, so no flag is copied by
-hand into a second object. ``to_dict`` gives what ``config.json`` holds.
+hand into a second object. ``--preset FILE`` (a JSON object, keys as the
+fields) sets defaults that flags override. ``to_dict`` gives what
+``config.json`` holds.
 """
 import argparse
 import dataclasses
+import json
 import typing
 
 from runtime.errors import UserError
@@ -97,9 +100,45 @@ def build_parser(cls, description=None):
     return parser
 
 
+def load_preset(path, cls):
+    """{field: value} of a JSON preset file, checked against ``cls``'s fields and types."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--preset {path}: cannot read it as JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"--preset {path}: must hold one JSON object of settings, e.g. {{\"epochs\": 3}}")
+    hints = typing.get_type_hints(cls)
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in hints or key == "preset":
+            raise UserError(f"--preset {path}: unknown setting {key!r}; settings are the flags' names with "
+                            f"underscores, as in config.json (see --help)")
+        tp = hints[key]
+        ok = isinstance(value, bool) if tp is bool else (
+            isinstance(value, tp) or (tp is float and isinstance(value, int))) and not isinstance(value, bool)
+        if not ok:
+            raise UserError(f"--preset {path}: {key} must be {tp.__name__}, got {value!r}")
+        if choices[key] and value not in choices[key]:
+            raise UserError(f"--preset {path}: {key} must be one of {choices[key]}, got {value!r}")
+    return values
+
+
 def parse_args(cls, argv=None, description=None):
-    """Parse ``argv`` into a validated ``cls`` instance."""
-    args = build_parser(cls, description).parse_args(argv)
-    cfg = cls(**vars(args))
+    """Parse ``argv`` into a validated ``cls`` instance.
+
+    ``--preset FILE`` (a JSON object of settings, keys as in config.json) sets
+    the defaults first; flags on the command line override it.
+    """
+    parser = build_parser(cls, description)
+    parser.add_argument("--preset", default="", help="JSON file of settings (keys as in config.json, e.g. "
+                        "{\"epochs\": 3, \"per_rank_batch\": 8}); flags on the command line override it")
+    known, _ = parser.parse_known_args(argv)
+    if known.preset:
+        parser.set_defaults(**load_preset(known.preset, cls))
+    args = vars(parser.parse_args(argv))
+    args.pop("preset")
+    cfg = cls(**args)
     cfg.validate()
     return cfg

@@ -97,7 +97,7 @@ step ./write_tfrecords.sh --out "$CX" --image-size "$SIZE"
 echo "== demo 4/5: CheXNet on $NP rank(s), $EPOCHS epochs, crop $CROP (run $RUNS_DIR/$RUN) =="
 step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.train \
   --data-dir "$CX/chestxray14/tfrecords" --runs-dir "$RUNS_DIR" --run-name "$RUN" \
-  --epochs "$EPOCHS" --crop "$CROP" --per-rank-batch 16 --bn-momentum 0.9 --precision auto --weights none
+  --preset presets/chexnet_demo.json --epochs "$EPOCHS" --crop "$CROP"
 echo "== demo 5/5: evaluation on the test split =="
 step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.evaluate --run "$RUNS_DIR/$RUN" --split test
 echo "== demo finished in $((SECONDS - t0)) s: tables in $RUNS_DIR/$RUN/training.md and $RUNS_DIR/$RUN/eval-test/auc.md =="

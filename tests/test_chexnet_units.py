@@ -7,7 +7,8 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from chexnet import auc, losses
-from chexnet.data import Manifest, _rank_records, rank_pieces, train_dataset
+from chexnet.data import train_dataset
+from training.shards import Manifest, rank_pieces, rank_records
 from chexnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess, to_stored_form
 
 
@@ -157,7 +158,7 @@ def test_ranks_read_every_record_once_from_real_files(tmp_path):
         order = np.random.default_rng([0, epoch]).permutation(len(counts))
         seen = []
         for rank in range(3):
-            ds = _rank_records(m.files("train"), counts, rank, 3, order)
+            ds = rank_records(m.files("train"), counts, rank, 3, order)
             seen += [records.parse(r, 1)[2].numpy().decode() for r in ds]
         assert sorted(seen) == sorted(f"{i}_{j}.png" for i, n in enumerate(counts) for j in range(n))
     steps = m.steps_per_epoch("train", 3, 2)

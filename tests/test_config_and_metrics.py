@@ -1,11 +1,13 @@
 """Run config from the command line, the metrics stream, atomic writes (one process)."""
 import dataclasses
+import glob
 import json
 import math
 import os
 
 import pytest
 
+from helpers import ROOT
 from runtime.config import RuntimeConfig, field, parse_args
 from runtime.errors import UserError
 from runtime.metrics import MetricsStream, fmt, read_events
@@ -36,6 +38,44 @@ def test_bad_values_are_one_line_errors():
         parse_args(DemoConfig, ["--precision", "float8"])
 
 
+def test_a_preset_sets_defaults_and_flags_override_it(tmp_path):
+    preset = tmp_path / "exp.json"
+    preset.write_text(json.dumps({"epochs": 7, "base_lr": 1, "xla": True, "lr_scaling": "none"}))
+    cfg = parse_args(DemoConfig, ["--preset", str(preset), "--epochs", "2"])
+    assert (cfg.epochs, cfg.base_lr, cfg.xla, cfg.lr_scaling) == (2, 1, True, "none")
+    assert "preset" not in cfg.to_dict()
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"epochs": 3, "epoch": 4}', "unknown setting 'epoch'"),
+    ('{"epochs": "3"}', "epochs must be int, got '3'"),
+    ('{"xla": 1}', "xla must be bool, got 1"),
+    ('{"precision": "float8"}', "precision must be one of"),
+    ('[1, 2]', "must hold one JSON object"),
+    ('{"epochs": ', "cannot read it as JSON"),
+])
+def test_a_bad_preset_is_a_one_line_error_naming_the_file(tmp_path, content, message):
+    preset = tmp_path / "bad.json"
+    preset.write_text(content)
+    with pytest.raises(UserError, match=message) as err:
+        parse_args(DemoConfig, ["--preset", str(preset)])
+    assert str(preset) in str(err.value) and "\n" not in str(err.value)
+
+
+PRESET_CONFIGS = {"chexnet": "chexnet.config:CheXNetConfig"}
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "presets", "*.json"))),
+                         ids=os.path.basename)
+def test_every_shipped_preset_loads_into_its_trainers_config(path):
+    import importlib
+    trainer = os.path.basename(path).split("_")[0]
+    module, name = PRESET_CONFIGS[trainer].split(":")
+    cfg = parse_args(getattr(importlib.import_module(module), name), ["--preset", path])
+    for key, value in json.loads(open(path).read()).items():
+        assert getattr(cfg, key) == value, key
+
+
 def test_help_texts_may_hold_percent_signs(capsys):
     @dataclasses.dataclass
     class Percent(RuntimeConfig):
@@ -61,14 +101,14 @@ def test_stream_writes_json_lines_with_event_and_non_finite_as_nan(tmp_path):
 
 
 def test_tables_show_nan_and_never_crash_on_it(tmp_path):
-    from chexnet import report
+    from training import report
     path = tmp_path / "metrics.jsonl"
     stream = MetricsStream(str(path))
     stream.write("epoch", epoch=1, epoch_time_s=2.0, lr=1e-3, loss=float("nan"), val_loss=float("inf"),
                  val_mean_auc=float("nan"), throughput={"images_per_s": float("nan"), "images_per_s_per_rank":
                                                        [float("nan")], "step_time_p50_s": None,
                                                        "step_time_p90_s": 0.1, "step_time_p99_s": 0.2})
-    epochs = report.epoch_table(str(path)).splitlines()[-1]
+    epochs = report.epoch_table(str(path), [("val mean AUC", "val_mean_auc", ".4f")]).splitlines()[-1]
     assert epochs.startswith("| 1 | nan | inf | nan | 1.00e-03 |")
     assert "| nan | nan | nan / 0.100 / 0.200 |" in report.throughput_table(str(path))
     assert fmt(None) == "nan" and fmt(float("-inf")) == "-inf" and fmt(0.5, ".2f") == "0.50"

@@ -1,6 +1,7 @@
 """Resumable checkpoints: weights, optimizer state and the run's position in one .npz.
 
-    saver = CheckpointSaver(run, plateau)          # Keras callback: last.npz every epoch, best.npz on a new best
+    saver = CheckpointSaver(run, plateau, model_info, monitor="val_mean_auc", mode="max")
+    # a Keras callback: last.npz every epoch, best.npz on a new best of ``monitor``
     state = restore(run.file("last.npz"), model)   # -> {"epoch": 3, "lr": ..., "best": ..., "plateau": {...}}
 
 One file per checkpoint, written by rank 0 through ``RunDir.save_atomic``
@@ -69,17 +70,24 @@ class Plateau(keras.callbacks.ReduceLROnPlateau):
 
 
 class CheckpointSaver(keras.callbacks.Callback):
-    """last.npz after every epoch, best.npz when ``monitor`` improves (rank 0 writes)."""
+    """last.npz after every epoch, best.npz when ``monitor`` improves (rank 0 writes).
 
-    def __init__(self, run, plateau, model_info, monitor="val_mean_auc", best=-math.inf):
+    ``mode`` "max" (an AUC, a Dice) or "min" (a loss). Every rank keeps the
+    same ``best``: the monitored figure is computed identically on all ranks.
+    """
+
+    def __init__(self, run, plateau, model_info, monitor, mode="max", best=None):
         """``model_info``: what prediction needs besides weights (classes, stored_size, crop, output)."""
         super().__init__()
-        self.run, self.plateau, self.monitor, self.best = run, plateau, monitor, best
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be max or min, got {mode!r}")
+        self.run, self.plateau, self.monitor, self.mode = run, plateau, monitor, mode
+        self.best = best if best is not None else (-math.inf if mode == "max" else math.inf)
         self.model_info = model_info
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor, float("nan"))
-        improved = not math.isnan(value) and value > self.best
+        improved = not math.isnan(value) and (value > self.best if self.mode == "max" else value < self.best)
         if improved:
             self.best = value
         lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))

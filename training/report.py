@@ -1,8 +1,12 @@
 """Tables built from a run's metrics.jsonl (never from stdout); NaN shows as ``nan``.
 
     print(throughput_table("runs/demo/metrics.jsonl"))
-    print(epoch_table("runs/demo/metrics.jsonl"))
-    write_training_tables(run, ranks=2)      # <run>/training.md, and printed
+    print(epoch_table("runs/demo/metrics.jsonl", [("val mean AUC", "val_mean_auc", ".4f")]))
+    write_training_tables(run, ranks=2, columns=[...])     # <run>/training.md, and printed
+
+``columns``: the trainer's validation figures, as (header, epoch-record key,
+format); loss, validation loss, learning rate and images trained on are in
+every epoch table.
 """
 from runtime.metrics import fmt, read_events
 
@@ -23,20 +27,21 @@ def throughput_table(path):
     return "\n".join(lines)
 
 
-def epoch_table(path):
-    lines = ["| epoch | loss | val loss | val mean AUC | learning rate | images trained on |",
-             "|---|---|---|---|---|---|"]
+def epoch_table(path, columns=()):
+    headers = ["epoch", "loss", "val loss", *(h for h, _, _ in columns), "learning rate", "images trained on"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for rec in read_events(path, "epoch"):
-        lines.append(f"| {rec['epoch']} | {fmt(rec.get('loss'))} | {fmt(rec.get('val_loss'))} "
-                     f"| {fmt(rec.get('val_mean_auc'))} | {fmt(rec.get('lr'), '.2e')} "
-                     f"| {rec.get('train_images_seen', 'n/a')} |")
+        cells = [str(rec["epoch"]), fmt(rec.get("loss")), fmt(rec.get("val_loss")),
+                 *(fmt(rec.get(key), spec) for _, key, spec in columns),
+                 fmt(rec.get("lr"), ".2e"), str(rec.get("train_images_seen", "n/a"))]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_training_tables(run, ranks):
+def write_training_tables(run, ranks, columns=()):
     """``<run>/training.md`` with both tables, also printed (rank 0 calls this)."""
     tables = (f"## Throughput ({ranks} ranks)\n\n{throughput_table(run.stream.path)}\n\n"
-              f"## Training\n\n{epoch_table(run.stream.path)}\n")
+              f"## Training\n\n{epoch_table(run.stream.path, columns)}\n")
     with open(run.file("training.md"), "w", encoding="utf-8") as fh:
         fh.write(tables)
     print(tables, flush=True)

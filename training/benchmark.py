@@ -1,0 +1,33 @@
+"""--benchmark mode of every trainer: a fixed number of timed steps, no validation.
+
+    horovodrun -np 2 python -m chexnet.train --benchmark --synthetic-input --crop 224 --run-name bench
+    time_steps(cfg, ctx, run, model, dataset, input_kind="synthetic", crop=224)   # from a trainer
+
+Times ``--benchmark-steps`` steps after ``--throughput-warmup-steps`` untimed
+ones, on the trainer's TFRecord input or on random tensors
+(``--synthetic-input``: no disk, no decoding, no data set needed), and writes
+one ``benchmark`` record: global and per-rank images/s, step-time
+p50/p90/p99, batch and precision settings, CPU model, and the trainer's
+``settings`` (input size, model).
+"""
+from runtime import callbacks
+
+
+def total_steps(cfg):
+    return cfg.throughput_warmup_steps + cfg.benchmark_steps
+
+
+def time_steps(cfg, ctx, run, model, dataset, input_kind, **settings):
+    """Time ``benchmark_steps`` steps of ``dataset`` after ``throughput_warmup_steps``; no validation."""
+    meter = callbacks.Throughput(cfg.per_rank_batch, cfg.throughput_warmup_steps)
+    model.fit(dataset, epochs=1, steps_per_epoch=total_steps(cfg), verbose=0,
+              callbacks=[callbacks.BroadcastInitialState(), meter])
+    record = dict(meter.last or {}, input=input_kind, **settings, per_rank_batch=cfg.per_rank_batch,
+                  global_batch=cfg.per_rank_batch * ctx.size, precision=ctx.precision.policy, xla=cfg.xla,
+                  fp16_allreduce=cfg.fp16_allreduce, cpu_model=ctx.cpu_model)
+    run.stream.write("benchmark", **record)
+    if ctx.is_chief and meter.last:
+        print(f"benchmark: {meter.last['images_per_s']:.1f} images/s on {ctx.size} rank(s), {ctx.precision.policy}; "
+              f"step p50/p90/p99 {meter.last['step_time_p50_s']:.3f}/{meter.last['step_time_p90_s']:.3f}/"
+              f"{meter.last['step_time_p99_s']:.3f} s; {run.stream.path}", flush=True)
+

@@ -1,0 +1,55 @@
+"""The settings every trainer shares; a trainer subclasses ``TrainConfig`` and adds its own.
+
+    @dataclasses.dataclass
+    class SegConfig(TrainConfig):
+        data_dir: str = field("data/kvasir-seg/tfrecords", TrainConfig.DATA_DIR_HELP)  # a new default
+        model: str = field("resunetpp", "network", choices=["resunetpp", "unet"])
+
+    cfg = parse_args(SegConfig, ["--epochs", "3"])
+    cfg.epochs, cfg.model   # (3, 'resunetpp')
+
+Every field is a flag (``runtime.config``); ``--preset FILE`` fills them from a
+JSON file first, and flags given on the command line win.
+"""
+import dataclasses
+
+from runtime.config import RuntimeConfig, field
+from runtime.errors import UserError
+
+
+@dataclasses.dataclass
+class TrainConfig(RuntimeConfig):
+    """Train a model on TFRecords written by write_tfrecords.sh."""
+
+    DATA_DIR_HELP = "folder with manifest.json and the shards of write_tfrecords.sh"
+
+    data_dir: str = field("", DATA_DIR_HELP)
+    epochs: int = field(10, "training epochs")
+    per_rank_batch: int = field(16, "images per rank per step; global batch = this x ranks")
+    base_lr: float = field(1e-3, "single-rank Adam learning rate; scaled for N ranks by --lr-scaling")
+    plateau_patience: int = field(1, "epochs without a better monitored validation figure before the LR drops")
+    plateau_factor: float = field(0.1, "LR multiplier on a plateau")
+    min_lr: float = field(1e-6, "floor for plateau reductions")
+    eval_batch: int = field(32, "images per rank per step when predicting the validation split")
+    shuffle_buffer: int = field(10000, "records in each rank's shuffle buffer")
+    resume: bool = field(False, "continue the run in --run-name from its last checkpoint")
+    tensorboard: bool = field(True, "write TensorBoard logs to <run>/tensorboard (rank 0)")
+    benchmark: bool = field(False, "time --benchmark-steps steps (no validation) and write a benchmark record")
+    benchmark_steps: int = field(50, "steps per rank timed in --benchmark mode (after the warm-up steps)")
+    synthetic_input: bool = field(False, "--benchmark on random tensors instead of the TFRecords (no data needed)")
+
+    POSITIVE = ("epochs", "per_rank_batch", "eval_batch", "benchmark_steps", "shuffle_buffer")
+
+    def validate(self):
+        super().validate()
+        for name in self.POSITIVE:
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.plateau_factor < 1:
+            raise UserError(f"--plateau-factor must be in (0, 1), got {self.plateau_factor}")
+        if self.synthetic_input and not self.benchmark:
+            raise UserError("--synthetic-input only goes with --benchmark (training needs the TFRecords)")
+        if self.resume and not self.run_name:
+            raise UserError("--resume needs --run-name: the run folder whose last checkpoint to continue")
+        if not self.data_dir and not (self.benchmark and self.synthetic_input):
+            raise UserError("--data-dir is empty: pass the folder write_tfrecords.sh wrote")

@@ -1,0 +1,84 @@
+"""What every evaluate entry point shares: its settings, the checkpoint, the precision, the data, the record.
+
+    cfg = parse_args(EvalConfig, argv, description="Evaluate a CheXNet checkpoint ...")
+    ev = start(cfg, "evaluate")              # checkpoint read, Horovod up in the checkpoint's precision
+    ev.state["epoch"], ev.manifest.images(cfg.split), ev.ctx.rank
+    out = ev.out_dir()                       # <run>/eval-<split>/, rank 0
+    ev.record(mean_auc=0.91)                 # an ``eval`` record in <run>/metrics.jsonl, rank 0
+
+Evaluation runs in the precision the checkpoint was trained and validated in
+(``--precision checkpoint``, the default), so it reproduces the training log's
+figures; the data defaults to the folder the run trained on.
+"""
+import dataclasses
+import json
+import os
+
+from runtime import distributed
+from runtime.config import PRECISION_HELP, PRECISIONS, ProcessConfig, field
+from runtime.errors import UserError
+from runtime.logs import setup_logging
+from runtime.metrics import MetricsStream
+from training import checkpoint
+from training.shards import Manifest
+
+
+@dataclasses.dataclass
+class EvalConfig(ProcessConfig):
+    """Evaluate a checkpoint of a run on a split of its data."""
+
+    precision: str = field("checkpoint", "checkpoint = the precision the checkpoint was trained and validated "
+                           "in (its figures are then reproduced exactly); or " + PRECISION_HELP,
+                           choices=["checkpoint", *PRECISIONS])
+    run: str = field("", "run folder of the trainer (holds config.json and the checkpoints)")
+    checkpoint: str = field("best.npz", "checkpoint file in the run folder (or a path)")
+    split: str = field("test", "split of the manifest to evaluate", choices=["train", "val", "test"])
+    data_dir: str = field("", "TFRecord folder (default: the one the run trained on)")
+    eval_batch: int = field(32, "images per rank per step")
+    bootstrap: int = field(1000, "bootstrap resamples for the 95% intervals")
+
+    def validate(self):
+        super().validate()
+        if not os.path.isfile(os.path.join(self.run, "config.json")):
+            raise UserError(f"--run {self.run!r}: no config.json there; pass the folder the trainer wrote")
+        if self.eval_batch < 1 or self.bootstrap < 1:
+            raise UserError(f"--eval-batch and --bootstrap must be >= 1, got {self.eval_batch}, {self.bootstrap}")
+
+
+@dataclasses.dataclass
+class Evaluation:
+    cfg: EvalConfig
+    ctx: object
+    log: object
+    checkpoint_path: str
+    state: dict
+    manifest: Manifest
+
+    def out_dir(self):
+        path = os.path.join(self.cfg.run, f"eval-{self.cfg.split}")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def title(self, images):
+        return (f"{self.cfg.split} split, {images} images, checkpoint {os.path.basename(self.checkpoint_path)} "
+                f"(epoch {self.state['epoch']})")
+
+    def record(self, images, **figures):
+        """The ``eval`` record (rank 0 calls this)."""
+        MetricsStream(os.path.join(self.cfg.run, "metrics.jsonl")).write(
+            "eval", split=self.cfg.split, images=images, checkpoint=os.path.basename(self.checkpoint_path),
+            epoch=self.state["epoch"], precision=self.ctx.precision.policy, **figures)
+
+
+def start(cfg, logger_name):
+    """Read the checkpoint, start the runtime in its precision, load the manifest; every rank calls this."""
+    path = cfg.checkpoint if os.path.isfile(cfg.checkpoint) else os.path.join(cfg.run, cfg.checkpoint)
+    _, _, state = checkpoint.read(path)
+    if cfg.precision == "checkpoint":
+        cfg = dataclasses.replace(cfg, precision=state.get("precision", "float32"))
+    ctx = distributed.init(cfg)
+    log = setup_logging(ctx.rank, logger_name)
+    with open(os.path.join(cfg.run, "config.json"), encoding="utf-8") as fh:
+        trained = json.load(fh)["config"]
+    manifest = Manifest.load(cfg.data_dir or trained["data_dir"])
+    return Evaluation(cfg, ctx, log, path, state, manifest)

@@ -1,0 +1,57 @@
+"""The training loop every trainer shares: resume, the callbacks in order, ``fit``, the tables.
+
+    fit(cfg, ctx, run, model, steps, train_data=lambda first_epoch: dataset,
+        validators=[WholeSplitAUC(...)], model_info={"classes": ..., "crop": ...},
+        monitor="val_mean_auc", mode="max", columns=[("val mean AUC", "val_mean_auc", ".4f")])
+
+``model`` is compiled with the distributed optimizer. ``train_data(first_epoch)``
+gives the batches from ``first_epoch`` to the last (it depends on the epoch a
+resumed run starts at). ``validators`` are callbacks that add the validation
+figures to the epoch logs; the plateau schedule and the checkpoints act on
+``monitor`` after them, then the epoch record is written (runtime.callbacks).
+"""
+import logging
+
+import tf_keras as keras
+
+from runtime import callbacks, distributed
+from training import checkpoint, report
+
+log = logging.getLogger(__name__)
+
+
+def resume_state(cfg, ctx, run, model):
+    """The saved state of ``run``'s last.npz on every rank (None for a new run); weights loaded on rank 0."""
+    # Rank 0 reads the checkpoint; BroadcastInitialState hands its weights and
+    # optimizer state to the others, so the run folder need only exist on rank 0.
+    state = checkpoint.restore(run.file("last.npz"), model) if cfg.resume and ctx.is_chief else None
+    state = distributed.broadcast_object(state)
+    if state:
+        model.optimizer.build(model.trainable_variables)  # same variables on every rank before the broadcast
+        keras.backend.set_value(model.optimizer.learning_rate, state["lr"])  # the rate is not a broadcast variable
+    return state
+
+
+def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode="max", columns=()):
+    """Train ``cfg.epochs`` epochs of ``steps`` steps (continuing a resumed run); rank 0 writes the tables."""
+    state = resume_state(cfg, ctx, run, model)
+    first_epoch = state["epoch"] if state else 0
+    log.info("%d ranks x %d images = global batch %d; %d steps/epoch; LR %.2e -> %.2e (%s scaling, %g warm-up "
+             "epochs); precision %s (%s); epochs %d..%d; %s", ctx.size, cfg.per_rank_batch,
+             ctx.size * cfg.per_rank_batch, steps, cfg.base_lr,
+             distributed.scaled_lr(cfg.base_lr, ctx.size, cfg.lr_scaling), cfg.lr_scaling, cfg.warmup_epochs,
+             ctx.precision.policy, ctx.precision.reason, first_epoch + 1, cfg.epochs, run.path)
+    plateau = checkpoint.Plateau(restored=state and state["plateau"], monitor=monitor, mode=mode,
+                                 factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr,
+                                 verbose=0)
+    saver = checkpoint.CheckpointSaver(run, plateau, dict(model_info, precision=ctx.compute_dtype), monitor, mode,
+                                       best=state["best"] if state else None)
+    epoch_end = [*validators, plateau, saver]
+    if cfg.tensorboard and ctx.is_chief:
+        epoch_end.append(keras.callbacks.TensorBoard(run.file("tensorboard"), profile_batch=0))
+    hooks = callbacks.standard_callbacks(run, cfg, ctx, steps, cfg.per_rank_batch,
+                                         initial_epoch=first_epoch, epoch_end=epoch_end)
+    model.fit(train_data(first_epoch), epochs=cfg.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+              callbacks=hooks.callbacks, verbose=hooks.verbose)
+    if ctx.is_chief:
+        report.write_training_tables(run, ctx.size, columns)

@@ -1,0 +1,165 @@
+"""Rank-sharded input over the TFRecords of write_tfrecords.sh (no Horovod: rank and size are arguments).
+
+    m = Manifest.load("data/chestxray14/tfrecords")
+    steps = m.steps_per_epoch("train", size=2, per_rank_batch=16)
+    ds = train_batches(m, rank=0, size=2, per_rank_batch=16, seed=0, first_epoch=0, epochs=10,
+                       steps=steps, parse=lambda serialized, seed: ...)      # -> (x, y) batches
+    ev = eval_batches(m, "val", rank=0, size=2, batch=64, parse=lambda serialized: ...)  # (x, y, name)
+
+Sharding by record: the split's files are taken in one order (for training,
+a permutation drawn from (seed, epoch), the same on every rank), their
+records form one sequence of N, and rank r reads the contiguous slice
+``[r*N//size, (r+1)*N//size)`` of it (``rank_pieces``: a few (file, skip,
+take) pieces, at most two of them partial files). Every record belongs to
+exactly one rank, rank shares differ by at most one record, and which
+records a rank holds changes from epoch to epoch.
+
+Equal steps: every rank runs ``steps_per_epoch = (N // size) // per_rank_batch``
+steps, or Horovod's allreduce would hang on the ranks that ran out. An epoch
+therefore trains on all but fewer than one global batch (``size x
+per_rank_batch``) of the N images, and the few left out change every epoch.
+Evaluation keeps every record (the last, partial batch included).
+
+Determinism: epoch ``e`` is built from (seed, rank, e) alone, and ``parse``
+gets a per-record seed for stateless augmentation, so a run resumed at epoch
+``e`` sees what an uninterrupted run would have seen.
+"""
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from runtime.errors import UserError
+
+
+class Manifest:
+    """``manifest.json`` of a TFRecord folder: splits, their shards and record counts, the stored size,
+    and the class order (empty for a data set without classes)."""
+
+    def __init__(self, folder, data):
+        self.folder, self.data = folder, data
+        self.stored_size = data["options"]["image_size"]
+        self.classes = data.get("class_order", [])
+
+    @classmethod
+    def load(cls, folder):
+        path = os.path.join(folder, "manifest.json")
+        if not os.path.isfile(path):
+            raise UserError(f"{path} not found: run write_tfrecords.sh first (or pass --data-dir)")
+        with open(path, encoding="utf-8") as fh:
+            return cls(folder, json.load(fh))
+
+    def check_crop(self, crop, log):
+        """The crop must fit the stored images and should cover most of them (224 of 256 does)."""
+        if crop > self.stored_size:
+            raise UserError(f"--crop {crop} is larger than the stored {self.stored_size}x{self.stored_size} "
+                            f"images of {self.folder}: lower --crop or rewrite with a larger --image-size")
+        if crop < 0.6 * self.stored_size:
+            log.warning("--crop %d sees only the central %.0f%% of each %dx%d image: findings near the "
+                        "edges are cut off; rewrite the TFRecords with --image-size near %d",
+                        crop, 100 * (crop / self.stored_size) ** 2, self.stored_size, self.stored_size,
+                        round(crop * 256 / 224))
+
+    def split(self, name):
+        info = self.data["splits"].get(name)
+        if not info or not info["images"]:
+            raise UserError(f"{self.folder}/manifest.json has no {name} images: rewrite the TFRecords")
+        return info
+
+    def images(self, name):
+        return self.split(name)["images"]
+
+    def files(self, name):
+        return [os.path.join(self.folder, s["file"]) for s in self.split(name)["shards"]]
+
+    def record_counts(self, name):
+        return [s["records"] for s in self.split(name)["shards"]]
+
+    def steps_per_epoch(self, name, size, per_rank_batch):
+        """Steps every rank runs: the smallest rank share (N // size) in whole batches."""
+        steps = (sum(self.record_counts(name)) // size) // per_rank_batch
+        if steps < 1:
+            raise UserError(f"the {name} split has {self.images(name)} images: too few for "
+                            f"{size} ranks x --per-rank-batch {per_rank_batch}; lower the batch")
+        return steps
+
+
+def rank_pieces(counts, rank, size, order=None):
+    """This rank's slice of the records of files ``order`` (default: as listed), as (file, skip, take).
+
+    ``counts``: records per file. The files' records, in ``order``, form one
+    sequence of N; the rank gets ``[rank*N//size, (rank+1)*N//size)`` of it.
+
+    >>> rank_pieces([5, 5, 5], rank=1, size=2)
+    [(1, 2, 3), (2, 0, 4)]
+    """
+    order = range(len(counts)) if order is None else order
+    total = sum(counts)
+    lo, hi = rank * total // size, (rank + 1) * total // size
+    pieces, offset = [], 0
+    for f in order:
+        a, b = max(lo, offset), min(hi, offset + counts[f])
+        if a < b:
+            pieces.append((int(f), a - offset, b - a))
+        offset += counts[f]
+    return pieces
+
+
+def rank_records(files, counts, rank, size, order=None):
+    """This rank's serialized records: its pieces, interleaved in a fixed order."""
+    pieces = rank_pieces(counts, rank, size, order)
+    if not pieces:
+        return tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
+    paths = tf.constant([files[f] for f, _, _ in pieces])
+    skips = tf.constant([s for _, s, _ in pieces], tf.int64)
+    takes = tf.constant([t for _, _, t in pieces], tf.int64)
+    return tf.data.Dataset.from_tensor_slices((paths, skips, takes)).interleave(
+        lambda path, skip, take: tf.data.TFRecordDataset(path).skip(skip).take(take),
+        cycle_length=min(4, len(pieces)), deterministic=True, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
+                  shuffle_buffer=10000, split="train"):
+    """Epochs ``first_epoch..epochs-1`` of this rank's training batches, ``steps`` per epoch.
+
+    ``parse(serialized, seed)``: one record -> (x, y); ``seed`` is an int64 pair
+    unique to (seed, rank, epoch, record index) for stateless augmentation.
+    """
+    files, counts = manifest.files(split), manifest.record_counts(split)
+
+    def epoch_stream(epoch):
+        # The same file order on every rank (their slices must tile the records),
+        # a new one each epoch (so a rank's share changes).
+        order = np.random.default_rng([seed, epoch]).permutation(len(files))
+        epoch_seed = seed * 1_000_003 + rank * 10_007 + epoch  # distinct per rank and epoch
+        ds = rank_records(files, counts, rank, size, order)
+        ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        ds = ds.take(steps * per_rank_batch).enumerate()
+        ds = ds.map(lambda index, serialized: parse(serialized, tf.stack([tf.constant(epoch_seed, tf.int64), index])),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(per_rank_batch, drop_remainder=True)
+
+    # One stream per epoch, concatenated: epoch e depends only on (seed, rank, e).
+    stream = epoch_stream(first_epoch)
+    for epoch in range(first_epoch + 1, epochs):
+        stream = stream.concatenate(epoch_stream(epoch))
+    return stream.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_batches(manifest, split, rank, size, batch, parse):
+    """This rank's records of ``split`` as ``parse(serialized)`` batches; nothing dropped."""
+    ds = rank_records(manifest.files(split), manifest.record_counts(split), rank, size)
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def random_batches(per_rank_batch, input_shape, target_shape, seed, positive_rate=0.1):
+    """One random (x, y) batch repeated, for --benchmark --synthetic-input: no disk, no decoding.
+
+    ``y`` is 0/1 with ``positive_rate`` ones: multi-hot labels or a mask, by ``target_shape``.
+    """
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.normal(size=(per_rank_batch, *input_shape)).astype(np.float32))
+    y = tf.constant((rng.random((per_rank_batch, *target_shape)) < positive_rate).astype(np.float32))
+    return tf.data.Dataset.from_tensors((x, y)).repeat()
