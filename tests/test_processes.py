@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 
@@ -109,9 +108,14 @@ def _inner_pytest(tmp_path, marker, timeout):
     test = tmp_path / "test_inner.py"
     test.write_text(INNER_TEST.format(tests=os.path.join(ROOT, "tests"), timeout=timeout, sleeper=SLEEPER,
                                       ready=str(ready), marker=marker))
-    cmd = [sys.executable, "-m", "pytest", "-c", os.path.join(ROOT, "pytest.ini"), "--rootdir", str(tmp_path),
-           "-p", "no:cacheprovider", "-q", str(test)]
-    return cmd, ready
+    args = ["-c", os.path.join(ROOT, "pytest.ini"), "--rootdir", str(tmp_path), "-p", "no:cacheprovider", "-q",
+            str(test)]
+    # Ctrl-C must reach it as KeyboardInterrupt even where this suite runs with
+    # SIGINT ignored (a background job of a non-interactive shell), which Python
+    # would otherwise inherit: restore the handler first.
+    start = ("import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             f"sys.exit(pytest.main({args!r}))")
+    return [sys.executable, "-c", start], ready
 
 
 def test_pytest_timeout_inside_the_helper_stops_the_job(tmp_path, marker):

@@ -1,5 +1,4 @@
 """Runtime pieces in one process: precision by hardware, the CUDA-stub filter, the LR warm-up."""
-import os
 import subprocess
 import sys
 

@@ -43,8 +43,8 @@ def test_metrics_stream_has_epochs_with_throughput(smoke_run):
         assert tp["images"] == 2 * 25 * 32
         assert len(tp["images_per_s_per_rank"]) == 2
         assert tp["step_time_p50_s"] <= tp["step_time_p90_s"] <= tp["step_time_p99_s"]
-    # Learning rate warmed up from 2e-3 to 2e-3 x 2 ranks during epoch 1.
-    assert read_events(str(run / "metrics.jsonl"), "epoch")[-1]["lr"] == pytest.approx(4e-3)
+    # Learning rate warmed up from 2e-3 to 2e-3 x sqrt(2 ranks) (the default sqrt rule) during epoch 1.
+    assert read_events(str(run / "metrics.jsonl"), "epoch")[-1]["lr"] == pytest.approx(2e-3 * 2 ** 0.5)
 
 
 def test_model_learned_and_ranks_agree(smoke_run):
