@@ -1,9 +1,11 @@
-"""Extract tar.gz archives safely, in parallel, idempotently.
+"""Extract tar.gz and zip archives safely, in parallel, idempotently.
 
     python -m dataprep.extract --archives-dir data/chestxray14 --dest data/chestxray14/images_all --jobs 2
+    python -m dataprep.extract --archives-dir data/kvasir-seg --dest data/kvasir-seg --pattern '*.zip'
 
-For each ``*.tar.gz`` in the folder: refuse members with an absolute path, a
-``..`` component or a non-regular type (link, device); write every file via a
+For each archive matching ``--pattern`` (default ``*.tar.gz``) in the folder:
+refuse members with an absolute path, a ``..`` component or a non-regular
+type (link, device); write every file via a
 temporary name; compare the count written with the archive's own listing;
 record ``<dest>/.extracted/<archive>.json`` (archive size and mtime, member
 count). A rerun skips archives whose record matches and whose files are all
@@ -11,13 +13,17 @@ present. A truncated or corrupt archive is named, the others carry on, and the
 exit status is 1 at the end.
 """
 import argparse
+import collections
+import contextlib
 import glob
 import json
 import logging
 import multiprocessing
 import os
+import stat
 import sys
 import tarfile
+import zipfile
 import zlib
 
 from runtime.files import write_json
@@ -30,6 +36,26 @@ class ArchiveError(Exception):
     pass
 
 
+# One member of either archive kind: its path, "file" | "dir" | "other", and how to read it.
+Member = collections.namedtuple("Member", "name kind open")
+
+
+@contextlib.contextmanager
+def members(archive):
+    """The archive's members, in order, for ``*.tar.gz`` and ``*.zip``."""
+    if archive.endswith(".zip"):
+        with zipfile.ZipFile(archive) as z:
+            def kind(info):
+                if info.is_dir():
+                    return "dir"
+                return "other" if stat.S_ISLNK(info.external_attr >> 16) else "file"  # a symlink entry
+            yield (Member(i.filename, kind(i), lambda i=i: z.open(i)) for i in z.infolist())
+    else:
+        with tarfile.open(archive, "r:gz") as tar:
+            yield (Member(m.name, "file" if m.isfile() else "dir" if m.isdir() else "other",
+                          lambda m=m: tar.extractfile(m)) for m in tar)
+
+
 def unsafe_reason(member):
     """Why ``member`` must not be extracted, or None."""
     name = member.name
@@ -37,7 +63,7 @@ def unsafe_reason(member):
         return f"absolute path {name!r}"
     if ".." in name.replace("\\", "/").split("/"):
         return f"path with '..' {name!r}"
-    if not (member.isfile() or member.isdir()):
+    if member.kind == "other":
         return f"not a regular file {name!r} (link or device)"
     return None
 
@@ -66,23 +92,23 @@ def extract_one(archive, dest):
     """Extract ``archive`` into ``dest``; returns the member names written."""
     written, listed = [], 0
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
+        with members(archive) as listing:
+            for member in listing:
                 why = unsafe_reason(member)
                 if why:
                     raise ArchiveError(f"refused member: {why}; the archive may be tampered with")
-                if member.isdir():
+                if member.kind == "dir":
                     continue
                 listed += 1
                 target = os.path.join(dest, member.name)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 tmp = f"{target}.part"
-                with tar.extractfile(member) as src, open(tmp, "wb") as out:
+                with member.open() as src, open(tmp, "wb") as out:
                     while chunk := src.read(1 << 20):
                         out.write(chunk)
                 os.replace(tmp, target)
                 written.append(member.name)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
         raise ArchiveError(f"truncated or corrupt ({type(err).__name__}: {err}); "
                            f"{len(written)} files came out before the error; download it again") from None
     if len(written) != listed:
@@ -121,15 +147,16 @@ def extract_all(archives, dest, jobs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Extract every *.tar.gz of a folder safely.")
+    parser = argparse.ArgumentParser(description="Extract every tar.gz or zip archive of a folder safely.")
     parser.add_argument("--archives-dir", required=True)
     parser.add_argument("--dest", required=True)
+    parser.add_argument("--pattern", default="*.tar.gz", help="which archives: *.tar.gz (default) or *.zip")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     setup_logging(rank=0)
-    archives = sorted(glob.glob(os.path.join(args.archives_dir, "*.tar.gz")))
+    archives = sorted(glob.glob(os.path.join(args.archives_dir, args.pattern)))
     if not archives:
-        print(f"error: no *.tar.gz archives in {args.archives_dir}: run download_dataset.sh first",
+        print(f"error: no {args.pattern} archives in {args.archives_dir}: run download_dataset.sh first",
               file=sys.stderr)
         sys.exit(2)
     result = extract_all(archives, args.dest, args.jobs)

@@ -1,6 +1,7 @@
 """Atomic, durable file writes, free of heavy imports (the data stages use them too).
 
     write_json("out/manifest.json", {"images": 3})
+    write_lines("data/kvasir-seg/val.txt", ["cju0qkwl35piu0993l0dewei2", ...])
     atomic_write("runs/x/best.npz", lambda tmp: save(tmp, model))
 """
 import json
@@ -42,4 +43,12 @@ def write_json(path, obj):
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=2, sort_keys=True)
             fh.write("\n")
+    atomic_write(path, dump)
+
+
+def write_lines(path, lines):
+    """One item a line, atomically."""
+    def dump(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(f"{line}\n" for line in lines)
     atomic_write(path, dump)

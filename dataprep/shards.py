@@ -1,0 +1,268 @@
+"""Write TFRecord shards of any data set: planned, dealt to MPI ranks, written in parallel, resumable.
+
+    class MyWriter(ShardWriter):               # what is the data set's own
+        def fingerprint(self): return {"image_size": 256}
+        def entries_sha256(self, entries): ...   # what records hold besides pixels
+        def record(self, entry): ...             # -> serialized bytes, or raise Rejected(reason)
+        def name(self, entry): return entry.name
+
+    shards = plan_shards({"train": [...], "val": [...]}, per_shard=500)
+    comm = mpi_comm(); rank, size = ...
+    write_my_shards(shards, writer, out_dir, rank, size, local_processes(0, comm))
+    sides = read_sidecars(out_dir, shards)      # rank 0, after a barrier: per shard what was written
+
+Shards are ``<split>-NNNNN-of-NNNNN.tfrecord``; a split's entries are spread
+over its shards with sizes differing by at most one, so no remainder is
+dropped. Shards are dealt round-robin to ranks, and each rank writes its share
+with local processes (spawned: the parent may hold MPI and TensorFlow state).
+A shard is written to a temporary name and renamed, then recorded in
+``.shards/<file>.json`` (records, SHA-256, what was written and rejected and
+why). A rerun skips a shard whose record matches the plan: the same options,
+byte size, entry names and ``entries_sha256``; any other shard is rewritten,
+with a warning saying why.
+"""
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+
+import numpy as np
+
+from runtime.files import atomic_write, write_json
+
+log = logging.getLogger("tfrecords")
+NOT_WRITTEN = "not written yet (or its write was interrupted)"
+
+
+class Rejected(Exception):
+    """An entry that cannot become a record; its message is the reason listed in the manifest."""
+
+
+class ShardWriter:
+    """The data set's part of writing: options, the record of one entry, what makes a shard stale.
+
+    Subclasses must be picklable (they travel to the writer processes).
+    """
+
+    # The warning when a shard's entries_sha256 no longer matches: say where the change came from.
+    METADATA_CHANGED = "the labels or metadata of its images changed since it was written"
+
+    def fingerprint(self):
+        """What a shard's bytes depend on besides its entries: a change makes old shards stale."""
+        raise NotImplementedError
+
+    def entries_sha256(self, entries):
+        """SHA-256 of what the records hold besides pixels (names, labels, ...), in order."""
+        raise NotImplementedError
+
+    def record(self, entry):
+        """The serialized record of ``entry``, or (record, stats dict) to keep figures for the manifest.
+
+        Raises Rejected(reason) if it cannot be made.
+        """
+        raise NotImplementedError
+
+    def name(self, entry):
+        raise NotImplementedError
+
+
+def digest_json(obj):
+    return hashlib.sha256(json.dumps(obj, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Shard:
+    split: str
+    index: int
+    total: int
+    entries: list
+
+    @property
+    def filename(self):
+        return f"{self.split}-{self.index:05d}-of-{self.total:05d}.tfrecord"
+
+
+def plan_shards(splits, per_shard):
+    """Shards of each split (in the dict's order); sizes differ by at most one, so none is dropped."""
+    shards = []
+    for split, entries in splits.items():
+        if not entries:
+            continue
+        n = max(1, int(np.ceil(len(entries) / per_shard)))
+        for i, idx in enumerate(np.array_split(np.arange(len(entries)), n)):
+            shards.append(Shard(split, i, n, [entries[j] for j in idx]))
+    return shards
+
+
+def shuffled(entries, seed):
+    """Seeded order so each shard mixes the data set (a reader interleaves shards)."""
+    order = np.random.default_rng(seed).permutation(len(entries))
+    return [entries[i] for i in order]
+
+
+def sidecar_path(out_dir, shard_file):
+    return os.path.join(out_dir, ".shards", shard_file + ".json")
+
+
+def shard_staleness(out_dir, shard, writer):
+    """None if the shard on disk is what the plan asks for, else why it must be (re)written."""
+    try:
+        with open(sidecar_path(out_dir, shard.filename), encoding="utf-8") as fh:
+            side = json.load(fh)
+        size = os.path.getsize(os.path.join(out_dir, shard.filename))
+    except (OSError, ValueError):
+        return NOT_WRITTEN
+    if side.get("options") != writer.fingerprint():
+        return f"written with other options {side.get('options')}, now {writer.fingerprint()}"
+    if size != side.get("bytes"):
+        return f"{size} bytes on disk, {side.get('bytes')} when written: truncated or altered"
+    if side.get("planned") != [writer.name(e) for e in shard.entries]:
+        return "it holds other images than the current plan"
+    if "entries_sha256" not in side:
+        return "written by an older version that did not record its labels; rewritten once"
+    if side["entries_sha256"] != writer.entries_sha256(shard.entries):
+        return writer.METADATA_CHANGED
+    return None
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_shard(job):
+    """Write one shard; returns its sidecar dict. Runs in a worker process."""
+    shard, writer, out_dir, rank = job
+    import tensorflow as tf  # here: workers only (the parent may fork/spawn them)
+    final = os.path.join(out_dir, shard.filename)
+    sidecar = sidecar_path(out_dir, shard.filename)
+    # Drop the old record first: a crash mid-write then leaves no record that
+    # could vouch for the new bytes.
+    if os.path.exists(sidecar):
+        os.remove(sidecar)
+    written, rejected, stats = [], [], {}
+
+    def write_records(tmp):
+        with tf.io.TFRecordWriter(tmp) as out:
+            for e in shard.entries:
+                try:
+                    made = writer.record(e)
+                except Rejected as why:
+                    rejected.append({"name": writer.name(e), "split": shard.split, "reason": str(why)})
+                    continue
+                blob, figures = made if isinstance(made, tuple) else (made, None)
+                out.write(blob)
+                written.append(writer.name(e))
+                if figures is not None:
+                    stats[writer.name(e)] = figures
+
+    atomic_write(final, write_records)  # temporary name, fsync, rename, fsync the folder
+    side = {"file": shard.filename, "split": shard.split, "rank": rank, "records": len(written),
+            "bytes": os.path.getsize(final), "sha256": sha256_of(final), "options": writer.fingerprint(),
+            "planned": [writer.name(e) for e in shard.entries],
+            "entries_sha256": writer.entries_sha256(shard.entries), "written": written, "rejected": rejected,
+            "stats": stats}
+    write_json(sidecar, side)
+    return side
+
+
+def mpi_comm():
+    """COMM_WORLD when started by mpirun/srun with more than one rank, else None."""
+    if not any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")):
+        return None
+    from mpi4py import MPI
+    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+
+
+def local_processes(requested, comm):
+    if requested > 0:
+        return requested
+    local = 1
+    if comm is not None:
+        from mpi4py import MPI
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()  # ranks on this node
+    return max(1, (os.cpu_count() or 1) // local)
+
+
+def write_my_shards(shards, writer, out_dir, rank, size, processes):
+    """Write the shards dealt to ``rank`` (every size-th); skip complete ones."""
+    mine = [s for i, s in enumerate(shards) if i % size == rank]
+    todo = []
+    for s in mine:
+        why = shard_staleness(out_dir, s, writer)
+        if why is None:
+            continue
+        if why != NOT_WRITTEN:  # a first write is no news
+            log.warning("rank %d: rewriting %s: %s", rank, s.filename, why)
+        todo.append(s)
+    if len(todo) < len(mine):
+        log.info("rank %d: %d of its %d shards already complete, skipped", rank, len(mine) - len(todo), len(mine))
+    if not todo:
+        return
+    jobs = [(s, writer, out_dir, rank) for s in todo]
+    # spawn, not fork: the parent may hold MPI and TensorFlow state.
+    with multiprocessing.get_context("spawn").Pool(min(processes, len(jobs))) as pool:
+        for i, side in enumerate(pool.imap_unordered(write_shard, jobs), 1):
+            log.info("rank %d [%d/%d] %s: %d records, %d rejected", rank, i, len(jobs), side["file"],
+                     side["records"], len(side["rejected"]))
+
+
+def prepare_out_dir(out_dir, shards):
+    """Rank 0, before any rank writes: the folders exist, shard files of an earlier plan are gone."""
+    os.makedirs(os.path.join(out_dir, ".shards"), exist_ok=True)
+    planned = {s.filename for s in shards}
+    for path in glob.glob(os.path.join(out_dir, "*-?????-of-?????.tfrecord")):
+        if os.path.basename(path) not in planned:  # other counts would confuse a glob
+            log.warning("removing %s: not part of the current shard plan", path)
+            os.remove(path)
+            side = sidecar_path(out_dir, os.path.basename(path))
+            if os.path.exists(side):
+                os.remove(side)
+
+
+def read_sidecars(out_dir, shards):
+    """The records of every planned shard, in plan order (after all ranks wrote)."""
+    sides = []
+    for s in shards:
+        with open(sidecar_path(out_dir, s.filename), encoding="utf-8") as fh:
+            sides.append(json.load(fh))
+    return sides
+
+
+def shard_entries(sides):
+    """The manifest's shard list of one split: file, records, SHA-256."""
+    return [{"file": s["file"], "records": s["records"], "sha256": s["sha256"]} for s in sides]
+
+
+def check_accounted(sides, rejected, named, what):
+    """Every named image written exactly once or rejected; returns the manifest's counts."""
+    written_names = [n for side in sides for n in side["written"]]
+    # A duplicate entry's image is written once and its second entry rejected:
+    # count names, and require each written exactly once.
+    accounted = len(set(written_names) | {r["name"] for r in rejected})
+    counts = {"named_images": named, "written": len(written_names), "rejected": len(rejected),
+              "accounted": accounted}
+    if accounted != named or len(written_names) != len(set(written_names)):
+        from runtime.errors import UserError
+        raise UserError(f"count mismatch: {named} images named in {what}, {len(written_names)} written + "
+                        f"{len(rejected)} rejected; please report this")
+    return counts
+
+
+def write_all(writer, shards, out_dir, comm, processes):
+    """Every rank: prepare (rank 0), write this rank's shards, wait; returns all sidecars on rank 0."""
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
+    if rank == 0:
+        prepare_out_dir(out_dir, shards)
+    if comm:
+        comm.Barrier()  # the output folder exists before any rank writes
+    write_my_shards(shards, writer, out_dir, rank, size, local_processes(processes, comm))
+    if comm:
+        comm.Barrier()  # every shard is on disk before rank 0 reads the sidecars
+    return read_sidecars(out_dir, shards) if rank == 0 else None
