@@ -1,10 +1,12 @@
 # make demo   set up (first time) and run the main job on the embedded synthetic data
+#             (WORKLOAD=chexnet or WORKLOAD=segmentation runs one of the two)
 # make test   set up (first time) and run the test suite
 # make setup  only the set-up; safe to re-run, rebuilds nothing that is good
 SHELL := /bin/bash
 VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 NP ?= 2
+WORKLOAD ?= all
 RUNS ?= runs
 # Open MPI refuses to start as root unless told; containers and CI run as root.
 export OMPI_ALLOW_RUN_AS_ROOT ?= 1
@@ -16,7 +18,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@bash scripts/demo.sh --np $(NP) --runs-dir $(RUNS)
+	@bash scripts/demo.sh --np $(NP) --runs-dir $(RUNS) --workload $(WORKLOAD)
 
 test: setup
 	@$(PY) -m pytest tests; rc=$$?; \

@@ -9,15 +9,19 @@
 # final name only after it passed. ChestX-ray14's three metadata files have no
 # stable URL: the script says where to put them.
 #
-# Synthetic mode (--synthetic N) writes a ChestX-ray14 stand-in with the same
-# layout (12 archives, Data_Entry_2017.csv, split lists) and learnable labels:
-# the embedded default of the demo and the tests. No network needed.
+# Synthetic mode (--synthetic N) writes a stand-in with the same layout and
+# learnable labels: the embedded default of the demo and the tests, no network.
+# ChestX-ray14: 12 archives, Data_Entry_2017.csv, the split lists. Kvasir-SEG:
+# kvasir-seg.zip (Kvasir-SEG/images, masks, kavsir_bboxes.json), train.txt, val.txt.
+# Real Kvasir-SEG gets the official 880/120 train.txt and val.txt beside its zip.
 #
 # Options:
 #   --dataset D        chestxray14 (default), kvasir-seg, or all
-#   --out DIR          parent folder (default: data); ChestX-ray14 -> DIR/chestxray14/
+#   --out DIR          parent folder (default: data): DIR/chestxray14/, DIR/kvasir-seg/
 #   --synthetic N      write N synthetic images instead of downloading
-#   --image-size S     synthetic image side in pixels (default 256; the real set is 1024)
+#   --image-size S     synthetic image side in pixels; ChestX-ray14: default 256 (the
+#                      real set is 1024); Kvasir-SEG: the largest frame height, others
+#                      scale with it (default 1072, the real range)
 #   --seed K           synthetic seed (default 0); same seed, same bytes
 #   --mirror URL       fetch <URL>/<archive name> instead of the official URLs
 #   --checksums FILE   expected SHA-256 in `sha256sum` format, replacing the built-in list
@@ -36,7 +40,7 @@ PY=${PYTHON:-$ROOT/.venv/bin/python}
 DATASET=chestxray14
 OUT=data
 SYNTHETIC=""
-IMAGE_SIZE=256
+IMAGE_SIZE=""  # per data set: see --help
 SEED=0
 MIRROR=""
 CHECKSUMS=""
@@ -63,7 +67,7 @@ while [ $# -gt 0 ]; do
 done
 case "$DATASET" in chestxray14|kvasir-seg|all) ;; *) die "--dataset must be chestxray14, kvasir-seg or all, got '$DATASET'" ;; esac
 [ -z "$SYNTHETIC" ] || [[ "$SYNTHETIC" =~ ^[0-9]+$ ]] || die "--synthetic must be a number of images, got '$SYNTHETIC'"
-[[ "$IMAGE_SIZE" =~ ^[0-9]+$ ]] || die "--image-size must be a number of pixels, got '$IMAGE_SIZE'"
+[ -z "$IMAGE_SIZE" ] || [[ "$IMAGE_SIZE" =~ ^[0-9]+$ ]] || die "--image-size must be a number of pixels, got '$IMAGE_SIZE'"
 [ -z "$CHECKSUMS" ] || [ -f "$CHECKSUMS" ] || die "--checksums file '$CHECKSUMS' not found"
 [ -x "$PY" ] || die "$PY not found: run 'make setup' first (or set PYTHON)"
 
@@ -145,17 +149,27 @@ for a in facts.ARCHIVES: print(a.name, a.url)")
 }
 
 chestxray14_synthetic() {
-  local dir=$OUT/chestxray14
-  log "writing $SYNTHETIC synthetic ChestX-ray14 images (${IMAGE_SIZE}x${IMAGE_SIZE}, seed $SEED) to $dir"
-  PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} "$PY" -m dataprep.chestxray14.synthetic \
-    --out "$dir" --images "$SYNTHETIC" --image-size "$IMAGE_SIZE" --seed "$SEED"
+  local dir=$OUT/chestxray14 size=${IMAGE_SIZE:-256}
+  log "writing $SYNTHETIC synthetic ChestX-ray14 images (${size}x${size}, seed $SEED) to $dir"
+  "$PY" -m dataprep.chestxray14.synthetic --out "$dir" --images "$SYNTHETIC" --image-size "$size" --seed "$SEED"
+}
+
+kvasir_synthetic() {
+  local dir=$OUT/kvasir-seg size=${IMAGE_SIZE:-1072}
+  log "writing $SYNTHETIC synthetic Kvasir-SEG pairs (largest frame height $size, seed $SEED) to $dir"
+  "$PY" -m dataprep.kvasir_seg.synthetic --out "$dir" --images "$SYNTHETIC" --image-size "$size" --seed "$SEED"
 }
 
 kvasir_real() {
-  local dir=$OUT/kvasir-seg url=$KVASIR_URL
+  local dir=$OUT/kvasir-seg url=$KVASIR_URL list
   mkdir -p "$dir"
   [ -n "$MIRROR" ] && url=${MIRROR%/}/kvasir-seg.zip
   fetch "$url" "$dir/kvasir-seg.zip" zip
+  # The official 880/120 lists (MediaEval 2020 Medico), shipped with the project.
+  for list in train.txt val.txt; do
+    [ -f "$dir/$list" ] || cp "$ROOT/dataprep/kvasir_seg/splits/$list" "$dir/$list"
+  done
+  log "kvasir-seg: official split lists in $dir (train.txt, val.txt)"
 }
 
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
@@ -163,7 +177,7 @@ for ds in $( [ "$DATASET" = all ] && echo "chestxray14 kvasir-seg" || echo "$DAT
   if [ -n "$SYNTHETIC" ]; then
     case "$ds" in
       chestxray14) chestxray14_synthetic ;;
-      kvasir-seg) die "--synthetic for kvasir-seg is not available yet (it lands with the segmentation stages); use --dataset chestxray14" ;;
+      kvasir-seg) kvasir_synthetic ;;
     esac
   else
     case "$ds" in

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Usage: ./extract_images.sh [--dataset chestxray14] [--out DIR] [--jobs N]
+# Usage: ./extract_images.sh [--dataset chestxray14|kvasir-seg|all] [--out DIR] [--jobs N]
 #
-# Extracts DIR/chestxray14/images_*.tar.gz in parallel (N jobs, default: all
-# cores) into DIR/chestxray14/images_all/images/. Refuses members with an
-# absolute path, '..' or a link type; checks each archive's count; a second
-# run does no work. A truncated or corrupt archive is named, the others are
-# still extracted, and the exit status is non-zero.
+# ChestX-ray14: extracts DIR/chestxray14/images_*.tar.gz in parallel (N jobs,
+# default: all cores) into DIR/chestxray14/images_all/images/.
+# Kvasir-SEG: extracts DIR/kvasir-seg/kvasir-seg.zip into DIR/kvasir-seg/Kvasir-SEG/.
+# Refuses members with an absolute path, '..' or a link type; checks each
+# archive's count; a second run does no work. A truncated or corrupt archive is
+# named, the others are still extracted, and the exit status is non-zero.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
@@ -23,9 +24,19 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-[ "$DATASET" = chestxray14 ] || die "--dataset $DATASET: only chestxray14 is extracted by this stage so far"
+case "$DATASET" in chestxray14|kvasir-seg|all) ;; *) die "--dataset must be chestxray14, kvasir-seg or all, got '$DATASET'" ;; esac
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive integer, got '$JOBS'"
 [ -x "$PY" ] || die "$PY not found: run 'make setup' first (or set PYTHON)"
-[ -d "$OUT/chestxray14" ] || die "$OUT/chestxray14 not found: run ./download_dataset.sh --out $OUT first"
-PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} exec "$PY" -m dataprep.extract \
-  --archives-dir "$OUT/chestxray14" --dest "$OUT/chestxray14/images_all" --jobs "$JOBS"
+export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+
+extract() {  # extract DATASET_FOLDER DEST PATTERN
+  [ -d "$OUT/$1" ] || die "$OUT/$1 not found: run ./download_dataset.sh --dataset ${1} --out $OUT first"
+  "$PY" -m dataprep.extract --archives-dir "$OUT/$1" --dest "$2" --pattern "$3" --jobs "$JOBS"
+}
+
+for ds in $( [ "$DATASET" = all ] && echo "chestxray14 kvasir-seg" || echo "$DATASET"); do
+  case "$ds" in
+    chestxray14) extract chestxray14 "$OUT/chestxray14/images_all" '*.tar.gz' ;;
+    kvasir-seg) extract kvasir-seg "$OUT/kvasir-seg" kvasir-seg.zip ;;
+  esac
+done

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Usage: ./write_tfrecords.sh [--dataset chestxray14] [--out DIR] [writer options]
-#        mpirun -np 4 ./write_tfrecords.sh --out /shared/data     (each rank writes its shards)
+# Usage: ./write_tfrecords.sh [--dataset chestxray14|kvasir-seg] [--out DIR] [OPTIONS...]
+#        mpirun -np N ./write_tfrecords.sh ...      (ranks write their own shards)
 #
-# Reads DIR/chestxray14/{Data_Entry_2017.csv,train_val_list.txt,test_list.txt,images_all/}
-# and writes DIR/chestxray14/tfrecords/{train,val,test}-NNNNN-of-NNNNN.tfrecord and
-# manifest.json. Writer options (see --help of the writer for all):
-#   --image-size 256  --encoding png|jpeg|raw  --val-fraction 0.1  --seed 0
-#   --shard-mb 150  --images-per-shard N  --processes N  --out-dir DIR
-# Resumable: complete shards are skipped on a rerun.
+# Writes TFRecord shards and manifest.json into DIR/<dataset>/tfrecords/.
+# ChestX-ray14: validation split from train_val by patient; images resized by
+# area. Kvasir-SEG: the official 880/120 split (or --split random --seed K for
+# a seeded 80/10/10); images resized by area, masks binarised and resized by
+# nearest neighbour. Every image is written or listed as rejected with its
+# reason; a rerun rewrites only the shards whose inputs changed.
+# Other OPTIONS go to the writer: run with --dataset D --help-writer to list them
+# (e.g. --image-size 256 --encoding raw --images-per-shard N --processes P).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
@@ -21,10 +23,15 @@ while [ $# -gt 0 ]; do
     --dataset) DATASET=${2:?--dataset needs a value}; shift 2 ;;
     --out) OUT=${2:?--out needs a value}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
+    --help-writer) ARGS+=(--help); shift ;;
     *) ARGS+=("$1"); shift ;;
   esac
 done
-[ "$DATASET" = chestxray14 ] || die "--dataset $DATASET: only chestxray14 is written by this stage so far"
+case "$DATASET" in
+  chestxray14) MODULE=dataprep.chestxray14.tfrecords ;;
+  kvasir-seg) MODULE=dataprep.kvasir_seg.tfrecords ;;
+  *) die "--dataset must be chestxray14 or kvasir-seg, got '$DATASET'" ;;
+esac
 [ -x "$PY" ] || die "$PY not found: run 'make setup' first (or set PYTHON)"
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
-exec "$PY" -m dataprep.chestxray14.tfrecords --data-dir "$OUT/chestxray14" ${ARGS[@]+"${ARGS[@]}"}
+exec "$PY" -m "$MODULE" --data-dir "$OUT/$DATASET" ${ARGS[@]+"${ARGS[@]}"}

@@ -20,12 +20,8 @@ class CheXNetConfig(TrainConfig):
     weights: str = field("imagenet", "backbone start: imagenet (as in CheXNet; downloaded once, needs internet), "
                          "none (random) or a local .h5 PATH of DenseNet121 no-top weights")
     crop: int = field(224, "side of the crop fed to the network (random when training, centre otherwise)")
-    bn_momentum: float = field(0.99, "BatchNorm moving-average momentum; 0.99 needs thousands of steps "
-                               "to settle, short runs (demo, tests) want 0.9")
 
     def validate(self):
         super().validate()
-        if not 0 < self.bn_momentum < 1:
-            raise UserError(f"--bn-momentum must be in (0, 1), got {self.bn_momentum}")
         if self.crop < 32:
             raise UserError(f"--crop must be >= 32 (DenseNet121's smallest input), got {self.crop}")

@@ -6,26 +6,21 @@
 """
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from runtime import distributed
-from runtime.config import parse_args
 from runtime.errors import main_guard
-from runtime.logs import setup_logging
 from runtime.rundir import RunDir
 from chexnet.config import CheXNetConfig
+from training import loop
 
 MONITOR = "val_mean_auc"  # picks best.npz and drives the plateau schedule (CheXNet: validation AUC)
 
 
 @main_guard
 def main(argv=None):
-    cfg = parse_args(CheXNetConfig, argv)
-    ctx = distributed.init(cfg)
-    log = setup_logging(ctx.rank, "chexnet")
-    import tf_keras as keras  # after init: threads and devices are set
+    cfg, ctx, log, manifest = loop.start(CheXNetConfig, argv, "chexnet")
+    import tf_keras as keras
     from chexnet import data, losses, model as cx_model, validation
-    from training import benchmark, loop, shards
+    from training import benchmark, shards
 
-    # Random tensors need no data set; everything else reads the manifest.
-    manifest = None if cfg.benchmark and cfg.synthetic_input else data.Manifest.load(cfg.data_dir)
     if manifest:
         manifest.check_crop(cfg.crop, log)
     run = RunDir.create(cfg, ctx, "chexnet", resume=cfg.resume)
@@ -47,7 +42,7 @@ def main(argv=None):
                                    cfg.seed + ctx.rank) if manifest is None \
             else train_data(0, -(-benchmark.total_steps(cfg) // steps))
         return benchmark.time_steps(cfg, ctx, run, model, ds, "synthetic" if manifest is None else "tfrecords",
-                                    crop=cfg.crop, model="densenet121")
+                                    crop=cfg.crop, network="densenet121")
 
     val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch, cfg.crop)
     validator = validation.WholeSplitAUC(val_ds, manifest.images("val"), classes, w_pos, w_neg)

@@ -255,6 +255,40 @@ def check_accounted(sides, rejected, named, what):
     return counts
 
 
+def add_writer_options(parser, size_help, encoding_help):
+    """The flags every TFRecord writer takes: where, how large, how encoded, how parallel."""
+    from dataprep import records
+    parser.add_argument("--out-dir", default="", help="default: <data-dir>/tfrecords")
+    parser.add_argument("--image-size", type=int, default=256, help=size_help)
+    parser.add_argument("--encoding", choices=records.ENCODINGS, default="raw", help=encoding_help)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the splits and of the shard order")
+    parser.add_argument("--shard-mb", type=float, default=150.0, help="target shard size (100-200 MB reads well)")
+    parser.add_argument("--images-per-shard", type=int, default=0, help="fixed shard length (overrides --shard-mb)")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="local writer processes per rank (0: cores / local ranks)")
+
+
+def start():
+    """(comm or None, rank, size), with logging set up for this rank: a writer's first step."""
+    from runtime.logs import setup_logging
+    comm = mpi_comm()
+    rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
+    setup_logging(rank)
+    return comm, rank, size
+
+
+def save_manifest(out_dir, manifest, t0):
+    """Rank 0: manifest.json, and a summary with the first rejections in the log."""
+    import time
+    path = os.path.join(out_dir, "manifest.json")
+    write_json(path, manifest)
+    c = manifest["counts"]
+    log.info("manifest: %d written, %d rejected, of %d named; %s in %.1f s", c["written"], c["rejected"],
+             c["named_images"], path, time.perf_counter() - t0)
+    for r in manifest["rejected"][:20]:
+        log.warning("rejected %s: %s", r["name"], r["reason"])
+
+
 def write_all(writer, shards, out_dir, comm, processes):
     """Every rank: prepare (rank 0), write this rank's shards, wait; returns all sidecars on rank 0."""
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)

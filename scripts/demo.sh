@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Usage: scripts/demo.sh [--np N] [--runs-dir DIR] [--data DIR]     (called by `make demo`)
+# Usage: scripts/demo.sh [--np N] [--runs-dir DIR] [--data DIR] [--workload all|chexnet|segmentation]
+#                                                                   (called by `make demo`)
 #
-# The main job on the embedded synthetic default: synthetic ChestX-ray14 ->
-# extract -> TFRecords -> CheXNet on N ranks (default 2) -> evaluation on the
-# test split. Ends with the throughput table and the per-pathology AUC table,
-# both saved in the run folder. Re-running skips the finished data stages and
-# trains a new run. Sizes are small enough for 2 CPU cores (see README).
+# The main job on the embedded synthetic defaults, both workloads by default:
+#   CheXNet: synthetic ChestX-ray14 -> extract -> TFRecords -> DenseNet121 on N
+#   ranks (default 2) -> evaluation on the test split; ends with the throughput
+#   and per-pathology AUC tables.
+#   Segmentation: synthetic Kvasir-SEG -> extract -> TFRecords (seeded 80/10/10
+#   split, so the test images were never used to pick a checkpoint) ->
+#   ResUNet++ on N ranks -> evaluation on the test split; ends with the
+#   throughput and Dice/IoU tables and image panels.
+# Every table is saved in its run folder. Re-running skips the finished data
+# stages and trains new runs. Sizes are small enough for 2 CPU cores (README).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
@@ -16,15 +22,21 @@ IMAGES=${DEMO_IMAGES:-3000}
 SIZE=${DEMO_IMAGE_SIZE:-64}
 CROP=${DEMO_CROP:-56}
 EPOCHS=${DEMO_EPOCHS:-6}
+SEG_PAIRS=${DEMO_SEG_PAIRS:-600}
+SEG_SIZE=${DEMO_SEG_SIZE:-64}
+SEG_EPOCHS=${DEMO_SEG_EPOCHS:-8}
+WORKLOAD=all
 while [ $# -gt 0 ]; do
   case "$1" in
     --np) NP=$2; shift 2 ;;
     --runs-dir) RUNS_DIR=$2; shift 2 ;;
     --data) DATA=$2; shift 2 ;;
+    --workload) WORKLOAD=$2; shift 2 ;;
     -h|--help) sed -n '2,${/^#/!q;s/^# \{0,1\}//;p;}' "$0"; exit 0 ;;  # the leading comment block
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+case "$WORKLOAD" in all|chexnet|segmentation) ;; *) echo "demo.sh: --workload must be all, chexnet or segmentation, got '$WORKLOAD'" >&2; exit 2 ;; esac
 [[ "$NP" =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: --np must be a positive integer, got '$NP'" >&2; exit 2; }
 [ -x "$VENV/bin/horovodrun" ] || { echo "demo.sh: $VENV/bin/horovodrun missing: run 'make setup' first" >&2; exit 2; }
 cd "$ROOT"
@@ -40,8 +52,8 @@ quiet() {  # quiet CMD...: run CMD with its stderr filtered; wait for the filter
   return "$rc"
 }
 export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-RUN=demo-$(date +%Y%m%d-%H%M%S)
-CX=$DATA/demo  # the synthetic set lands in $CX/chestxray14/
+STAMP=$(date +%Y%m%d-%H%M%S)
+CX=$DATA/demo  # the synthetic sets land in $CX/chestxray14/ and $CX/kvasir-seg/
 
 # Ctrl-C or a `kill` of this script alone (a scheduler, a CI timeout) must stop
 # everything it started: horovodrun, its setsid'd middleman, mpirun, the ranks.
@@ -87,17 +99,42 @@ on_signal() {  # on_signal WHAT STATUS
 trap 'on_signal interrupted 130' INT
 trap 'on_signal terminated 143' TERM
 
+chexnet_demo() {
+  local run=demo-$STAMP
+  echo "== CheXNet 1/5: synthetic ChestX-ray14, $IMAGES images at ${SIZE}x${SIZE} =="
+  step ./download_dataset.sh --out "$CX" --synthetic "$IMAGES" --image-size "$SIZE"
+  echo "== CheXNet 2/5: extract =="
+  step ./extract_images.sh --out "$CX"
+  echo "== CheXNet 3/5: TFRecords =="
+  step ./write_tfrecords.sh --out "$CX" --image-size "$SIZE"
+  echo "== CheXNet 4/5: DenseNet121 on $NP rank(s), $EPOCHS epochs, crop $CROP (run $RUNS_DIR/$run) =="
+  step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.train \
+    --data-dir "$CX/chestxray14/tfrecords" --runs-dir "$RUNS_DIR" --run-name "$run" \
+    --preset presets/chexnet_demo.json --epochs "$EPOCHS" --crop "$CROP"
+  echo "== CheXNet 5/5: evaluation on the test split =="
+  step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.evaluate --run "$RUNS_DIR/$run" --split test
+  DONE+=("$RUNS_DIR/$run/training.md" "$RUNS_DIR/$run/eval-test/auc.md")
+}
+
+segmentation_demo() {
+  local run=demo-seg-$STAMP
+  echo "== Segmentation 1/5: synthetic Kvasir-SEG, $SEG_PAIRS pairs =="
+  step ./download_dataset.sh --dataset kvasir-seg --out "$CX" --synthetic "$SEG_PAIRS" --image-size 200
+  echo "== Segmentation 2/5: extract =="
+  step ./extract_images.sh --dataset kvasir-seg --out "$CX"
+  echo "== Segmentation 3/5: TFRecords at ${SEG_SIZE}x${SEG_SIZE}, seeded 80/10/10 split =="
+  step ./write_tfrecords.sh --dataset kvasir-seg --out "$CX" --image-size "$SEG_SIZE" --split random
+  echo "== Segmentation 4/5: ResUNet++ on $NP rank(s), $SEG_EPOCHS epochs (run $RUNS_DIR/$run) =="
+  step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m segmentation.train \
+    --data-dir "$CX/kvasir-seg/tfrecords" --runs-dir "$RUNS_DIR" --run-name "$run" \
+    --preset presets/segmentation_demo.json --epochs "$SEG_EPOCHS"
+  echo "== Segmentation 5/5: evaluation on the test split =="
+  step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m segmentation.evaluate --run "$RUNS_DIR/$run" --split test
+  DONE+=("$RUNS_DIR/$run/training.md" "$RUNS_DIR/$run/eval-test/metrics.md")
+}
+
 t0=$SECONDS
-echo "== demo 1/5: synthetic ChestX-ray14, $IMAGES images at ${SIZE}x${SIZE} =="
-step ./download_dataset.sh --out "$CX" --synthetic "$IMAGES" --image-size "$SIZE"
-echo "== demo 2/5: extract =="
-step ./extract_images.sh --out "$CX"
-echo "== demo 3/5: TFRecords =="
-step ./write_tfrecords.sh --out "$CX" --image-size "$SIZE"
-echo "== demo 4/5: CheXNet on $NP rank(s), $EPOCHS epochs, crop $CROP (run $RUNS_DIR/$RUN) =="
-step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.train \
-  --data-dir "$CX/chestxray14/tfrecords" --runs-dir "$RUNS_DIR" --run-name "$RUN" \
-  --preset presets/chexnet_demo.json --epochs "$EPOCHS" --crop "$CROP"
-echo "== demo 5/5: evaluation on the test split =="
-step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.evaluate --run "$RUNS_DIR/$RUN" --split test
-echo "== demo finished in $((SECONDS - t0)) s: tables in $RUNS_DIR/$RUN/training.md and $RUNS_DIR/$RUN/eval-test/auc.md =="
+DONE=()
+[ "$WORKLOAD" = segmentation ] || chexnet_demo
+[ "$WORKLOAD" = chexnet ] || segmentation_demo
+echo "== demo finished in $((SECONDS - t0)) s: tables in ${DONE[*]} =="

@@ -176,35 +176,11 @@ def test_existing_run_name_is_refused_without_resume(trained):
     assert "already holds a run" in proc.stderr.strip().splitlines()[-1]
 
 
-# ------------------------------------------------------------------ resume
-def _weights(path):
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files if not k.startswith("state")}
-
-
-def test_resume_matches_an_uninterrupted_run(tmp_path):
-    data = make_data(tmp_path, 160, 40, seed=5)
-    common = ["-m", "chexnet.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(tmp_path / "runs"),
-              "--crop", "32", "--per-rank-batch", "8", "--deterministic", "--no-tensorboard",
-              "--warmup-epochs", "1.5", "--throughput-warmup-steps", "1", *FAST]
-    run_ranks(2, [*common, "--run-name", "whole", "--epochs", "3"], timeout=900)
-    run_ranks(2, [*common, "--run-name", "split", "--epochs", "2"], timeout=900)
-    run_ranks(2, [*common, "--run-name", "split", "--epochs", "3", "--resume"], timeout=900)
-    whole, split = tmp_path / "runs" / "whole", tmp_path / "runs" / "split"
-    assert [e["epoch"] for e in read_events(str(split / "metrics.jsonl"), "epoch")] == [1, 2, 3]
-    lrs = [[e["lr"] for e in read_events(str(r / "metrics.jsonl"), "epoch")] for r in (whole, split)]
-    assert lrs[0] == pytest.approx(lrs[1])  # warm-up spans the interruption: 1.5 epochs
-    a, b = _weights(whole / "last.npz"), _weights(split / "last.npz")
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
-@pytest.mark.parametrize("source", ["synthetic", "tfrecords"])
-def test_benchmark_mode_writes_a_benchmark_record(trained, tmp_path, source):
+# Resume and benchmark mode on the records are the skeleton's (training/loop.py,
+# training/benchmark.py): tests/test_segmentation_train.py pins them on a quicker model.
+def test_benchmark_mode_writes_a_benchmark_record(tmp_path):
     # --synthetic-input needs no data set: its --data-dir points nowhere.
-    data_dir = tmp_path / "no-data" if source == "synthetic" else trained["data"] / "tfrecords"
-    extra = ["--synthetic-input"] if source == "synthetic" else []
+    source, data_dir, extra = "synthetic", tmp_path / "no-data", ["--synthetic-input"]
     proc = run_ranks(2, ["-m", "chexnet.train", "--data-dir", str(data_dir),
                          "--runs-dir", str(tmp_path), "--run-name", "b", "--benchmark", "--crop", "32",
                          "--per-rank-batch", "4", "--benchmark-steps", "4", "--throughput-warmup-steps", "2",

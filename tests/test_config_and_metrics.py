@@ -62,7 +62,7 @@ def test_a_bad_preset_is_a_one_line_error_naming_the_file(tmp_path, content, mes
     assert str(preset) in str(err.value) and "\n" not in str(err.value)
 
 
-PRESET_CONFIGS = {"chexnet": "chexnet.config:CheXNetConfig"}
+PRESET_CONFIGS = {"chexnet": "chexnet.config:CheXNetConfig", "segmentation": "segmentation.config:SegmentationConfig"}
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "presets", "*.json"))),

@@ -43,7 +43,9 @@ PYTHON_ENTRY_POINTS = python_entry_points()
 def test_the_known_entry_points_are_found():
     assert {"chexnet/train.py", "chexnet/evaluate.py", "chexnet/predict.py", "smoke/train.py",
             "dataprep/chestxray14/tfrecords.py", "dataprep/extract.py",
-            "scripts/check_horovod.py"} <= set(PYTHON_ENTRY_POINTS)
+            "scripts/check_horovod.py", "segmentation/train.py", "segmentation/evaluate.py",
+            "segmentation/predict.py", "dataprep/kvasir_seg/tfrecords.py",
+            "dataprep/kvasir_seg/synthetic.py"} <= set(PYTHON_ENTRY_POINTS)
 
 
 @pytest.fixture(scope="module")

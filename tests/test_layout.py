@@ -12,7 +12,9 @@ from helpers import ROOT
 
 HOROVOD_FREE = ["chexnet.model", "chexnet.preprocess", "chexnet.losses", "chexnet.auc", "chexnet.data",
                 "chexnet.config", "chexnet.predict", "training.shards", "training.checkpoint",
-                "training.report", "training.config", "dataprep.records"]
+                "training.report", "training.config", "training.prediction", "dataprep.records",
+                "segmentation.model", "segmentation.preprocess", "segmentation.losses", "segmentation.metrics",
+                "segmentation.data", "segmentation.config", "segmentation.predict"]
 
 PROBE = """
 import importlib, json, sys

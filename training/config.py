@@ -32,6 +32,8 @@ class TrainConfig(RuntimeConfig):
     min_lr: float = field(1e-6, "floor for plateau reductions")
     eval_batch: int = field(32, "images per rank per step when predicting the validation split")
     shuffle_buffer: int = field(10000, "records in each rank's shuffle buffer")
+    bn_momentum: float = field(0.99, "BatchNorm moving-average momentum; 0.99 needs thousands of steps "
+                               "to settle, short runs (demo, tests) want 0.9")
     resume: bool = field(False, "continue the run in --run-name from its last checkpoint")
     tensorboard: bool = field(True, "write TensorBoard logs to <run>/tensorboard (rank 0)")
     benchmark: bool = field(False, "time --benchmark-steps steps (no validation) and write a benchmark record")
@@ -45,6 +47,8 @@ class TrainConfig(RuntimeConfig):
         for name in self.POSITIVE:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.bn_momentum < 1:
+            raise UserError(f"--bn-momentum must be in (0, 1), got {self.bn_momentum}")
         if not 0 < self.plateau_factor < 1:
             raise UserError(f"--plateau-factor must be in (0, 1), got {self.plateau_factor}")
         if self.synthetic_input and not self.benchmark:

@@ -1,5 +1,6 @@
-"""The training loop every trainer shares: resume, the callbacks in order, ``fit``, the tables.
+"""The training loop every trainer shares: start-up, resume, the callbacks in order, ``fit``, the tables.
 
+    cfg, ctx, log, manifest = start(CheXNetConfig, argv, "chexnet")   # manifest None for random input
     fit(cfg, ctx, run, model, steps, train_data=lambda first_epoch: dataset,
         validators=[WholeSplitAUC(...)], model_info={"classes": ..., "crop": ...},
         monitor="val_mean_auc", mode="max", columns=[("val mean AUC", "val_mean_auc", ".4f")])
@@ -15,9 +16,24 @@ import logging
 import tf_keras as keras
 
 from runtime import callbacks, distributed
+from runtime.config import parse_args
+from runtime.logs import setup_logging
 from training import checkpoint, report
+from training.shards import Manifest
 
 log = logging.getLogger(__name__)
+
+
+def start(config_cls, argv, name):
+    """Every trainer's first step: the flags, the runtime (Horovod, threads, precision), the manifest.
+
+    The manifest is None for ``--benchmark --synthetic-input``: random tensors need no data set.
+    """
+    cfg = parse_args(config_cls, argv)
+    ctx = distributed.init(cfg)
+    trainer_log = setup_logging(ctx.rank, name)
+    manifest = None if cfg.benchmark and cfg.synthetic_input else Manifest.load(cfg.data_dir)
+    return cfg, ctx, trainer_log, manifest
 
 
 def resume_state(cfg, ctx, run, model):

@@ -28,8 +28,6 @@ from dataprep import records, shards
 from dataprep.chestxray14 import facts, metadata
 from dataprep.shards import Rejected
 from runtime.errors import UserError, main_guard
-from runtime.files import write_json
-from runtime.logs import setup_logging
 
 log = logging.getLogger("tfrecords")
 SPLITS = ("train", "val", "test")
@@ -162,17 +160,12 @@ def prepare(opts):
 def parse_options(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True, help="folder with Data_Entry_2017.csv, the lists, images_all/")
-    p.add_argument("--out-dir", default="", help="default: <data-dir>/tfrecords")
-    p.add_argument("--image-size", type=int, default=256, help="stored side; training crops 224 of 256")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of train_val patients for validation")
     # Measured (benchmarks/README.md): raw decodes 4x faster than PNG at 1.9x the
     # size (64 KB a 256x256 record, ~7 GB for the real set) and, unlike JPEG, is lossless.
-    p.add_argument("--encoding", choices=records.ENCODINGS, default="raw",
-                   help="raw (default: lossless, fastest to read), png (lossless, half the size), jpeg (lossy q95)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of train_val patients for validation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shard-mb", type=float, default=150.0, help="target shard size (100-200 MB reads well)")
-    p.add_argument("--images-per-shard", type=int, default=0, help="fixed shard length (overrides --shard-mb)")
-    p.add_argument("--processes", type=int, default=0, help="local writer processes per rank (0: cores / local ranks)")
+    shards.add_writer_options(p, "stored side; training crops 224 of 256",
+                              "raw (default: lossless, fastest to read), png (lossless, half the size), "
+                              "jpeg (lossy q95)")
     a = p.parse_args(argv)
     if not 32 <= a.image_size <= 4096:
         p.error(f"--image-size must be between 32 and 4096, got {a.image_size}")
@@ -185,9 +178,7 @@ def parse_options(argv):
 @main_guard
 def main(argv=None):
     opts = parse_options(argv)
-    comm = shards.mpi_comm()
-    rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
-    setup_logging(rank)
+    comm, rank, size = shards.start()
     t0 = time.perf_counter()
     splits, csv_rejected, images_dir, plan, named, per_shard = prepare(opts)
     if rank == 0:
@@ -196,13 +187,7 @@ def main(argv=None):
     sides = shards.write_all(Writer(images_dir, opts), plan, opts.out_dir, comm, opts.processes)
     if rank == 0:
         manifest = build_manifest(sides, splits, csv_rejected, opts, named)
-        write_json(os.path.join(opts.out_dir, "manifest.json"), manifest)
-        c = manifest["counts"]
-        log.info("manifest: %d written, %d rejected, of %d named; %s in %.1f s", c["written"], c["rejected"],
-                 c["named_images"], os.path.join(opts.out_dir, "manifest.json"),
-                 time.perf_counter() - t0)
-        for r in manifest["rejected"][:20]:
-            log.warning("rejected %s: %s", r["name"], r["reason"])
+        shards.save_manifest(opts.out_dir, manifest, t0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Kvasir-SEG (polyp segmentation): facts, the synthetic mirror and the TFRecord writer."""

@@ -1,0 +1,235 @@
+"""Write Kvasir-SEG TFRecord shards and manifest.json, in parallel and resumably.
+
+    python -m dataprep.kvasir_seg.tfrecords --data-dir data/kvasir-seg --image-size 256
+    python -m dataprep.kvasir_seg.tfrecords --data-dir data/kvasir-seg --split random --seed 1
+
+1. Pairs ``Kvasir-SEG/images/<id>.jpg`` with ``Kvasir-SEG/masks/<id>.jpg``.
+2. Splits: ``official`` (default) reads ``train.txt`` and ``val.txt`` beside
+   the zip (the download stage puts the official 880/120 lists there; the
+   synthetic mirror its own), falling back to the shipped official lists;
+   ``random`` draws a seeded 80/10/10 train/val/test over every pair on disk,
+   as the ResUNet++ paper did. The manifest records which, with the lists'
+   SHA-256.
+3. Each record: the image resized by area to ``--image-size`` squared, and its
+   mask binarised (> 127: masks are JPEG) then resized by nearest neighbour,
+   so it stays 0/1. Shards are written by ``dataprep.shards`` (dealt to MPI
+   ranks, atomic, resumable).
+4. Every id is accounted for: written, or rejected with a reason (image
+   without mask, mask without image, sizes that differ, unreadable, listed but
+   neither file on disk, on disk but in no list, listed twice or in both lists).
+"""
+import argparse
+import dataclasses
+import hashlib
+import logging
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from dataprep import records, shards
+from dataprep.kvasir_seg import facts
+from dataprep.shards import Rejected
+from runtime.errors import UserError, main_guard
+
+log = logging.getLogger("tfrecords")
+RANDOM_SHARES = (0.8, 0.1, 0.1)  # train, val, test: the ResUNet++ paper's split
+MIN_SIDE = 16
+
+
+@dataclasses.dataclass
+class Options:
+    data_dir: str
+    out_dir: str
+    image_size: int = 256
+    encoding: str = "raw"
+    split: str = "official"
+    seed: int = 0
+    images_per_shard: int = 0
+    shard_mb: float = 150.0
+    processes: int = 0
+
+    def fingerprint(self):
+        """What a shard's contents depend on: a changed value makes old shards stale."""
+        return {"image_size": self.image_size, "encoding": self.encoding, "split": self.split, "seed": self.seed}
+
+
+# ------------------------------------------------------------------ one pair
+def read_pair(images_dir, masks_dir, name):
+    """(BGR uint8 image, uint8 0/1 mask) at full size, or Rejected(reason)."""
+    paths = {"image": os.path.join(images_dir, name + ".jpg"), "mask": os.path.join(masks_dir, name + ".jpg")}
+    for what, path in paths.items():
+        if not os.path.exists(path):
+            raise Rejected(f"{what} missing: {path} does not exist")
+        if os.path.getsize(path) == 0:
+            raise Rejected(f"{what} is an empty file (0 bytes)")
+    img = cv2.imread(paths["image"], cv2.IMREAD_COLOR)
+    mask = cv2.imread(paths["mask"], cv2.IMREAD_GRAYSCALE)
+    for what, arr in (("image", img), ("mask", mask)):
+        if arr is None:
+            raise Rejected(f"{what} unreadable or corrupt (OpenCV could not decode it)")
+    if img.shape[:2] != mask.shape:
+        raise Rejected(f"image is {img.shape[1]}x{img.shape[0]} but its mask {mask.shape[1]}x{mask.shape[0]}")
+    if min(mask.shape) < MIN_SIDE:
+        raise Rejected(f"too small: {mask.shape[1]}x{mask.shape[0]}")
+    # JPEG masks carry grey noise at the edges: threshold before anything else.
+    return img, (mask > facts.MASK_THRESHOLD).astype(np.uint8)
+
+
+def resize_pair(img, mask, size):
+    """Area for the image (no aliasing), nearest for the mask (stays 0/1; bilinear would blur it)."""
+    return (cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA),
+            cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST))
+
+
+class Writer(shards.ShardWriter):
+    """Kvasir-SEG's part of the shard writer: an RGB image and its 0/1 mask per record."""
+
+    METADATA_CHANGED = "its ids changed"
+
+    def __init__(self, images_dir, masks_dir, opts):
+        self.images_dir, self.masks_dir, self.opts = images_dir, masks_dir, opts
+
+    def fingerprint(self):
+        return self.opts.fingerprint()
+
+    def entries_sha256(self, entries):
+        return shards.digest_json(list(entries))
+
+    def record(self, name):
+        img, mask = resize_pair(*read_pair(self.images_dir, self.masks_dir, name), self.opts.image_size)
+        mask_encoding = "raw" if self.opts.encoding == "raw" else "png"  # masks stay lossless
+        blob = records.serialize_segmentation(records.encode_image(img, self.opts.encoding),
+                                              records.encode_image(mask, mask_encoding), name,
+                                              self.opts.encoding, mask_encoding, self.opts.image_size)
+        return blob, {"foreground": float(mask.mean())}
+
+    def name(self, name):
+        return name
+
+
+# ------------------------------------------------------------------ splits
+def ids_on_disk(folder):
+    return {os.path.splitext(f)[0] for f in os.listdir(folder) if f.lower().endswith(".jpg")}
+
+
+def pair_ids(images_dir, masks_dir):
+    """(ids with both files, rejected entries for the unpaired)."""
+    images, masks = ids_on_disk(images_dir), ids_on_disk(masks_dir)
+    rejected = [{"name": n, "reason": "image without a mask in masks/"} for n in sorted(images - masks)]
+    rejected += [{"name": n, "reason": "mask without an image in images/"} for n in sorted(masks - images)]
+    return sorted(images & masks), rejected
+
+
+def split_lists(data_dir):
+    """{split: ids} from train.txt/val.txt beside the zip, else the shipped official lists; and their source."""
+    here = {s: os.path.join(data_dir, f) for s, f in facts.SPLIT_LISTS.items()}
+    if all(os.path.isfile(p) for p in here.values()):
+        return {s: facts.read_list(p) for s, p in here.items()}, f"lists in {data_dir}"
+    log.info("no train.txt/val.txt in %s: using the official lists shipped in %s", data_dir, facts.SHIPPED_SPLITS)
+    return {s: facts.official_split(s) for s in facts.SPLIT_LISTS}, "official lists shipped with the project"
+
+
+def assign_official(paired, data_dir, unpaired):
+    """Splits from the lists; every listed or paired id placed once or rejected.
+
+    ``unpaired``: ids already rejected for a missing image or mask (not rejected twice).
+    """
+    lists, source = split_lists(data_dir)
+    splits, rejected, seen = {s: [] for s in lists}, [], {}
+    for split, ids in lists.items():
+        for name in ids:
+            if name in seen:
+                rejected.append({"name": name, "reason": f"listed again in {split} (first in {seen[name]})"})
+                continue
+            seen[name] = split
+            splits[split].append(name)
+    on_disk = set(paired)
+    for split, ids in splits.items():
+        missing = [n for n in ids if n not in on_disk and n not in unpaired]
+        rejected += [{"name": n, "reason": f"in the {split} list but on disk neither as image nor as mask"}
+                     for n in missing]
+        splits[split] = [n for n in ids if n in on_disk]
+    rejected += [{"name": n, "reason": "on disk but in neither split list"} for n in paired if n not in seen]
+    digest = {s: hashlib.sha256("".join(n + "\n" for n in ids).encode()).hexdigest() for s, ids in lists.items()}
+    return splits, rejected, {"kind": "official", "source": source, "lists_sha256": digest}
+
+
+def assign_random(paired, seed):
+    """A seeded 80/10/10 train/val/test over the pairs on disk."""
+    order = [paired[i] for i in np.random.default_rng(seed).permutation(len(paired))]
+    n_train, n_val = round(RANDOM_SHARES[0] * len(order)), round(RANDOM_SHARES[1] * len(order))
+    splits = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    return splits, [], {"kind": "random", "shares": list(RANDOM_SHARES), "seed": seed}
+
+
+# ------------------------------------------------------------------ manifest
+def build_manifest(sides, splits, pre_rejected, opts, split_info, named):
+    rejected = list(pre_rejected) + [r for side in sides for r in side["rejected"]]
+    manifest = {"dataset": "kvasir-seg", "options": opts.fingerprint(), "split": split_info,
+                "splits": {}, "rejected": rejected}
+    for split in splits:
+        split_sides = [s for s in sides if s["split"] == split]
+        fg = [side["stats"][n]["foreground"] for side in split_sides for n in side["written"]]
+        manifest["splits"][split] = {
+            "images": len(fg), "shards": shards.shard_entries(split_sides),
+            "foreground_fraction": float(np.mean(fg)) if fg else 0.0,
+            "empty_masks": int(sum(f == 0 for f in fg)),
+        }
+    manifest["counts"] = shards.check_accounted(sides, rejected, named, "the image and mask folders and the lists")
+    return manifest
+
+
+# ------------------------------------------------------------------ entry point
+def prepare(opts):
+    """Splits and shard plan; identical on every rank (same files, same seed)."""
+    root = os.path.join(opts.data_dir, facts.TOP)
+    images_dir, masks_dir = os.path.join(root, facts.IMAGES), os.path.join(root, facts.MASKS)
+    for folder in (images_dir, masks_dir):
+        if not os.path.isdir(folder):
+            raise UserError(f"{folder} not found: run extract_images.sh --dataset kvasir-seg first")
+    paired, rejected = pair_ids(images_dir, masks_dir)
+    if opts.split == "official":
+        splits, more, info = assign_official(paired, opts.data_dir, {r["name"] for r in rejected})
+    else:
+        splits, more, info = assign_random(paired, opts.seed)
+    rejected += more
+    named = len({r["name"] for r in rejected} | {n for ids in splits.values() for n in ids})
+    splits = {k: shards.shuffled(v, opts.seed + i) for i, (k, v) in enumerate(splits.items())}
+    per_shard = opts.images_per_shard or max(1, int(opts.shard_mb * 1e6 // (3.2 * opts.image_size ** 2 + 300)))
+    return splits, rejected, info, images_dir, masks_dir, shards.plan_shards(splits, per_shard), named
+
+
+def parse_options(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True, help="folder with Kvasir-SEG/ (extracted) and the split lists")
+    p.add_argument("--split", choices=["official", "random"], default="official",
+                   help="official 880/120 lists (default) or a seeded random 80/10/10")
+    shards.add_writer_options(p, "stored side (ResUNet++ trains at 256)",
+                              "image encoding: raw (default, fastest to read), png, jpeg; masks are always lossless")
+    a = p.parse_args(argv)
+    if not 32 <= a.image_size <= 2048:
+        p.error(f"--image-size must be between 32 and 2048, got {a.image_size}")
+    return Options(a.data_dir, a.out_dir or os.path.join(a.data_dir, "tfrecords"), a.image_size, a.encoding,
+                   a.split, a.seed, a.images_per_shard, a.shard_mb, a.processes)
+
+
+@main_guard
+def main(argv=None):
+    opts = parse_options(argv)
+    comm, rank, size = shards.start()
+    t0 = time.perf_counter()
+    splits, rejected, info, images_dir, masks_dir, plan, named = prepare(opts)
+    if rank == 0:
+        log.info("%s: %s split: %s; %d shards, %d rank(s)", opts.data_dir, opts.split,
+                 ", ".join(f"{k} {len(v)} pairs" for k, v in splits.items()), len(plan), size)
+    sides = shards.write_all(Writer(images_dir, masks_dir, opts), plan, opts.out_dir, comm, opts.processes)
+    if rank == 0:
+        manifest = build_manifest(sides, splits, rejected, opts, info, named)
+        shards.save_manifest(opts.out_dir, manifest, t0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

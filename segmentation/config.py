@@ -1,0 +1,36 @@
+"""Segmentation run settings: the shared trainer settings plus the network's (see training.config).
+
+    cfg = parse_args(SegmentationConfig, ["--model", "unet", "--epochs", "3"])
+"""
+import dataclasses
+
+from runtime.config import field
+from runtime.errors import UserError
+from segmentation.losses import LOSSES
+from segmentation.model import MODELS
+from training.config import TrainConfig
+
+
+@dataclasses.dataclass
+class SegmentationConfig(TrainConfig):
+    """Train a polyp segmentation network (ResUNet++ or U-Net) on Kvasir-SEG TFRecords."""
+
+    data_dir: str = field("data/kvasir-seg/tfrecords", TrainConfig.DATA_DIR_HELP)
+    model: str = field("resunetpp", "network", choices=sorted(MODELS))
+    loss: str = field("dice_bce", "per-image loss: Dice + BCE, Dice, or BCE (all from logits)",
+                      choices=list(LOSSES))
+    per_rank_batch: int = field(8, "images per rank per step; global batch = this x ranks")
+    base_lr: float = field(1e-3, "single-rank Adam learning rate; scaled for N ranks by --lr-scaling")
+    eval_batch: int = field(16, "images per rank per step when predicting the validation split")
+    synthetic_size: int = field(256, "image side of --benchmark --synthetic-input (otherwise the network "
+                                "takes the stored size of the records)")
+
+    def validate(self):
+        super().validate()
+        check_size(self.synthetic_size, "--synthetic-size")
+
+
+def check_size(size, what):
+    if size < 32 or size % 16:
+        raise UserError(f"{what} {size}: the networks need a multiple of 16, at least 32 (they halve it 4 "
+                        f"times); rewrite the records with write_tfrecords.sh --image-size 256, for example")

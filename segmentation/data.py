@@ -1,0 +1,34 @@
+"""Segmentation input: Kvasir-SEG records through the one transform, on the shared rank sharding.
+
+    m = Manifest.load("data/kvasir-seg/tfrecords")
+    ds = train_dataset(m, rank=0, size=2, per_rank_batch=8, seed=0, first_epoch=0, epochs=10,
+                       steps=m.steps_per_epoch("train", 2, 8))           # (x, mask) batches, augmented
+    ev = eval_dataset(m, "val", rank=0, size=2, batch=16)                # (x, mask, name) batches
+
+Sharding, equal steps and per-epoch determinism are ``training.shards``';
+this module adds the record schema and ``segmentation.preprocess``.
+"""
+import tensorflow as tf
+
+from dataprep import records
+from segmentation.preprocess import augment, normalize
+from training import shards
+from training.shards import Manifest  # noqa: F401  (the entry points' one import for data)
+
+
+def train_dataset(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, shuffle_buffer=10000):
+    def parse(serialized, aug_seed):
+        image, mask, _ = records.parse_segmentation(serialized)
+        return augment(image, mask, aug_seed)
+
+    return shards.train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
+                                shuffle_buffer)
+
+
+def eval_dataset(manifest, split, rank, size, batch):
+    """(images, masks, names) batches of this rank's records of ``split``; nothing dropped."""
+    def parse(serialized):
+        image, mask, name = records.parse_segmentation(serialized)
+        return normalize(image), tf.cast(mask, tf.float32), name
+
+    return shards.eval_batches(manifest, split, rank, size, batch, parse)

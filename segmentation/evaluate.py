@@ -1,0 +1,109 @@
+"""Evaluate a segmentation checkpoint on a split: Dice, IoU, precision, recall with bootstrap 95% CIs.
+
+    python -m segmentation.evaluate --run runs/seg --split val           # best.npz
+    mpirun -np 2 python -m segmentation.evaluate --run runs/seg --split val --checkpoint last.npz
+
+Writes <run>/eval-<split>/{metrics.md, metrics.csv, per_image.csv, panels.png},
+appends an ``eval`` record (the figures, their intervals and the inference
+images/s) to <run>/metrics.jsonl, and prints the table (rank 0). Figures are
+per image on predictions thresholded at 0.5, then averaged (segmentation.metrics).
+"""
+import os
+import time
+
+import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
+from runtime.config import parse_args
+from runtime.errors import UserError, main_guard
+from training.evaluation import EvalConfig, start
+
+PANELS = 6  # validation images shown as image | truth | prediction
+
+
+def check_checkpoint(state, path, stored_size):
+    if state.get("output") != "logits" or "model" not in state:
+        raise UserError(f"{path} is not a checkpoint of segmentation.train: pass a run of that trainer")
+    if state["stored_size"] != stored_size:
+        raise UserError(f"{path} was trained on {state['stored_size']}px records, the data holds {stored_size}px "
+                        f"ones: use records written with --image-size {state['stored_size']}")
+
+
+def panels_png(path, images, masks, logits, names):
+    """One row per image: the frame, the true mask, the predicted mask (logit > 0)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(images), 3, figsize=(7.5, 2.5 * len(images)), squeeze=False)
+    for row, (img, mask, z, name) in enumerate(zip(images, masks, logits, names)):
+        for ax, shown, title in zip(axes[row], (img, mask[..., 0], z[..., 0] > 0), ("image", "truth", "prediction")):
+            ax.imshow(shown, cmap=None if shown.ndim == 3 else "gray", vmin=0, vmax=1)
+            ax.set_title(f"{title}: {name[:12]}" if title == "image" else title, fontsize=8)
+            ax.axis("off")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def timed_gather(ev, model, ds, loss):
+    """(counts, losses, names, inference images/s over all ranks: images / slowest rank's time).
+
+    The time covers reading, decoding and predicting the split after one
+    warm-up batch (tracing left out), as a user's inference job would see it.
+    """
+    from runtime import distributed
+    from segmentation import validation
+    from training.gather import Predictor, gather_exactly_once
+    predictor = Predictor(model)
+    predictor.warm_up(ds)
+    t0 = time.perf_counter()
+    local, names = predictor.local(ds, validation.per_image_rows(loss))
+    elapsed = max(distributed.allgather_object(time.perf_counter() - t0))
+    rows, all_names = gather_exactly_once(local, names, ev.manifest.images(ev.cfg.split))
+    return rows["counts"], rows["loss"], all_names, len(all_names) / elapsed
+
+
+def write_tables(out, title, rows, counts, names):
+    from segmentation import metrics
+    with open(os.path.join(out, "metrics.md"), "w", encoding="utf-8") as fh:
+        fh.write(f"# Segmentation: {title}\n\n{metrics.markdown(rows)}\n")
+    with open(os.path.join(out, "metrics.csv"), "w", encoding="utf-8") as fh:
+        fh.write(metrics.csv_text(rows))
+    figures = metrics.per_image(counts)
+    with open(os.path.join(out, "per_image.csv"), "w", encoding="utf-8") as fh:
+        fh.write("image," + ",".join(metrics.FIGURES) + ",tp,fp,fn,tn\n")
+        for i, name in enumerate(names):
+            fh.write(name + "," + ",".join(f"{figures[f][i]:.6f}" for f in metrics.FIGURES) + "," +
+                     ",".join(str(int(v)) for v in counts[i]) + "\n")
+
+
+@main_guard
+def main(argv=None):
+    cfg = parse_args(EvalConfig, argv, description="Evaluate a segmentation checkpoint: Dice, IoU, precision, "
+                                                   "recall with bootstrap intervals, and image panels.")
+    ev = start(cfg, "evaluate")
+    from segmentation import data, losses, metrics, model as seg_model
+    from training import checkpoint
+
+    check_checkpoint(ev.state, ev.checkpoint_path, ev.manifest.stored_size)
+    model = seg_model.build_model(ev.state["model"], ev.state["stored_size"])
+    checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
+    ds = data.eval_dataset(ev.manifest, cfg.split, ev.ctx.rank, ev.ctx.size, cfg.eval_batch)
+    counts, per_image_loss, names, images_per_s = timed_gather(ev, model, ds, losses.build_loss(ev.state["loss"]))
+    if not ev.ctx.is_chief:
+        return
+    rows = metrics.table(counts, n_boot=cfg.bootstrap, seed=cfg.seed)
+    out, title = ev.out_dir(), ev.title(len(names))
+    write_tables(out, title, rows, counts, names)
+    sample = next(iter(ds.unbatch().batch(PANELS)), None)  # rank 0's first images
+    if sample is not None:
+        x, y, shown = sample
+        panels_png(os.path.join(out, "panels.png"), x.numpy(), y.numpy(), model.predict(x, verbose=0),
+                   [n.decode() for n in shown.numpy()])
+    ev.record(len(names), **{f"mean_{r['figure']}": r["mean"] for r in rows},
+              **{f"mean_{r['figure']}_ci": [r["ci_low"], r["ci_high"]] for r in rows},
+              loss=float(per_image_loss.mean()), inference_images_per_s=images_per_s, ranks=ev.ctx.size)
+    print(f"## Segmentation: {title}\n\n{metrics.markdown(rows)}\n\ninference: {images_per_s:.1f} images/s on "
+          f"{ev.ctx.size} rank(s), batch {cfg.eval_batch}\n(saved in {out}/)", flush=True)
+    ev.log.info("evaluation written to %s", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Per-image segmentation figures on thresholded predictions, and their means with bootstrap intervals.
+
+    counts = confusion_counts(masks, logits)          # (N, 4): tp, fp, fn, tn per image; logit > 0 is polyp
+    figures = per_image(counts)                       # {"dice": (N,), "iou": ..., "precision": ..., "recall": ...}
+    summary(counts)                                   # {"dice": mean, ...}
+    rows = table(counts, n_boot=1000, seed=0)         # mean and 95% CI of each figure
+
+Each figure is computed per image, then averaged over images (so a small
+polyp counts as much as a large one), from predictions thresholded at 0.5
+(logit 0) - never from probabilities, and never pooled per batch. Cases with
+an empty denominator are defined, not skipped:
+  - Dice = 2TP / (2TP + FP + FN) and IoU = TP / (TP + FP + FN): 1 when the
+    mask and the prediction are both empty (a correct "no polyp"), else as written;
+  - precision = TP / (TP + FP): with nothing predicted, 1 if the mask is empty
+    too and 0 otherwise;
+  - recall = TP / (TP + FN): with an empty mask, 1 if nothing was predicted
+    and 0 otherwise (any prediction there is all false positive).
+"""
+import numpy as np
+
+FIGURES = ("dice", "iou", "precision", "recall")
+
+
+def confusion_counts(masks, logits):
+    """(N, 4) int64 tp, fp, fn, tn per image of 0/1 ``masks`` and ``logits``, both (N, H, W[, 1])."""
+    truth = np.asarray(masks).reshape(len(masks), -1) > 0.5
+    pred = np.asarray(logits).reshape(len(logits), -1) > 0.0
+    tp = (truth & pred).sum(1)
+    fp = (~truth & pred).sum(1)
+    fn = (truth & ~pred).sum(1)
+    tn = (~truth & ~pred).sum(1)
+    return np.stack([tp, fp, fn, tn], 1).astype(np.int64)
+
+
+def _ratio(num, den, when_empty):
+    num, den = num.astype(np.float64), den.astype(np.float64)
+    out = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return np.where(den > 0, out, when_empty)
+
+
+def per_image(counts):
+    tp, fp, fn, _ = (np.asarray(counts)[:, i] for i in range(4))
+    both_empty = (tp + fp + fn) == 0
+    return {
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn, 1.0),
+        "iou": _ratio(tp, tp + fp + fn, 1.0),
+        "precision": _ratio(tp, tp + fp, np.where(both_empty, 1.0, 0.0)),
+        "recall": _ratio(tp, tp + fn, np.where(fp == 0, 1.0, 0.0)),
+    }
+
+
+def summary(counts):
+    """Mean of each figure over images (nan for no images)."""
+    if len(counts) == 0:
+        return {f: float("nan") for f in FIGURES}
+    return {f: float(v.mean()) for f, v in per_image(counts).items()}
+
+
+def table(counts, n_boot=1000, seed=0, level=0.95):
+    """[{figure, mean, ci_low, ci_high}]: percentile intervals over image resamples."""
+    values = per_image(counts)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(counts), (n_boot, len(counts)))
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    rows = []
+    for f in FIGURES:
+        means = values[f][idx].mean(1)
+        rows.append({"figure": f, "mean": float(values[f].mean()), "ci_low": float(np.percentile(means, lo_q)),
+                     "ci_high": float(np.percentile(means, hi_q))})
+    return rows
+
+
+def markdown(rows):
+    lines = ["| figure | mean over images | 95% CI |", "|---|---|---|"]
+    lines += [f"| {r['figure']} | {r['mean']:.4f} | {r['ci_low']:.4f} - {r['ci_high']:.4f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def csv_text(rows):
+    lines = ["figure,mean,ci_low,ci_high"] + [f"{r['figure']},{r['mean']:.6f},{r['ci_low']:.6f},{r['ci_high']:.6f}"
+                                              for r in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,54 @@
+"""Train ResUNet++ (or U-Net) for polyp segmentation on N ranks (horovodrun/mpirun/srun) or one process.
+
+    horovodrun -np 2 python -m segmentation.train --data-dir data/kvasir-seg/tfrecords --epochs 30 --run-name seg
+    horovodrun -np 2 python -m segmentation.train --run-name seg --epochs 40 --resume
+    python -m segmentation.train --benchmark --synthetic-input --model unet
+"""
+import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
+from runtime import distributed
+from runtime.errors import main_guard
+from runtime.rundir import RunDir
+from segmentation.config import SegmentationConfig, check_size
+from training import loop
+
+MONITOR = "val_dice"  # picks best.npz and drives the plateau schedule
+OUTPUT_KIND = "logits"  # recorded in checkpoints: predict and evaluate apply the sigmoid / threshold
+
+
+@main_guard
+def main(argv=None):
+    cfg, ctx, log, manifest = loop.start(SegmentationConfig, argv, "segmentation")
+    import tf_keras as keras
+    from segmentation import data, losses, model as seg_model, validation
+    from training import benchmark, shards
+
+    size = manifest.stored_size if manifest else cfg.synthetic_size
+    check_size(size, f"{cfg.data_dir}: records of")
+    run = RunDir.create(cfg, ctx, "segmentation", resume=cfg.resume)
+    model = seg_model.build_model(cfg.model, size, bn_momentum=cfg.bn_momentum)
+    loss = losses.build_loss(cfg.loss)
+    optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
+    model.compile(optimizer, loss, jit_compile=ctx.jit_compile)
+    log.info("%s: %d parameters at %dx%d", cfg.model, seg_model.count_params(model), size, size)
+
+    steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch) if manifest else None
+
+    def train_data(first_epoch, epochs=cfg.epochs):
+        return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.seed, first_epoch,
+                                  epochs, steps, cfg.shuffle_buffer)
+
+    if cfg.benchmark:
+        ds = shards.random_batches(cfg.per_rank_batch, (size, size, 3), (size, size, 1), cfg.seed + ctx.rank) \
+            if manifest is None else train_data(0, -(-benchmark.total_steps(cfg) // steps))
+        return benchmark.time_steps(cfg, ctx, run, model, ds, "synthetic" if manifest is None else "tfrecords",
+                                    image_size=size, network=cfg.model)
+
+    val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch)
+    validator = validation.WholeSplitDice(val_ds, manifest.images("val"), loss)
+    model_info = {"model": cfg.model, "stored_size": size, "output": OUTPUT_KIND, "loss": cfg.loss}
+    loop.fit(cfg, ctx, run, model, steps, train_data, [validator], model_info, MONITOR, "max",
+             columns=[("val Dice", "val_dice", ".4f"), ("val IoU", "val_iou", ".4f")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Segmentation end to end on 2 real ranks: synthetic Kvasir-SEG -> stages -> ResUNet++ -> evaluate -> predict.
+
+Also the skeleton's promises on this trainer: the validated model is the saved
+one, every epoch uses all but less than one global batch, a resumed run is
+bit-identical to an uninterrupted one (on a U-Net: quick to build), and
+benchmark mode on the records.
+"""
+import csv
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from helpers import horovodrun, run_job, run_ranks
+from runtime.metrics import read_events
+
+PAIRS, LARGEST, STORED, EPOCHS = 400, 96, 48, 5
+FAST = ["--precision", "float32"]  # no test may depend on the CPU's bfloat16 units
+
+
+def make_data(root, pairs=PAIRS, stored=STORED, seed=0):
+    for script, extra in (("download_dataset.sh", ["--synthetic", str(pairs), "--image-size", str(LARGEST),
+                                                   "--seed", str(seed)]),
+                          ("extract_images.sh", []),
+                          ("write_tfrecords.sh", ["--image-size", str(stored), "--images-per-shard", "40"])):
+        run_job(["bash", script, "--dataset", "kvasir-seg", "--out", str(root), *extra], timeout=600)
+    return root / "kvasir-seg"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """ResUNet++ on 2 ranks over uneven shards, no warm-up; then evaluate val (last.npz)."""
+    root = tmp_path_factory.mktemp("seg")
+    data = make_data(root)
+    runs = root / "runs"
+    horovodrun(2, ["-m", "segmentation.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(runs),
+                   "--run-name", "t", "--epochs", str(EPOCHS), "--per-rank-batch", "8", "--bn-momentum", "0.9",
+                   "--warmup-epochs", "0", *FAST], timeout=1200)
+    run = runs / "t"
+    run_ranks(2, ["-m", "segmentation.evaluate", "--run", str(run), "--split", "val", "--checkpoint", "last.npz",
+                  "--bootstrap", "200"], timeout=600)
+    manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
+    return {"data": data, "run": run, "manifest": manifest}
+
+
+def _epochs(trained):
+    return read_events(str(trained["run"] / "metrics.jsonl"), "epoch")
+
+
+def _eval(trained):
+    return [r for r in read_events(str(trained["run"] / "metrics.jsonl"), "eval") if r["split"] == "val"][0]
+
+
+def test_two_rank_resunetpp_learns_the_polyps(trained):
+    dice = [e["val_dice"] for e in _epochs(trained)]
+    assert len(dice) == EPOCHS
+    # A model that predicts nothing scores 0 here; one that marks the whole frame about 0.2.
+    assert max(dice) >= 0.8, dice
+
+
+def test_logged_validation_figures_are_the_saved_checkpoints(trained):
+    last, ev = _epochs(trained)[-1], _eval(trained)
+    assert ev["checkpoint"] == "last.npz" and ev["epoch"] == EPOCHS
+    for figure in ("dice", "iou", "precision", "recall"):
+        assert ev[f"mean_{figure}"] == pytest.approx(last[f"val_{figure}"], abs=1e-9), figure
+    assert ev["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
+
+
+def test_every_validation_image_is_counted_once_and_every_epoch_uses_the_train_split(trained):
+    split = trained["manifest"]["splits"]
+    assert _eval(trained)["images"] == split["val"]["images"]
+    with open(trained["run"] / "eval-val" / "per_image.csv") as fh:
+        names = [row["image"] for row in csv.DictReader(fh)]
+    assert len(names) == len(set(names)) == split["val"]["images"]
+    n = split["train"]["images"]
+    assert len({s["records"] for s in split["train"]["shards"]}) > 1  # files of unequal length
+    for e in _epochs(trained):
+        assert n - 2 * 8 < e["train_images_seen"] <= n
+
+
+def test_evaluation_writes_tables_and_panels(trained):
+    out = trained["run"] / "eval-val"
+    table = (out / "metrics.md").read_text()
+    assert all(f"| {f} |" in table for f in ("dice", "iou", "precision", "recall"))
+    assert os.path.getsize(out / "panels.png") > 10_000
+    ev = _eval(trained)
+    assert ev["mean_dice_ci"][0] <= ev["mean_dice"] <= ev["mean_dice_ci"][1] and ev["inference_images_per_s"] > 0
+    config = json.loads((trained["run"] / "config.json").read_text())
+    assert config["precision"]["policy"] == "float32" and config["config"]["model"] == "resunetpp"
+
+
+def test_predict_gives_the_mask_evaluation_scored(trained, tmp_path):
+    """A stored-size frame through predict: its mask's counts against the truth equal evaluate's for it."""
+    import tensorflow as tf
+    from dataprep import records
+    shard = os.path.join(trained["data"], "tfrecords", trained["manifest"]["splits"]["val"]["shards"][0]["file"])
+    image, mask, name = records.parse_segmentation(next(iter(tf.data.TFRecordDataset(shard))))
+    name = name.numpy().decode()
+    frame = tmp_path / f"{name}.png"
+    cv2.imwrite(str(frame), cv2.cvtColor(image.numpy(), cv2.COLOR_RGB2BGR))  # lossless, at the stored size
+    run_job([os.path.join(os.path.dirname(os.sys.executable), "python"), "-m", "segmentation.predict",
+             "--checkpoint", str(trained["run"] / "last.npz"), "--out-dir", str(tmp_path / "masks"), str(frame)],
+            timeout=300)
+    predicted = cv2.imread(str(tmp_path / "masks" / f"{name}.png"), 0) > 127
+    truth = mask.numpy()[..., 0] == 1
+    counts = [int((truth & predicted).sum()), int((~truth & predicted).sum()), int((truth & ~predicted).sum()),
+              int((~truth & ~predicted).sum())]
+    with open(trained["run"] / "eval-val" / "per_image.csv") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["image"] == name)
+    assert counts == [int(row[k]) for k in ("tp", "fp", "fn", "tn")]
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    """The skeleton's resume, on a U-Net: stopped after epoch 2 and resumed to 3 = 3 epochs straight."""
+    data = make_data(tmp_path, pairs=90, stored=32, seed=5)
+    common = ["-m", "segmentation.train", "--model", "unet", "--data-dir", str(data / "tfrecords"),
+              "--runs-dir", str(tmp_path / "runs"), "--per-rank-batch", "4", "--deterministic", "--no-tensorboard",
+              "--warmup-epochs", "1.5", "--throughput-warmup-steps", "1", *FAST]
+    run_ranks(2, [*common, "--run-name", "whole", "--epochs", "3"], timeout=600)
+    run_ranks(2, [*common, "--run-name", "split", "--epochs", "2"], timeout=600)
+    run_ranks(2, [*common, "--run-name", "split", "--epochs", "3", "--resume"], timeout=600)
+    with np.load(tmp_path / "runs" / "whole" / "last.npz") as a, np.load(tmp_path / "runs" / "split" / "last.npz") as b:
+        weights = sorted(k for k in a.files if k.startswith(("weight_", "optimizer_")))
+        assert weights and all(np.array_equal(a[k], b[k]) for k in weights)
+    whole = read_events(str(tmp_path / "runs" / "whole" / "metrics.jsonl"), "epoch")
+    split = read_events(str(tmp_path / "runs" / "split" / "metrics.jsonl"), "epoch")
+    assert [e["epoch"] for e in split] == [1, 2, 3]
+    assert [e["lr"] for e in whole] == [e["lr"] for e in split]  # the 1.5-epoch warm-up spans the interruption
+    for key in ("loss", "val_loss", "val_dice"):
+        assert whole[-1][key] == split[-1][key], key
+
+
+def test_benchmark_mode_on_the_records(trained, tmp_path):
+    proc = run_ranks(2, ["-m", "segmentation.train", "--model", "unet", "--data-dir",
+                         str(trained["data"] / "tfrecords"), "--runs-dir", str(tmp_path), "--run-name", "b",
+                         "--benchmark", "--per-rank-batch", "4", "--benchmark-steps", "4",
+                         "--throughput-warmup-steps", "2", *FAST], timeout=600)
+    rec = read_events(str(tmp_path / "b" / "metrics.jsonl"), "benchmark")[0]
+    assert rec["input"] == "tfrecords" and rec["ranks"] == 2 and rec["timed_steps"] == 4
+    assert rec["network"] == "unet" and rec["image_size"] == STORED and rec["images"] == 2 * 4 * 4
+    assert "benchmark: " in proc.stdout
