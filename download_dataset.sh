@@ -5,8 +5,9 @@
 #
 # Real mode (default) fetches the official archives into DIR/<dataset>/:
 # resumable (an interrupted file continues from DIR/.../<name>.part), retried,
-# with a progress bar, gzip/tar-tested and SHA-256-checked; a file gets its
-# final name only after it passed. ChestX-ray14's three metadata files have no
+# with a progress bar, integrity-tested (gzip + tar listing, or the zip's CRCs)
+# and SHA-256-checked where a checksum is known (ChestX-ray14); a file gets its
+# final name only after it passed. A folder holding a synthetic set is refused. ChestX-ray14's three metadata files have no
 # stable URL: the script says where to put them.
 #
 # Synthetic mode (--synthetic N) writes a stand-in with the same layout and
@@ -125,13 +126,18 @@ fetch() {  # fetch URL DEST KIND: resumable download, tested, renamed when good
       log "$name: SHA-256 ok"
     fi
   else
-    log "$name: no expected SHA-256 known; gzip/tar test passed"
+    log "$name: no expected SHA-256 known; $kind integrity test passed"
   fi
   mv "$part" "$dest"
 }
 
+not_synthetic() {  # not_synthetic DIR: real files must not land beside (or be taken for) synthetic ones
+  [ ! -f "$1/SYNTHETIC.json" ] || die "$1 holds a synthetic set (SYNTHETIC.json): download the real one into another --out"
+}
+
 chestxray14_real() {
   local dir=$OUT/chestxray14 failed=0 name url
+  not_synthetic "$dir"
   mkdir -p "$dir"
   local n=0
   while read -r name url; do
@@ -162,6 +168,7 @@ kvasir_synthetic() {
 
 kvasir_real() {
   local dir=$OUT/kvasir-seg url=$KVASIR_URL list
+  not_synthetic "$dir"
   mkdir -p "$dir"
   [ -n "$MIRROR" ] && url=${MIRROR%/}/kvasir-seg.zip
   fetch "$url" "$dir/kvasir-seg.zip" zip

@@ -4,9 +4,10 @@
 # ChestX-ray14: extracts DIR/chestxray14/images_*.tar.gz in parallel (N jobs,
 # default: all cores) into DIR/chestxray14/images_all/images/.
 # Kvasir-SEG: extracts DIR/kvasir-seg/kvasir-seg.zip into DIR/kvasir-seg/Kvasir-SEG/.
-# Refuses members with an absolute path, '..' or a link type; checks each
-# archive's count; a second run does no work. A truncated or corrupt archive is
-# named, the others are still extracted, and the exit status is non-zero.
+# Refuses members with an absolute path, '..' or a link type; writes each file
+# under a temporary name; a second run does no work. A truncated or corrupt
+# archive is named, the others are still extracted, and the exit status is
+# non-zero.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}

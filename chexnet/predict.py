@@ -18,8 +18,10 @@ from training import prediction
 def main(argv=None):
     parser = prediction.parser(__doc__, "chexnet.train")
     parser.add_argument("--out", required=True, help="CSV to write: image, then one probability per class")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
     args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"--batch must be >= 1, got {args.batch}")
     import numpy as np
     import tensorflow as tf
     from chexnet import model as cx_model

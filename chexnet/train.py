@@ -16,10 +16,10 @@ MONITOR = "val_mean_auc"  # picks best.npz and drives the plateau schedule (CheX
 
 @main_guard
 def main(argv=None):
-    cfg, ctx, log, manifest = loop.start(CheXNetConfig, argv, "chexnet")
+    cfg, ctx, log, manifest, steps = loop.start(CheXNetConfig, argv, "chexnet")
     import tf_keras as keras
     from chexnet import data, losses, model as cx_model, validation
-    from training import benchmark, shards
+    from training import benchmark
 
     if manifest:
         manifest.check_crop(cfg.crop, log)
@@ -31,18 +31,13 @@ def main(argv=None):
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
     model.compile(optimizer, losses.weighted_bce(w_pos, w_neg), jit_compile=ctx.jit_compile)
 
-    steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch) if manifest else None
-
     def train_data(first_epoch, epochs=cfg.epochs):
         return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.crop, cfg.seed,
                                   first_epoch, epochs, steps, cfg.shuffle_buffer)
 
     if cfg.benchmark:
-        ds = shards.random_batches(cfg.per_rank_batch, (cfg.crop, cfg.crop, 3), (len(classes),),
-                                   cfg.seed + ctx.rank) if manifest is None \
-            else train_data(0, -(-benchmark.total_steps(cfg) // steps))
-        return benchmark.time_steps(cfg, ctx, run, model, ds, "synthetic" if manifest is None else "tfrecords",
-                                    crop=cfg.crop, network="densenet121")
+        return benchmark.run_benchmark(cfg, ctx, run, model, steps, train_data, (cfg.crop, cfg.crop, 3),
+                                       (len(classes),), crop=cfg.crop, network="densenet121")
 
     val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch, cfg.crop)
     validator = validation.WholeSplitAUC(val_ds, manifest.images("val"), classes, w_pos, w_neg)

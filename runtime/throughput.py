@@ -1,10 +1,11 @@
 """Throughput math: images / elapsed, warm-up excluded, no averaging of rates.
 
-    meter = StepMeter(warmup_steps=2)
-    meter.start(t=0.0)
-    for t in (1.0, 1.5, 2.0, 2.5):       # step end times (a host sync each)
-        meter.step(images=32, t=t)
-    meter.summary()   # 2 timed steps, 64 images in 1.0 s -> 64 images/s
+    >>> meter = StepMeter(warmup_steps=2)
+    >>> meter.start(t=0.0)
+    >>> for t in (1.0, 1.5, 2.0, 2.5):       # step end times (a host sync each)
+    ...     meter.step(images=32, t=t)
+    >>> meter.summary().images_per_s        # 2 timed steps, 64 images in 1.0 s
+    64.0
 
 One clock per rank: step *i* lasts from the end of step *i-1* to its own end, so
 input-pipeline stalls between steps count, and the timed steps add up exactly

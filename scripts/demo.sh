@@ -10,8 +10,9 @@
 #   split, so the test images were never used to pick a checkpoint) ->
 #   ResUNet++ on N ranks -> evaluation on the test split; ends with the
 #   throughput and Dice/IoU tables and image panels.
-# Every table is saved in its run folder. Re-running skips the finished data
-# stages and trains new runs. Sizes are small enough for 2 CPU cores (README).
+# Every table is saved in its run folder. Re-running writes the same synthetic
+# sets again (same bytes), keeps the TFRecord shards that are still complete,
+# and trains new runs. Sizes are small enough for 2 CPU cores (README).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
@@ -28,10 +29,10 @@ SEG_EPOCHS=${DEMO_SEG_EPOCHS:-8}
 WORKLOAD=all
 while [ $# -gt 0 ]; do
   case "$1" in
-    --np) NP=$2; shift 2 ;;
-    --runs-dir) RUNS_DIR=$2; shift 2 ;;
-    --data) DATA=$2; shift 2 ;;
-    --workload) WORKLOAD=$2; shift 2 ;;
+    --np) NP=${2:?--np needs a number}; shift 2 ;;
+    --runs-dir) RUNS_DIR=${2:?--runs-dir needs a folder}; shift 2 ;;
+    --data) DATA=${2:?--data needs a folder}; shift 2 ;;
+    --workload) WORKLOAD=${2:?--workload needs all, chexnet or segmentation}; shift 2 ;;
     -h|--help) sed -n '2,${/^#/!q;s/^# \{0,1\}//;p;}' "$0"; exit 0 ;;  # the leading comment block
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac

@@ -20,7 +20,6 @@ class SegmentationConfig(TrainConfig):
     loss: str = field("dice_bce", "per-image loss: Dice + BCE, Dice, or BCE (all from logits)",
                       choices=list(LOSSES))
     per_rank_batch: int = field(8, "images per rank per step; global batch = this x ranks")
-    base_lr: float = field(1e-3, "single-rank Adam learning rate; scaled for N ranks by --lr-scaling")
     eval_batch: int = field(16, "images per rank per step when predicting the validation split")
     synthetic_size: int = field(256, "image side of --benchmark --synthetic-input (otherwise the network "
                                 "takes the stored size of the records)")
@@ -32,5 +31,5 @@ class SegmentationConfig(TrainConfig):
 
 def check_size(size, what):
     if size < 32 or size % 16:
-        raise UserError(f"{what} {size}: the networks need a multiple of 16, at least 32 (they halve it 4 "
+        raise UserError(f"{what} {size}: the networks need a multiple of 16, at least 32 (U-Net halves it 4 "
                         f"times); rewrite the records with write_tfrecords.sh --image-size 256, for example")

@@ -27,8 +27,12 @@ def train_dataset(manifest, rank, size, per_rank_batch, seed, first_epoch, epoch
 
 def eval_dataset(manifest, split, rank, size, batch):
     """(images, masks, names) batches of this rank's records of ``split``; nothing dropped."""
+    side = manifest.stored_size
+
     def parse(serialized):
         image, mask, name = records.parse_segmentation(serialized)
-        return normalize(image), tf.cast(mask, tf.float32), name
+        # Static shapes: a rank without records must still know what an empty batch looks like.
+        return (tf.ensure_shape(normalize(image), [side, side, 3]),
+                tf.ensure_shape(tf.cast(mask, tf.float32), [side, side, 1]), name)
 
     return shards.eval_batches(manifest, split, rank, size, batch, parse)

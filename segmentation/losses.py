@@ -18,9 +18,10 @@ SMOOTH = 1.0  # eps above, in pixels
 
 
 def _flat(y_true, logits):
-    y = tf.cast(tf.reshape(y_true, [tf.shape(y_true)[0], -1]), tf.float32)
-    z = tf.cast(tf.reshape(logits, [tf.shape(logits)[0], -1]), tf.float32)
-    return y, z
+    # The pixel count is explicit: a -1 cannot be inferred for a batch of zero images.
+    shape = tf.shape(logits)
+    flat = tf.stack([shape[0], tf.reduce_prod(shape[1:])])
+    return tf.cast(tf.reshape(y_true, flat), tf.float32), tf.cast(tf.reshape(logits, flat), tf.float32)
 
 
 def dice_loss(y_true, logits):

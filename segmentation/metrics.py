@@ -23,8 +23,10 @@ FIGURES = ("dice", "iou", "precision", "recall")
 
 def confusion_counts(masks, logits):
     """(N, 4) int64 tp, fp, fn, tn per image of 0/1 ``masks`` and ``logits``, both (N, H, W[, 1])."""
-    truth = np.asarray(masks).reshape(len(masks), -1) > 0.5
-    pred = np.asarray(logits).reshape(len(logits), -1) > 0.0
+    masks, logits = np.asarray(masks), np.asarray(logits)
+    pixels = int(np.prod(masks.shape[1:]))  # explicit: reshape(0, -1) cannot infer it for zero images
+    truth = masks.reshape(len(masks), pixels) > 0.5
+    pred = logits.reshape(len(logits), pixels) > 0.0
     tp = (truth & pred).sum(1)
     fp = (~truth & pred).sum(1)
     fn = (truth & ~pred).sum(1)
@@ -39,6 +41,11 @@ def _ratio(num, den, when_empty):
 
 
 def per_image(counts):
+    """{figure: (N,) array} from (N, 4) tp, fp, fn, tn counts.
+
+    >>> {k: v.tolist() for k, v in per_image([[2, 1, 1, 5], [0, 0, 0, 9]]).items()}
+    {'dice': [0.6666666666666666, 1.0], 'iou': [0.5, 1.0], 'precision': [0.6666666666666666, 1.0], 'recall': [0.6666666666666666, 1.0]}
+    """
     tp, fp, fn, _ = (np.asarray(counts)[:, i] for i in range(4))
     both_empty = (tp + fp + fn) == 0
     return {

@@ -27,7 +27,7 @@ BatchNorm moving statistics, as Keras' summary does):
 import tf_keras as keras
 
 L = keras.layers
-DOWNSAMPLING = 16  # both networks halve the image 4 times
+DOWNSAMPLING = 16  # U-Net halves the image 4 times (ResUNet++ 3): one multiple serves both
 
 
 def conv_bn_relu(x, filters):
@@ -104,7 +104,8 @@ def attention_block(skip, x):
 
 def _check_size(size, name):
     if size % DOWNSAMPLING:
-        raise ValueError(f"image size {size} is not a multiple of {DOWNSAMPLING}: {name} halves it 4 times; "
+        raise ValueError(f"image size {size} is not a multiple of {DOWNSAMPLING} (the models halve it up to 4 "
+                         f"times), as {name} needs; "
                          f"use e.g. {max(DOWNSAMPLING, size // DOWNSAMPLING * DOWNSAMPLING)}")
 
 

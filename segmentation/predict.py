@@ -47,7 +47,8 @@ def main(argv=None):
     model = seg_model.build_model(state["model"], size)
     checkpoint.restore(args.checkpoint, model, with_optimizer=False)
     os.makedirs(args.out_dir, exist_ok=True)
-    good, bad = prediction.read_images(args.images)
+    # 8-bit BGR, EXIF orientation applied: as the TFRecord writer reads the frames.
+    good, bad = prediction.read_images(args.images, cv2.IMREAD_COLOR)
     taken = set()
     with open(os.path.join(args.out_dir, "predictions.csv"), "w", encoding="utf-8") as fh:
         fh.write("image,mask,polyp_fraction\n")

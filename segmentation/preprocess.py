@@ -46,10 +46,7 @@ def augment(image, mask, seed):
 
 
 def to_stored_form(img_bgr, size):
-    """Any decoded frame (BGR, or gray, any size) -> (size, size, 3) RGB uint8 as in the records."""
-    if img_bgr.ndim == 2:
-        img_bgr = cv2.cvtColor(img_bgr, cv2.COLOR_GRAY2BGR)
-    elif img_bgr.shape[2] == 4:
-        img_bgr = cv2.cvtColor(img_bgr, cv2.COLOR_BGRA2BGR)
+    """A frame as ``cv2.imread(path, cv2.IMREAD_COLOR)`` gives it (8-bit BGR, any size) -> (size, size, 3)
+    RGB uint8 as in the records."""
     # Area interpolation, as the TFRecord writer resizes: the model sees the same pixels.
     return cv2.cvtColor(cv2.resize(img_bgr, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)

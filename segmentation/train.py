@@ -17,10 +17,10 @@ OUTPUT_KIND = "logits"  # recorded in checkpoints: predict and evaluate apply th
 
 @main_guard
 def main(argv=None):
-    cfg, ctx, log, manifest = loop.start(SegmentationConfig, argv, "segmentation")
+    cfg, ctx, log, manifest, steps = loop.start(SegmentationConfig, argv, "segmentation")
     import tf_keras as keras
     from segmentation import data, losses, model as seg_model, validation
-    from training import benchmark, shards
+    from training import benchmark
 
     size = manifest.stored_size if manifest else cfg.synthetic_size
     check_size(size, f"{cfg.data_dir}: records of")
@@ -31,17 +31,13 @@ def main(argv=None):
     model.compile(optimizer, loss, jit_compile=ctx.jit_compile)
     log.info("%s: %d parameters at %dx%d", cfg.model, seg_model.count_params(model), size, size)
 
-    steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch) if manifest else None
-
     def train_data(first_epoch, epochs=cfg.epochs):
         return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.seed, first_epoch,
                                   epochs, steps, cfg.shuffle_buffer)
 
     if cfg.benchmark:
-        ds = shards.random_batches(cfg.per_rank_batch, (size, size, 3), (size, size, 1), cfg.seed + ctx.rank) \
-            if manifest is None else train_data(0, -(-benchmark.total_steps(cfg) // steps))
-        return benchmark.time_steps(cfg, ctx, run, model, ds, "synthetic" if manifest is None else "tfrecords",
-                                    image_size=size, network=cfg.model)
+        return benchmark.run_benchmark(cfg, ctx, run, model, steps, train_data, (size, size, 3), (size, size, 1),
+                                       image_size=size, network=cfg.model)
 
     val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch)
     validator = validation.WholeSplitDice(val_ds, manifest.images("val"), loss)

@@ -168,3 +168,20 @@ def test_official_lists_ship_with_the_project():
     train, val = facts.official_split("train"), facts.official_split("val")
     assert (len(train), len(val)) == (880, 120) and not set(train) & set(val)
     assert all(len(i) == 25 for i in train + val)
+
+
+def test_an_edited_mask_rewrites_exactly_its_shard(data, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(data["root"], root)  # copy2 keeps the files' times: the copy's shards are complete
+    name = sorted((root / "kvasir-seg" / "val.txt").read_text().split())[0]
+    mask = root / "kvasir-seg" / facts.TOP / facts.MASKS / f"{name}.jpg"
+    img = cv2.imread(str(mask), 0)
+    cv2.imwrite(str(mask), np.flipud(img))  # a corrected mask under the same name
+    proc = stage("write_tfrecords.sh", "--dataset", "kvasir-seg", "--out", str(root), "--image-size", str(STORED),
+                 "--images-per-shard", "15")
+    log = proc.stdout + proc.stderr
+    assert log.count("rewriting ") == 1 and "an image or mask file of it changed on disk" in log
+    recs = read_records(root / "kvasir-seg" / "tfrecords")
+    expected = cv2.resize((np.flipud(img) > facts.MASK_THRESHOLD).astype(np.uint8), (STORED, STORED),
+                          interpolation=cv2.INTER_NEAREST)
+    assert np.array_equal(recs["val"][name][1][..., 0], expected)

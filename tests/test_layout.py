@@ -1,4 +1,5 @@
-"""The layout's promises: model, data, transform and skeleton modules never load Horovod.
+"""The layout's promises: model, data, transform and skeleton modules never load Horovod,
+and the usage examples in the pure modules' docstrings run.
 
 Checked by importing them one after another in a fresh interpreter and
 looking at ``sys.modules`` after each: an indirect import (through a helper
@@ -7,6 +8,8 @@ module) counts too.
 import json
 import subprocess
 import sys
+
+import pytest
 
 from helpers import ROOT
 
@@ -34,3 +37,15 @@ def test_model_data_and_skeleton_modules_do_not_load_horovod():
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(loaded) == HOROVOD_FREE
     assert {m: mods for m, mods in loaded.items() if mods} == {}
+
+
+# Pure modules whose docstrings hold ``>>>`` examples: run them, so the usage shown stays true.
+DOCTESTED = ["training.shards", "segmentation.metrics", "runtime.throughput"]
+
+
+@pytest.mark.parametrize("module", DOCTESTED)
+def test_usage_examples_in_docstrings_hold(module):
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

@@ -141,3 +141,14 @@ def test_benchmark_mode_on_the_records(trained, tmp_path):
     assert rec["input"] == "tfrecords" and rec["ranks"] == 2 and rec["timed_steps"] == 4
     assert rec["network"] == "unet" and rec["image_size"] == STORED and rec["images"] == 2 * 4 * 4
     assert "benchmark: " in proc.stdout
+
+
+def test_resume_without_a_checkpoint_stops_every_rank_with_one_line(trained, tmp_path):
+    """Rank 0 finds no last.npz; the other rank must not wait for it in a broadcast."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.jsonl").write_text('{"event": "config", "time": 0}\n')  # died before epoch 1
+    proc = run_ranks(2, ["-m", "segmentation.train", "--model", "unet", "--data-dir",
+                         str(trained["data"] / "tfrecords"), "--runs-dir", str(tmp_path), "--run-name", "r",
+                         "--resume", *FAST], timeout=300, expect_rc=None)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "last.npz not found: nothing to resume" in proc.stderr

@@ -105,3 +105,10 @@ def test_augmentation_is_seeded_and_evaluation_only_scales():
     c = augment(image, mask, tf.constant([3, 5], tf.int64))
     assert np.array_equal(a[0].numpy(), b[0].numpy()) and not np.array_equal(a[0].numpy(), c[0].numpy())
     assert normalize(image).numpy().max() == pytest.approx(1.0)
+
+
+def test_a_rank_without_images_yields_empty_rows_of_the_right_shape():
+    """The gather of a rank with no records still has the keys and shapes of the others."""
+    none = np.zeros((0, 8, 8, 1), np.float32)
+    assert metrics.confusion_counts(none, none).shape == (0, 4)
+    assert losses.dice_bce_loss(tf.constant(none), tf.constant(none)).numpy().shape == (0,)

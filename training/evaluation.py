@@ -4,7 +4,7 @@
     ev = start(cfg, "evaluate")              # checkpoint read, Horovod up in the checkpoint's precision
     ev.state["epoch"], ev.manifest.images(cfg.split), ev.ctx.rank
     out = ev.out_dir()                       # <run>/eval-<split>/, rank 0
-    ev.record(mean_auc=0.91)                 # an ``eval`` record in <run>/metrics.jsonl, rank 0
+    ev.record(120, mean_auc=0.91)            # an ``eval`` record (120 images) in <run>/metrics.jsonl, rank 0
 
 Evaluation runs in the precision the checkpoint was trained and validated in
 (``--precision checkpoint``, the default), so it reproduces the training log's
@@ -72,7 +72,9 @@ class Evaluation:
 
 def start(cfg, logger_name):
     """Read the checkpoint, start the runtime in its precision, load the manifest; every rank calls this."""
-    path = cfg.checkpoint if os.path.isfile(cfg.checkpoint) else os.path.join(cfg.run, cfg.checkpoint)
+    # The run's own file first: a best.npz in the current folder must not be taken for it.
+    in_run = os.path.join(cfg.run, cfg.checkpoint)
+    path = in_run if os.path.isfile(in_run) else cfg.checkpoint
     _, _, state = checkpoint.read(path)
     if cfg.precision == "checkpoint":
         cfg = dataclasses.replace(cfg, precision=state.get("precision", "float32"))

@@ -1,6 +1,6 @@
 """The training loop every trainer shares: start-up, resume, the callbacks in order, ``fit``, the tables.
 
-    cfg, ctx, log, manifest = start(CheXNetConfig, argv, "chexnet")   # manifest None for random input
+    cfg, ctx, log, manifest, steps = start(CheXNetConfig, argv, "chexnet")   # None, None for random input
     fit(cfg, ctx, run, model, steps, train_data=lambda first_epoch: dataset,
         validators=[WholeSplitAUC(...)], model_info={"classes": ..., "crop": ...},
         monitor="val_mean_auc", mode="max", columns=[("val mean AUC", "val_mean_auc", ".4f")])
@@ -17,6 +17,7 @@ import tf_keras as keras
 
 from runtime import callbacks, distributed
 from runtime.config import parse_args
+from runtime.errors import UserError
 from runtime.logs import setup_logging
 from training import checkpoint, report
 from training.shards import Manifest
@@ -25,23 +26,36 @@ log = logging.getLogger(__name__)
 
 
 def start(config_cls, argv, name):
-    """Every trainer's first step: the flags, the runtime (Horovod, threads, precision), the manifest.
+    """Every trainer's first step: the flags, the runtime (Horovod, threads, precision), the manifest
+    and the steps per epoch, checked before any run folder exists (a bad input leaves none behind).
 
-    The manifest is None for ``--benchmark --synthetic-input``: random tensors need no data set.
+    The manifest and steps are None for ``--benchmark --synthetic-input``: random tensors need no data set.
     """
     cfg = parse_args(config_cls, argv)
     ctx = distributed.init(cfg)
     trainer_log = setup_logging(ctx.rank, name)
-    manifest = None if cfg.benchmark and cfg.synthetic_input else Manifest.load(cfg.data_dir)
-    return cfg, ctx, trainer_log, manifest
+    if cfg.benchmark and cfg.synthetic_input:
+        return cfg, ctx, trainer_log, None, None
+    manifest = Manifest.load(cfg.data_dir)
+    steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)
+    if not cfg.benchmark:
+        manifest.images("val")  # a missing validation split stops the run here
+    return cfg, ctx, trainer_log, manifest, steps
 
 
 def resume_state(cfg, ctx, run, model):
     """The saved state of ``run``'s last.npz on every rank (None for a new run); weights loaded on rank 0."""
     # Rank 0 reads the checkpoint; BroadcastInitialState hands its weights and
     # optimizer state to the others, so the run folder need only exist on rank 0.
-    state = checkpoint.restore(run.file("last.npz"), model) if cfg.resume and ctx.is_chief else None
+    state = None
+    if cfg.resume and ctx.is_chief:
+        try:
+            state = checkpoint.restore(run.file("last.npz"), model)
+        except UserError as err:  # every rank must learn of it, or they wait in the broadcast below
+            state = {"error": str(err)}
     state = distributed.broadcast_object(state)
+    if state and "error" in state:
+        raise UserError(state["error"])
     if state:
         model.optimizer.build(model.trainable_variables)  # same variables on every rank before the broadcast
         keras.backend.set_value(model.optimizer.learning_rate, state["lr"])  # the rate is not a broadcast variable

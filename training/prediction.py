@@ -38,12 +38,16 @@ def read_checkpoint(args):
     return state
 
 
-def read_images(paths):
-    """([(path, array as decoded)], [(path, reason)]): every file is one or the other."""
+def read_images(paths, flags=None):
+    """([(path, array as decoded)], [(path, reason)]): every file is one or the other.
+
+    ``flags``: OpenCV's imread flags (default IMREAD_UNCHANGED: gray, BGR or BGRA, any bit depth).
+    """
     import cv2
+    flags = cv2.IMREAD_UNCHANGED if flags is None else flags
     good, bad = [], []
     for path in paths:
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED) if os.path.isfile(path) else None  # no OpenCV warning
+        img = cv2.imread(path, flags) if os.path.isfile(path) else None  # no OpenCV warning
         if img is None:
             bad.append((path, "not found, or not a readable PNG/JPEG"))
         else:

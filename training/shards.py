@@ -64,7 +64,9 @@ class Manifest:
     def split(self, name):
         info = self.data["splits"].get(name)
         if not info or not info["images"]:
-            raise UserError(f"{self.folder}/manifest.json has no {name} images: rewrite the TFRecords")
+            present = ", ".join(s for s, v in self.data["splits"].items() if v["images"]) or "none"
+            raise UserError(f"{self.folder}/manifest.json has no {name} images (its splits: {present}): pick "
+                            f"one of those, or rewrite the TFRecords with that split")
         return info
 
     def images(self, name):
@@ -92,7 +94,7 @@ def rank_pieces(counts, rank, size, order=None):
     sequence of N; the rank gets ``[rank*N//size, (rank+1)*N//size)`` of it.
 
     >>> rank_pieces([5, 5, 5], rank=1, size=2)
-    [(1, 2, 3), (2, 0, 4)]
+    [(1, 2, 3), (2, 0, 5)]
     """
     order = range(len(counts)) if order is None else order
     total = sum(counts)

@@ -171,8 +171,8 @@ def parse_options(argv):
         p.error(f"--image-size must be between 32 and 4096, got {a.image_size}")
     if not 0 <= a.val_fraction < 1:
         p.error(f"--val-fraction must be in [0, 1), got {a.val_fraction}")
-    return Options(a.data_dir, a.out_dir or os.path.join(a.data_dir, "tfrecords"), a.image_size,
-                   a.encoding, a.val_fraction, a.seed, a.shard_mb, a.images_per_shard, a.processes)
+    opts = Options(**vars(a))
+    return dataclasses.replace(opts, out_dir=opts.out_dir or os.path.join(opts.data_dir, "tfrecords"))
 
 
 @main_guard

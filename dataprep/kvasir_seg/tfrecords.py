@@ -36,6 +36,7 @@ from runtime.errors import UserError, main_guard
 
 log = logging.getLogger("tfrecords")
 RANDOM_SHARES = (0.8, 0.1, 0.1)  # train, val, test: the ResUNet++ paper's split
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # any case; the real set is all .jpg
 MIN_SIDE = 16
 
 
@@ -57,9 +58,8 @@ class Options:
 
 
 # ------------------------------------------------------------------ one pair
-def read_pair(images_dir, masks_dir, name):
-    """(BGR uint8 image, uint8 0/1 mask) at full size, or Rejected(reason)."""
-    paths = {"image": os.path.join(images_dir, name + ".jpg"), "mask": os.path.join(masks_dir, name + ".jpg")}
+def read_pair(paths):
+    """(BGR uint8 image, uint8 0/1 mask) at full size from {"image": path, "mask": path}, or Rejected(reason)."""
     for what, path in paths.items():
         if not os.path.exists(path):
             raise Rejected(f"{what} missing: {path} does not exist")
@@ -85,21 +85,27 @@ def resize_pair(img, mask, size):
 
 
 class Writer(shards.ShardWriter):
-    """Kvasir-SEG's part of the shard writer: an RGB image and its 0/1 mask per record."""
+    """Kvasir-SEG's part of the shard writer: an RGB image and its 0/1 mask per record.
 
-    METADATA_CHANGED = "its ids changed"
+    ``pairs``: {id: {"image": path, "mask": path}} of every complete pair.
+    """
 
-    def __init__(self, images_dir, masks_dir, opts):
-        self.images_dir, self.masks_dir, self.opts = images_dir, masks_dir, opts
+    METADATA_CHANGED = "an image or mask file of it changed on disk since it was written"
+
+    def __init__(self, pairs, opts):
+        self.pairs, self.opts = pairs, opts
 
     def fingerprint(self):
         return self.opts.fingerprint()
 
     def entries_sha256(self, entries):
-        return shards.digest_json(list(entries))
+        # Ids, and the size and modification time of both files: a corrected mask
+        # under the same name makes its shard stale.
+        return shards.digest_json([[name, *(file_stamp(self.pairs[name][k]) for k in ("image", "mask"))]
+                                   for name in entries])
 
     def record(self, name):
-        img, mask = resize_pair(*read_pair(self.images_dir, self.masks_dir, name), self.opts.image_size)
+        img, mask = resize_pair(*read_pair(self.pairs[name]), self.opts.image_size)
         mask_encoding = "raw" if self.opts.encoding == "raw" else "png"  # masks stay lossless
         blob = records.serialize_segmentation(records.encode_image(img, self.opts.encoding),
                                               records.encode_image(mask, mask_encoding), name,
@@ -110,17 +116,38 @@ class Writer(shards.ShardWriter):
         return name
 
 
+def file_stamp(path):
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return None
+
+
 # ------------------------------------------------------------------ splits
-def ids_on_disk(folder):
-    return {os.path.splitext(f)[0] for f in os.listdir(folder) if f.lower().endswith(".jpg")}
+def files_by_id(folder, what):
+    """({id: path} of the image files in ``folder``, rejected entries for every other file)."""
+    found, rejected = {}, []
+    for f in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(f)
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            rejected.append({"name": f"{what}/{f}", "reason": f"not an image ({', '.join(IMAGE_EXTENSIONS)})"})
+        elif stem in found:
+            rejected.append({"name": f"{what}/{f}", "reason": f"a second {what[:-1]} for id {stem}; "
+                                                              f"{os.path.basename(found[stem])} is used"})
+        else:
+            found[stem] = os.path.join(folder, f)
+    return found, rejected
 
 
-def pair_ids(images_dir, masks_dir):
-    """(ids with both files, rejected entries for the unpaired)."""
-    images, masks = ids_on_disk(images_dir), ids_on_disk(masks_dir)
-    rejected = [{"name": n, "reason": "image without a mask in masks/"} for n in sorted(images - masks)]
-    rejected += [{"name": n, "reason": "mask without an image in images/"} for n in sorted(masks - images)]
-    return sorted(images & masks), rejected
+def pair_files(images_dir, masks_dir):
+    """({id: {"image": path, "mask": path}} of complete pairs, rejected entries for everything else)."""
+    images, rejected = files_by_id(images_dir, facts.IMAGES)
+    masks, more = files_by_id(masks_dir, facts.MASKS)
+    rejected += more
+    rejected += [{"name": n, "reason": "image without a mask in masks/"} for n in sorted(images.keys() - masks)]
+    rejected += [{"name": n, "reason": "mask without an image in images/"} for n in sorted(masks.keys() - images)]
+    return {n: {"image": images[n], "mask": masks[n]} for n in sorted(images.keys() & masks)}, rejected
 
 
 def split_lists(data_dir):
@@ -190,7 +217,8 @@ def prepare(opts):
     for folder in (images_dir, masks_dir):
         if not os.path.isdir(folder):
             raise UserError(f"{folder} not found: run extract_images.sh --dataset kvasir-seg first")
-    paired, rejected = pair_ids(images_dir, masks_dir)
+    pairs, rejected = pair_files(images_dir, masks_dir)
+    paired = sorted(pairs)
     if opts.split == "official":
         splits, more, info = assign_official(paired, opts.data_dir, {r["name"] for r in rejected})
     else:
@@ -198,8 +226,10 @@ def prepare(opts):
     rejected += more
     named = len({r["name"] for r in rejected} | {n for ids in splits.values() for n in ids})
     splits = {k: shards.shuffled(v, opts.seed + i) for i, (k, v) in enumerate(splits.items())}
-    per_shard = opts.images_per_shard or max(1, int(opts.shard_mb * 1e6 // (3.2 * opts.image_size ** 2 + 300)))
-    return splits, rejected, info, images_dir, masks_dir, shards.plan_shards(splits, per_shard), named
+    # A raw record holds 4 bytes a pixel (RGB + mask) and a few hundred of fields;
+    # png or jpeg records are smaller, so their shards come out under --shard-mb.
+    per_shard = opts.images_per_shard or max(1, int(opts.shard_mb * 1e6 // (4 * opts.image_size ** 2 + 300)))
+    return splits, rejected, info, pairs, shards.plan_shards(splits, per_shard), named
 
 
 def parse_options(argv):
@@ -212,8 +242,8 @@ def parse_options(argv):
     a = p.parse_args(argv)
     if not 32 <= a.image_size <= 2048:
         p.error(f"--image-size must be between 32 and 2048, got {a.image_size}")
-    return Options(a.data_dir, a.out_dir or os.path.join(a.data_dir, "tfrecords"), a.image_size, a.encoding,
-                   a.split, a.seed, a.images_per_shard, a.shard_mb, a.processes)
+    opts = Options(**vars(a))
+    return dataclasses.replace(opts, out_dir=opts.out_dir or os.path.join(opts.data_dir, "tfrecords"))
 
 
 @main_guard
@@ -221,11 +251,11 @@ def main(argv=None):
     opts = parse_options(argv)
     comm, rank, size = shards.start()
     t0 = time.perf_counter()
-    splits, rejected, info, images_dir, masks_dir, plan, named = prepare(opts)
+    splits, rejected, info, pairs, plan, named = prepare(opts)
     if rank == 0:
         log.info("%s: %s split: %s; %d shards, %d rank(s)", opts.data_dir, opts.split,
                  ", ".join(f"{k} {len(v)} pairs" for k, v in splits.items()), len(plan), size)
-    sides = shards.write_all(Writer(images_dir, masks_dir, opts), plan, opts.out_dir, comm, opts.processes)
+    sides = shards.write_all(Writer(pairs, opts), plan, opts.out_dir, comm, opts.processes)
     if rank == 0:
         manifest = build_manifest(sides, splits, rejected, opts, info, named)
         shards.save_manifest(opts.out_dir, manifest, t0)
