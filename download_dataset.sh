@@ -171,7 +171,7 @@ kvasir_real() {
   not_synthetic "$dir"
   mkdir -p "$dir"
   [ -n "$MIRROR" ] && url=${MIRROR%/}/kvasir-seg.zip
-  fetch "$url" "$dir/kvasir-seg.zip" zip
+  fetch "$url" "$dir/kvasir-seg.zip" zip || die "kvasir-seg.zip was not downloaded (see above); re-run to resume"
   # The official 880/120 lists (MediaEval 2020 Medico), shipped with the project.
   for list in train.txt val.txt; do
     [ -f "$dir/$list" ] || cp "$ROOT/dataprep/kvasir_seg/splits/$list" "$dir/$list"

@@ -115,3 +115,42 @@ def test_checksum_mismatch_corroborated_fails_uncorroborated_needs_consent(archi
     kept = sorted(p.name for p in (out / "chestxray14").glob("*.tar.gz"))
     assert kept == [a.name for a in facts.ARCHIVES if not a.corroborated]
     assert "kept because --allow-checksum-mismatch" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def kvasir_mirror(tmp_path_factory):
+    src = tmp_path_factory.mktemp("kvmirror")
+    run_job(["bash", "download_dataset.sh", "--dataset", "kvasir-seg", "--out", str(src), "--synthetic", "12",
+             "--image-size", "64"])
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    httpd.root, httpd.requests = str(src / "kvasir-seg"), []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd, src / "kvasir-seg" / "kvasir-seg.zip"
+    httpd.shutdown()
+
+
+def test_kvasir_download_resumes_and_brings_the_official_lists(kvasir_mirror, tmp_path):
+    from dataprep.kvasir_seg import facts as kv
+    server, zip_path = kvasir_mirror
+    out = tmp_path / "data"
+    (out / "kvasir-seg").mkdir(parents=True)
+    whole = zip_path.read_bytes()
+    (out / "kvasir-seg" / "kvasir-seg.zip.part").write_bytes(whole[: len(whole) // 2])
+    download(out, server, "--dataset", "kvasir-seg")
+    assert ("kvasir-seg.zip", len(whole) // 2) in server.requests  # continued, not restarted
+    assert (out / "kvasir-seg" / "kvasir-seg.zip").read_bytes() == whole
+    assert (out / "kvasir-seg" / "val.txt").read_text().split() == kv.official_split("val")
+
+
+def test_kvasir_corrupt_zip_is_never_taken_as_complete_and_a_synthetic_folder_is_refused(kvasir_mirror, tmp_path):
+    server, zip_path = kvasir_mirror
+    out = tmp_path / "data"
+    (out / "kvasir-seg").mkdir(parents=True)
+    (out / "kvasir-seg" / "kvasir-seg.zip.part").write_bytes(b"PK" + b"\0" * (zip_path.stat().st_size // 2))
+    proc = download(out, server, "--dataset", "kvasir-seg", expect_rc=2)
+    assert "kvasir-seg.zip: the downloaded file is not a valid zip archive" in proc.stderr
+    assert not (out / "kvasir-seg" / "kvasir-seg.zip").exists()
+    synthetic = zip_path.parent.parent  # the mirror's own folder holds SYNTHETIC.json
+    proc = download(synthetic, server, "--dataset", "kvasir-seg", expect_rc=2)
+    assert "holds a synthetic set (SYNTHETIC.json)" in proc.stderr
