@@ -15,7 +15,8 @@ import pytest
 
 from helpers import ROOT, run_job
 
-SHELL_STAGES = ["download_dataset.sh", "extract_images.sh", "write_tfrecords.sh", "scripts/demo.sh"]
+SHELL_STAGES = ["download_dataset.sh", "extract_images.sh", "write_tfrecords.sh", "scripts/demo.sh",
+                "job_submissions/local/launch.sh"]
 ENTRY_POINT_FOLDERS = ["chexnet", "smoke", "dataprep", "benchmarks", "scripts", "segmentation"]
 MAIN_BLOCK = re.compile(r"""^if __name__ == ["']__main__["']:""", re.MULTILINE)
 

@@ -1,0 +1,183 @@
+"""A real one-node Slurm for the tests: munged, slurmctld and slurmd started in a temporary folder.
+
+    with SlurmCluster(tmp_path) as slurm:          # installs slurm-wlm and munge with apt if root and missing
+        job = slurm.sbatch(["job_submissions/slurm/train.sbatch", "segmentation", ...], env)
+        state = slurm.wait(job, timeout=600)        # "COMPLETED", "FAILED", ...
+
+The configuration is the one known to work on this machine kind (REFERENCE):
+``SlurmUser=root``, ``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``,
+``SelectType=select/cons_tres``, one node with this machine's CPUs and memory.
+Everything lives in the folder given (config, state, spool, logs, munge socket
+and a fresh munge key); free ports are picked, so it does not clash with a system
+Slurm. Every daemon is started in the foreground as a child and stopped by
+its own process id when the block ends. ``unavailable()`` says why the tests
+must skip (not root, no apt, install failed), or None.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+PACKAGES = ["slurm-wlm", "munge"]
+
+
+def _run(cmd, timeout=600):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def unavailable():
+    """None when slurmctld, slurmd, sbatch and munged are here (installing them if root with apt), else why not."""
+    needed = ["slurmctld", "slurmd", "sbatch", "sacct", "munged"]
+    if all(shutil.which(c) for c in needed):
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "Slurm is not installed and cannot be (needs root and apt-get to install slurm-wlm and munge)"
+    proc = _run(["apt-get", "install", "-y", "-q", *PACKAGES])
+    if proc.returncode != 0:  # a fresh machine may need its package lists first
+        _run(["apt-get", "update", "-q"])
+        proc = _run(["apt-get", "install", "-y", "-q", *PACKAGES])
+    if proc.returncode != 0 or not all(shutil.which(c) for c in needed):
+        return f"installing {' '.join(PACKAGES)} with apt-get failed: {proc.stderr.strip()[-300:]}"
+    return None
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node_facts():
+    """(CPUs, RealMemory in MB) as slurmd -C reports them."""
+    out = _run(["slurmd", "-C"]).stdout
+    facts = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+    return int(facts.get("CPUs", os.cpu_count() or 1)), int(facts.get("RealMemory", 1024))
+
+
+class SlurmCluster:
+    def __init__(self, folder):
+        self.folder = str(folder)
+        self.conf = os.path.join(self.folder, "slurm.conf")
+        self.host = socket.gethostname().split(".")[0]
+        self.procs = []
+
+    # ---------------------------------------------------------------- set-up
+    def _write_config(self):
+        cpus, memory = _node_facts()
+        for sub in ("state", "spool", "log", "munge"):
+            os.makedirs(os.path.join(self.folder, sub), exist_ok=True)
+        f = self.folder
+        lines = [
+            "ClusterName=medimg-test", f"SlurmctldHost={self.host}", "SlurmUser=root", "SlurmdUser=root",
+            f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
+            f"StateSaveLocation={f}/state", f"SlurmdSpoolDir={f}/spool",
+            f"SlurmctldPidFile={f}/slurmctld.pid", f"SlurmdPidFile={f}/slurmd.pid",
+            f"SlurmctldLogFile={f}/log/slurmctld.log", f"SlurmdLogFile={f}/log/slurmd.log",
+            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+            "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
+            "SchedulerType=sched/backfill", "MpiDefault=none", "ReturnToService=2",
+            "JobRequeue=1", "KillWait=5", "InactiveLimit=0", "MinJobAge=600",
+            "JobCompType=jobcomp/none", "AccountingStorageType=accounting_storage/none",
+            f"AuthInfo=socket={f}/munge/munge.socket",
+            f"NodeName={self.host} CPUs={cpus} RealMemory={memory} State=UNKNOWN",
+            f"PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP",
+        ]
+        with open(self.conf, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+    def _start_munge(self):
+        key = os.path.join(self.folder, "munge", "munge.key")
+        with open(key, "wb") as fh:  # a key of its own: no dependence on /etc/munge
+            fh.write(os.urandom(1024))
+        os.chmod(key, 0o600)
+        m = os.path.join(self.folder, "munge")
+        self.procs.append(subprocess.Popen(
+            ["munged", "--foreground", "--force", f"--socket={m}/munge.socket", f"--key-file={key}",
+             f"--pid-file={m}/munged.pid", f"--log-file={m}/munged.log", f"--seed-file={m}/munged.seed"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self._wait_for(lambda: os.path.exists(f"{m}/munge.socket"), 20, "munged's socket")
+
+    def _start_slurm(self):
+        for daemon in ("slurmctld", "slurmd"):
+            self.procs.append(subprocess.Popen([daemon, "-D", "-f", self.conf], env=self.env(),
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self._wait_for(self._node_idle, 60, f"node {self.host} idle in sinfo")
+
+    def _node_idle(self):
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, env=self.env())
+        return out.returncode == 0 and out.stdout.strip().startswith("idle")
+
+    def _wait_for(self, condition, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            dead = [p.args[0] for p in self.procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                logs = self.logs()
+                self.stop()
+                raise RuntimeError(f"Slurm test cluster: no {what} within {timeout} s"
+                                   f"{' (' + ', '.join(dead) + ' exited)' if dead else ''}\n{logs}")
+            time.sleep(0.3)
+
+    def __enter__(self):
+        self._write_config()
+        self._start_munge()
+        self._start_slurm()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        """SIGTERM every daemon by its pid, SIGKILL what is left after 10 s."""
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in reversed(self.procs):
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+    # ---------------------------------------------------------------- use
+    def env(self, **extra):
+        return dict(os.environ, SLURM_CONF=self.conf, **extra)
+
+    def sbatch(self, args, env=None, cwd=None):
+        """Job id of ``sbatch --parsable ARGS``."""
+        proc = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, cwd=cwd,
+                              env=dict(env or os.environ, SLURM_CONF=self.conf), timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sbatch {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout.strip().split(";")[0]
+
+    def state(self, job):
+        out = subprocess.run(["scontrol", "show", "job", job, "-o"], capture_output=True, text=True,
+                             env=self.env()).stdout
+        fields = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+        return fields.get("JobState", "UNKNOWN"), fields
+
+    def wait(self, job, timeout):
+        """The job's final state (COMPLETED, FAILED, TIMEOUT, ...); scancel and fail after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state, _ = self.state(job)
+            if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                         "DEADLINE", "PREEMPTED"):
+                return state
+            if time.monotonic() > deadline:
+                subprocess.run(["scancel", job], env=self.env())
+                raise TimeoutError(f"job {job} still {state} after {timeout} s; cancelled")
+            time.sleep(1)
+
+    def logs(self):
+        out = []
+        for name in ("log/slurmctld.log", "log/slurmd.log", "munge/munged.log"):
+            path = os.path.join(self.folder, name)
+            if os.path.exists(path):
+                with open(path, errors="replace") as fh:
+                    out.append(f"--- {name} ---\n" + "".join(fh.readlines()[-15:]))
+        return "\n".join(out)

@@ -1,0 +1,152 @@
+"""job_submissions/: the Slurm jobs against a real one-node Slurm, and the local launcher.
+
+The module's Slurm (tests/slurm_cluster.py) is installed with apt when missing
+and the tests run as root; elsewhere the Slurm tests skip, saying why. The
+jobs run the project's own entry points on a small synthetic Kvasir-SEG.
+"""
+import json
+import os
+import sys
+
+import pytest
+
+from helpers import ROOT, job_env, run_job
+from runtime.metrics import read_events
+from slurm_cluster import SlurmCluster, unavailable
+
+JOBS = os.path.join(ROOT, "job_submissions", "slurm")
+FAST = ["--precision", "float32"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    with SlurmCluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Where the jobs put data and runs: env for sbatch (exported to the job)."""
+    folder = tmp_path_factory.mktemp("jobs")
+    env = job_env(MEDIMG_ROOT=ROOT, MEDIMG_VENV=os.path.dirname(os.path.dirname(sys.executable)),
+                  DATA_DIR=str(folder / "data"), RUNS_DIR=str(folder / "runs"))
+    return folder, env
+
+
+def submit(slurm, script, args, env, tmp_path, ntasks=2):
+    out = tmp_path / "job-%j.out"
+    job = slurm.sbatch([f"--ntasks={ntasks}", "--cpus-per-task=1", f"--output={out}", os.path.join(JOBS, script),
+                        *args], env=env, cwd=ROOT)
+    return job, str(out).replace("%j", job)
+
+
+def finished(slurm, job, log, timeout=900):
+    state = slurm.wait(job, timeout)
+    text = open(log, errors="replace").read() if os.path.exists(log) else "(no log)"
+    assert state == "COMPLETED", f"job {job}: {state}\n{text[-4000:]}\n{slurm.logs()}"
+    return text
+
+
+@pytest.fixture(scope="module")
+def data_job(slurm, work, tmp_path_factory):
+    folder, env = work
+    job, log = submit(slurm, "data.sbatch", ["kvasir-seg", "--synthetic", "80", "--image-size", "96", "--",
+                                              "--image-size", "32", "--images-per-shard", "20"],
+                      env, tmp_path_factory.mktemp("data-log"))
+    return job, finished(slurm, job, log), folder / "data" / "kvasir-seg" / "tfrecords"
+
+
+@pytest.fixture(scope="module")
+def train_job(slurm, work, data_job, tmp_path_factory):
+    folder, env = work
+    job, log = submit(slurm, "train.sbatch", ["segmentation", "--data-dir", str(data_job[2]), "--model", "unet",
+                                               "--epochs", "2", "--per-rank-batch", "4", "--no-tensorboard", *FAST],
+                      env, tmp_path_factory.mktemp("train-log"))
+    return job, finished(slurm, job, log), folder / "runs" / f"medimg-train-{job}"
+
+
+def test_data_stage_job_writes_the_records_on_every_task(data_job):
+    _, log, tf_dir = data_job
+    manifest = json.loads((tf_dir / "manifest.json").read_text())
+    assert manifest["counts"]["written"] == 80 and manifest["counts"]["rejected"] == 0
+    assert "2 rank(s)" in log, log[-2000:]
+    writers = {json.loads(p.read_text())["rank"] for p in (tf_dir / ".shards").glob("*.json")}
+    assert writers == {0, 1}  # the second task wrote its own shards
+
+
+def test_training_job_runs_two_ranks_and_names_its_run_by_the_job(train_job):
+    _, log, run = train_job
+    config = json.loads((run / "config.json").read_text())
+    assert config["ranks"] == 2 and config["config"]["threads_per_rank"] == 1  # from --cpus-per-task
+    epochs = read_events(str(run / "metrics.jsonl"), "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2] and all(e["throughput"]["ranks"] == 2 for e in epochs)
+    assert (run / "last.npz").exists() and f"tables in {run}/training.md" in log
+
+
+def test_a_job_that_finds_its_checkpoint_resumes_it(slurm, work, data_job, train_job, tmp_path):
+    """What a requeued job does: same run name, a checkpoint there -> --resume, on to the new epoch count."""
+    folder, env = work
+    _, _, run = train_job
+    job, log = submit(slurm, "train.sbatch", ["segmentation", "--data-dir", str(data_job[2]), "--model", "unet",
+                                               "--epochs", "3", "--per-rank-batch", "4", "--no-tensorboard", *FAST],
+                      dict(env, RUN_NAME=run.name), tmp_path)
+    text = finished(slurm, job, log)
+    assert "holds a checkpoint: resuming it" in text
+    assert [e["epoch"] for e in read_events(str(run / "metrics.jsonl"), "epoch")] == [1, 2, 3]
+
+
+def test_evaluate_job_counts_every_image_once(slurm, work, data_job, train_job, tmp_path):
+    _, env = work
+    _, _, run = train_job
+    job, log = submit(slurm, "evaluate.sbatch", ["segmentation", str(run), "--split", "val", "--bootstrap", "50"],
+                      env, tmp_path)
+    finished(slurm, job, log)
+    record = [r for r in read_events(str(run / "metrics.jsonl"), "eval") if r["split"] == "val"][-1]
+    manifest = json.loads((data_job[2] / "manifest.json").read_text())
+    assert record["images"] == manifest["splits"]["val"]["images"] and record["ranks"] == 2
+
+
+def test_benchmark_job_at_the_allocations_size(slurm, work, tmp_path):
+    folder, env = work
+    job, log = submit(slurm, "benchmark.sbatch", ["segmentation", "--synthetic-input", "--synthetic-size", "32",
+                                                   "--model", "unet", "--per-rank-batch", "2", "--benchmark-steps",
+                                                   "3", "--throughput-warmup-steps", "1", *FAST], env, tmp_path)
+    finished(slurm, job, log)
+    rec = read_events(str(folder / "runs" / f"medimg-benchmark-{job}" / "metrics.jsonl"), "benchmark")[0]
+    assert rec["ranks"] == 2 and rec["timed_steps"] == 3 and rec["input"] == "synthetic"
+
+
+def test_a_wrong_trainer_fails_the_job_with_one_line(slurm, work, tmp_path):
+    _, env = work
+    job, log = submit(slurm, "train.sbatch", ["densenet"], env, tmp_path, ntasks=1)
+    assert slurm.wait(job, 120) == "FAILED"
+    assert "first argument must be the trainer, chexnet or segmentation; got 'densenet'" in open(log).read()
+
+
+@pytest.mark.parametrize("script", sorted(f for f in os.listdir(JOBS) if f.endswith(".sbatch")))
+def test_job_script_has_its_sbatch_header_first_and_a_usage_line(script):
+    """Slurm reads #SBATCH lines only before the first command: they must all come first."""
+    with open(os.path.join(JOBS, script)) as fh:
+        lines = fh.read().splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    first_command = next(i for i, line in enumerate(lines) if line.strip() and not line.startswith("#"))
+    sbatch = [i for i, line in enumerate(lines) if line.startswith("#SBATCH")]
+    assert sbatch and max(sbatch) < first_command and lines[first_command] == "set -euo pipefail"
+    assert any(line.startswith("# Usage: sbatch") for line in lines[:first_command])
+
+
+def test_local_launcher_runs_an_entry_point_on_two_ranks(tmp_path):
+    proc = run_job(["bash", "job_submissions/local/launch.sh", "--np", "2", "segmentation.train", "--benchmark",
+                    "--synthetic-input", "--synthetic-size", "32", "--model", "unet", "--per-rank-batch", "2",
+                    "--benchmark-steps", "2", "--throughput-warmup-steps", "1", "--runs-dir", str(tmp_path),
+                    "--run-name", "b", *FAST], timeout=300)
+    assert read_events(str(tmp_path / "b" / "metrics.jsonl"), "benchmark")[0]["ranks"] == 2
+    assert "benchmark: " in proc.stdout
+
+
+def test_local_launcher_refuses_an_unknown_entry_point():
+    proc = run_job(["bash", "job_submissions/local/launch.sh", "chexnet.trian"], expect_rc=2, timeout=60)
+    assert "no entry point chexnet.trian" in proc.stderr
