@@ -1,6 +1,6 @@
 """CheXNet's input: ChestX-ray14 records through the one preprocess, on the shared rank sharding.
 
-    m = Manifest.load("data/chestxray14/tfrecords")
+    m = training.shards.Manifest.load("data/chestxray14/tfrecords")
     ds = train_dataset(m, rank=0, size=2, per_rank_batch=16, crop=224, seed=0, first_epoch=0,
                        epochs=10, steps=m.steps_per_epoch("train", 2, 16))
     ev = eval_dataset(m, "val", rank=0, size=2, batch=64, crop=224)   # (x, labels, name) batches
@@ -14,7 +14,6 @@ from chexnet.preprocess import preprocess
 from dataprep import records
 from dataprep.chestxray14.facts import CLASSES  # noqa: F401  (the class order of --synthetic-input)
 from training import shards
-from training.shards import Manifest  # noqa: F401  (the entry points' one import for data)
 
 
 def class_positives(manifest, split):

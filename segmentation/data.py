@@ -1,6 +1,6 @@
 """Segmentation input: Kvasir-SEG records through the one transform, on the shared rank sharding.
 
-    m = Manifest.load("data/kvasir-seg/tfrecords")
+    m = training.shards.Manifest.load("data/kvasir-seg/tfrecords")
     ds = train_dataset(m, rank=0, size=2, per_rank_batch=8, seed=0, first_epoch=0, epochs=10,
                        steps=m.steps_per_epoch("train", 2, 8))           # (x, mask) batches, augmented
     ev = eval_dataset(m, "val", rank=0, size=2, batch=16)                # (x, mask, name) batches
@@ -13,7 +13,6 @@ import tensorflow as tf
 from dataprep import records
 from segmentation.preprocess import augment, normalize
 from training import shards
-from training.shards import Manifest  # noqa: F401  (the entry points' one import for data)
 
 
 def train_dataset(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, shuffle_buffer=10000):

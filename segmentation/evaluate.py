@@ -13,18 +13,10 @@ import time
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from runtime.config import parse_args
-from runtime.errors import UserError, main_guard
+from runtime.errors import main_guard
 from training.evaluation import EvalConfig, start
 
 PANELS = 6  # validation images shown as image | truth | prediction
-
-
-def check_checkpoint(state, path, stored_size):
-    if state.get("output") != "logits" or "model" not in state:
-        raise UserError(f"{path} is not a checkpoint of segmentation.train: pass a run of that trainer")
-    if state["stored_size"] != stored_size:
-        raise UserError(f"{path} was trained on {state['stored_size']}px records, the data holds {stored_size}px "
-                        f"ones: use records written with --image-size {state['stored_size']}")
 
 
 def panels_png(path, images, masks, logits, names):
@@ -82,7 +74,7 @@ def main(argv=None):
     from segmentation import data, losses, metrics, model as seg_model
     from training import checkpoint
 
-    check_checkpoint(ev.state, ev.checkpoint_path, ev.manifest.stored_size)
+    seg_model.check_checkpoint(ev.state, ev.checkpoint_path, ev.manifest.stored_size)
     model = seg_model.build_model(ev.state["model"], ev.state["stored_size"])
     checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
     ds = data.eval_dataset(ev.manifest, cfg.split, ev.ctx.rank, ev.ctx.size, cfg.eval_batch)

@@ -26,6 +26,8 @@ BatchNorm moving statistics, as Keras' summary does):
 """
 import tf_keras as keras
 
+from runtime.errors import UserError
+
 L = keras.layers
 DOWNSAMPLING = 16  # U-Net halves the image 4 times (ResUNet++ 3): one multiple serves both
 
@@ -179,3 +181,12 @@ def build_model(name, size, channels=3, bn_momentum=None, **kwargs):
 def count_params(model):
     """All parameters: trainable ones plus BatchNorm moving statistics."""
     return sum(w.shape.num_elements() for w in model.weights)
+
+
+def check_checkpoint(state, path, stored_size=None):
+    """Refuse a checkpoint of another trainer, or one trained on records of another size than the data's."""
+    if state.get("output") != "logits" or "model" not in state:
+        raise UserError(f"{path} is not a checkpoint of segmentation.train: pass a run of that trainer")
+    if stored_size is not None and state["stored_size"] != stored_size:
+        raise UserError(f"{path} was trained on {state['stored_size']}px records, the data holds {stored_size}px "
+                        f"ones: use records written with --image-size {state['stored_size']}")

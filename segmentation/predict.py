@@ -37,12 +37,11 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
     from segmentation import model as seg_model
-    from segmentation.evaluate import check_checkpoint
     from segmentation.preprocess import normalize, to_stored_form
     from training import checkpoint
 
     state = prediction.read_checkpoint(args)
-    check_checkpoint(state, args.checkpoint, state.get("stored_size"))
+    seg_model.check_checkpoint(state, args.checkpoint)
     size = state["stored_size"]
     model = seg_model.build_model(state["model"], size)
     checkpoint.restore(args.checkpoint, model, with_optimizer=False)
