@@ -183,9 +183,12 @@ def count_params(model):
     return sum(w.shape.num_elements() for w in model.weights)
 
 
+OUTPUT_KIND = "logits"  # recorded in checkpoints: predict and evaluate apply the sigmoid / threshold
+
+
 def check_checkpoint(state, path, stored_size=None):
     """Refuse a checkpoint of another trainer, or one trained on records of another size than the data's."""
-    if state.get("output") != "logits" or "model" not in state:
+    if state.get("output") != OUTPUT_KIND or "model" not in state:
         raise UserError(f"{path} is not a checkpoint of segmentation.train: pass a run of that trainer")
     if stored_size is not None and state["stored_size"] != stored_size:
         raise UserError(f"{path} was trained on {state['stored_size']}px records, the data holds {stored_size}px "

@@ -12,7 +12,6 @@ from segmentation.config import SegmentationConfig, check_size
 from training import loop
 
 MONITOR = "val_dice"  # picks best.npz and drives the plateau schedule
-OUTPUT_KIND = "logits"  # recorded in checkpoints: predict and evaluate apply the sigmoid / threshold
 
 
 @main_guard
@@ -41,7 +40,7 @@ def main(argv=None):
 
     val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch)
     validator = validation.WholeSplitDice(val_ds, manifest.images("val"), loss)
-    model_info = {"model": cfg.model, "stored_size": size, "output": OUTPUT_KIND, "loss": cfg.loss}
+    model_info = {"model": cfg.model, "stored_size": size, "output": seg_model.OUTPUT_KIND, "loss": cfg.loss}
     loop.fit(cfg, ctx, run, model, steps, train_data, [validator], model_info, MONITOR, "max",
              columns=[("val Dice", "val_dice", ".4f"), ("val IoU", "val_iou", ".4f")])
 
