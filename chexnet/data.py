@@ -22,7 +22,7 @@ def class_positives(manifest, split):
 
 
 def train_dataset(manifest, rank, size, per_rank_batch, crop, seed, first_epoch, epochs, steps,
-                  shuffle_buffer=10000):
+                  shuffle_buffer=10000, first_step=0):
     n_classes = len(manifest.classes)
 
     def parse(serialized, aug_seed):
@@ -30,7 +30,7 @@ def train_dataset(manifest, rank, size, per_rank_batch, crop, seed, first_epoch,
         return preprocess(image, crop, training=True, seed=aug_seed), labels
 
     return shards.train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
-                                shuffle_buffer)
+                                shuffle_buffer, first_step=first_step)
 
 
 def eval_dataset(manifest, split, rank, size, batch, crop):

@@ -31,9 +31,9 @@ def main(argv=None):
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
     model.compile(optimizer, losses.weighted_bce(w_pos, w_neg), jit_compile=ctx.jit_compile)
 
-    def train_data(first_epoch, epochs=cfg.epochs):
+    def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
         return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.crop, cfg.seed,
-                                  first_epoch, epochs, steps, cfg.shuffle_buffer)
+                                  first_epoch, epochs, steps, cfg.shuffle_buffer, first_step)
 
     if cfg.benchmark:
         return benchmark.run_benchmark(cfg, ctx, run, model, steps, train_data, (cfg.crop, cfg.crop, 3),

@@ -64,15 +64,19 @@ class ImagesSeen(keras.callbacks.Callback):
     """Adds ``train_images_seen`` to the epoch logs: images all ranks trained on this epoch.
 
     Counted from the batches each rank actually ran, summed over ranks; place it
-    after MetricAverage (which would average it).
+    after MetricAverage (which would average it). ``resumed_at=(epoch, step)``:
+    a run resumed from a mid-epoch checkpoint, whose ``step`` batches per rank
+    of ``epoch`` ran before the interruption; they count, and that epoch's
+    record says ``resumed_at_step`` (its loss covers only the batches after it).
     """
 
-    def __init__(self, per_rank_batch):
+    def __init__(self, per_rank_batch, resumed_at=(0, 0)):
         super().__init__()
         self.per_rank_batch, self.batches = per_rank_batch, 0
+        self.resumed_at = resumed_at
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.batches = 0
+        self.batches = self.resumed_at[1] if epoch == self.resumed_at[0] else 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.batches += 1
@@ -81,6 +85,8 @@ class ImagesSeen(keras.callbacks.Callback):
         if logs is not None:
             logs["train_images_seen"] = int(round(distributed.allreduce_sum(
                 {"images": self.batches * self.per_rank_batch})["images"]))
+            if epoch == self.resumed_at[0] and self.resumed_at[1]:
+                logs["resumed_at_step"] = self.resumed_at[1]
 
 
 class MetricAverage(keras.callbacks.Callback):
@@ -118,7 +124,7 @@ class LearningRateWarmup(keras.callbacks.Callback):
         self.batches_per_update = batches_per_update
         self.batch = initial_batch  # batches run before this fit call (resume)
         self.scale = 1.0
-        self._last_set = None
+        self._last_set, self._started = None, False
 
     def _rate(self, batch):
         return warmup_lr(batch // self.batches_per_update, self.warmup_updates, self.base_lr, self.target_lr)
@@ -133,6 +139,9 @@ class LearningRateWarmup(keras.callbacks.Callback):
         self._last_set = current_lr(self.model)
 
     def on_train_begin(self, logs=None):
+        if self._started:
+            return  # a second fit call of the same run (after a resumed partial epoch): nothing to adopt
+        self._started = True
         if self.batch > 0:
             # Resumed: the checkpoint holds the rate set for this batch at the end
             # of the previous one; a difference from the ramp is a plateau cut to keep.
@@ -258,7 +267,8 @@ class TrainingHooks:
         self.callbacks, self.throughput, self.verbose = callbacks, throughput_cb, verbose
 
 
-def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_epoch=0, epoch_end=()):
+def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_epoch=0, epoch_end=(),
+                       initial_step=0):
     """The runtime's callbacks in the order they must run.
 
     ``cfg`` carries ``base_lr``, ``lr_scaling``, ``warmup_epochs`` and
@@ -266,7 +276,8 @@ def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_e
     trainer's callbacks that add to or act on the epoch logs (validation,
     plateau LR, checkpoints); they run after the metric averaging and the
     BatchNorm averaging, and before the epoch record is written. On resume the
-    warm-up continues from where the interrupted run stood.
+    warm-up continues from where the interrupted run stood (``initial_step``
+    batches into ``initial_epoch`` for a mid-epoch checkpoint).
     """
     target_lr = distributed.scaled_lr(cfg.base_lr, ctx.size, cfg.lr_scaling)
     warmup_updates = int(round(cfg.warmup_epochs * steps_per_epoch / cfg.grad_accum_steps))
@@ -275,9 +286,9 @@ def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_e
         BroadcastInitialState(),
         MetricAverage(),
         AverageModelState(),
-        ImagesSeen(per_rank_batch),
+        ImagesSeen(per_rank_batch, resumed_at=(initial_epoch, initial_step)),
         LearningRateWarmup(cfg.base_lr, target_lr, warmup_updates, cfg.grad_accum_steps,
-                           initial_batch=initial_epoch * steps_per_epoch),
+                           initial_batch=initial_epoch * steps_per_epoch + initial_step),
         meter,
         *epoch_end,
         EpochLog(run.stream, meter),

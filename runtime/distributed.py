@@ -162,6 +162,12 @@ def allreduce_sum(values):
     return {k: v * hvd.size() for k, v in allreduce_mean(values).items()}
 
 
+def any_rank(flag):
+    """Collective: True on every rank when ``flag`` is true on at least one (a stop request, a NaN loss)."""
+    value = hvd.allreduce(tf.constant([1.0 if flag else 0.0], tf.float32), op=hvd.Max, name="any_rank")
+    return bool(value.numpy()[0] > 0)
+
+
 def allgather(array):
     """Concatenate every rank's ``array`` along axis 0 (rank order); any local length."""
     return hvd.allgather(tf.convert_to_tensor(np.asarray(array))).numpy()

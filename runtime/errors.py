@@ -7,10 +7,14 @@
         raise UserError("data/manifest.json not found: run write_tfrecords.sh first")
 
 A ``UserError`` is printed as ``error: <message>`` on stderr and the process
-exits with status 2; anything else is a bug and keeps its traceback.
+exits with status 2. A ``runtime.stop.Stopped`` run (a stop signal, its
+checkpoint written and logged) exits 75. Anything else is a bug and keeps its
+traceback.
 """
 import functools
 import sys
+
+from runtime.stop import STOPPED_EXIT, Stopped
 
 
 class UserError(Exception):
@@ -25,5 +29,7 @@ def main_guard(fn):
         except UserError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except Stopped:
+            sys.exit(STOPPED_EXIT)
 
     return wrapper

@@ -15,13 +15,14 @@ from segmentation.preprocess import augment, normalize
 from training import shards
 
 
-def train_dataset(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, shuffle_buffer=10000):
+def train_dataset(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, shuffle_buffer=10000,
+                  first_step=0):
     def parse(serialized, aug_seed):
         image, mask, _ = records.parse_segmentation(serialized)
         return augment(image, mask, aug_seed)
 
     return shards.train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
-                                shuffle_buffer)
+                                shuffle_buffer, first_step=first_step)
 
 
 def eval_dataset(manifest, split, rank, size, batch):

@@ -30,9 +30,9 @@ def main(argv=None):
     model.compile(optimizer, loss, jit_compile=ctx.jit_compile)
     log.info("%s: %d parameters at %dx%d", cfg.model, seg_model.count_params(model), size, size)
 
-    def train_data(first_epoch, epochs=cfg.epochs):
+    def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
         return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.seed, first_epoch,
-                                  epochs, steps, cfg.shuffle_buffer)
+                                  epochs, steps, cfg.shuffle_buffer, first_step)
 
     if cfg.benchmark:
         return benchmark.run_benchmark(cfg, ctx, run, model, steps, train_data, (size, size, 3), (size, size, 1),

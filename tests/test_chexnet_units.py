@@ -165,6 +165,12 @@ def test_ranks_read_every_record_once_from_real_files(tmp_path):
     batches = [list(train_dataset(m, r, 3, 2, 8, seed=0, first_epoch=0, epochs=1, steps=steps)) for r in range(3)]
     assert [len(b) for b in batches] == [steps] * 3 and steps * 3 * 2 > sum(counts) - 3 * 2
 
+    # A run resumed at step 2 of epoch 1 sees the rest of that epoch, augmentation included, then epoch 2.
+    whole = list(train_dataset(m, 1, 3, 2, 8, seed=0, first_epoch=0, epochs=2, steps=steps))
+    resumed = list(train_dataset(m, 1, 3, 2, 8, seed=0, first_epoch=0, epochs=2, steps=steps, first_step=2))
+    assert len(resumed) == len(whole) - 2
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(whole[2:], resumed))
+
 
 def test_too_few_images_for_the_batch_is_a_clear_error():
     from runtime.errors import UserError

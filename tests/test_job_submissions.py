@@ -36,15 +36,15 @@ def work(tmp_path_factory):
     return folder, env
 
 
-def submit(slurm, script, args, env, tmp_path, ntasks=2):
+def submit(slurm, script, args, env, tmp_path, ntasks=2, extra=()):
     out = tmp_path / "job-%j.out"
-    job = slurm.sbatch([f"--ntasks={ntasks}", "--cpus-per-task=1", f"--output={out}", os.path.join(JOBS, script),
-                        *args], env=env, cwd=ROOT)
+    job = slurm.sbatch([f"--ntasks={ntasks}", "--cpus-per-task=1", f"--output={out}", *extra,
+                        os.path.join(JOBS, script), *args], env=env, cwd=ROOT)
     return job, str(out).replace("%j", job)
 
 
-def finished(slurm, job, log, timeout=900):
-    state = slurm.wait(job, timeout)
+def finished(slurm, job, log, timeout=900, on_requeue=None):
+    state = slurm.wait(job, timeout, on_requeue)
     text = open(log, errors="replace").read() if os.path.exists(log) else "(no log)"
     assert state == "COMPLETED", f"job {job}: {state}\n{text[-4000:]}\n{slurm.logs()}"
     return text
@@ -86,16 +86,24 @@ def test_training_job_runs_two_ranks_and_names_its_run_by_the_job(train_job):
     assert (run / "last.npz").exists() and f"tables in {run}/training.md" in log
 
 
-def test_a_job_that_finds_its_checkpoint_resumes_it(slurm, work, data_job, train_job, tmp_path):
-    """What a requeued job does: same run name, a checkpoint there -> --resume, on to the new epoch count."""
+def test_a_job_out_of_time_checkpoints_requeues_itself_and_finishes_every_epoch(slurm, work, data_job, tmp_path):
+    """--time=2 --signal=B:USR1@60: slurmctld sends the signal at its first 30-s check with less than
+    60 + 30 s left, so 30-60 s in, while the 30 epochs still run (about 90 s here); the ranks checkpoint
+    and the job requeues itself. The requeued run gets a longer limit (else it too is stopped 30-60 s
+    in, which is right but slow) and resumes."""
     folder, env = work
-    _, _, run = train_job
+    epochs = 30
     job, log = submit(slurm, "train.sbatch", ["segmentation", "--data-dir", str(data_job[2]), "--model", "unet",
-                                               "--epochs", "3", "--per-rank-batch", "4", "--no-tensorboard", *FAST],
-                      dict(env, RUN_NAME=run.name), tmp_path)
-    text = finished(slurm, job, log)
-    assert "holds a checkpoint: resuming it" in text
-    assert [e["epoch"] for e in read_events(str(run / "metrics.jsonl"), "epoch")] == [1, 2, 3]
+                                               "--epochs", str(epochs), "--per-rank-batch", "4", "--no-tensorboard",
+                                               "--progress", "none", *FAST],
+                      dict(env, MEDIMG_STOP_GRACE_S="2"), tmp_path, extra=["--time=2", "--signal=B:USR1@60"])
+    text = finished(slurm, job, log, timeout=600, on_requeue=lambda j: slurm.update(j, "TimeLimit=10"))
+    run = folder / "runs" / f"medimg-train-{job}"
+    assert slurm.state(job)[1]["Restarts"] == "1", text[-3000:]
+    assert "stopped before the time limit (status 75)" in text and "holds a checkpoint: resuming it" in text
+    stops = read_events(str(run / "metrics.jsonl"), "stop")
+    assert [s["signal"] for s in stops] in (["SIGUSR1"], ["another rank's stop signal"])
+    assert [e["epoch"] for e in read_events(str(run / "metrics.jsonl"), "epoch")] == list(range(1, epochs + 1))
 
 
 def test_evaluate_job_counts_every_image_once(slurm, work, data_job, train_job, tmp_path):

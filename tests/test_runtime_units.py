@@ -154,3 +154,34 @@ def test_a_resumed_warmup_continues_the_ramp_and_keeps_a_cut():
         resumed = _fit_recording_lr(LearningRateWarmup(0.1, 0.9, 8, initial_batch=4), epochs=2,
                                     initial_lr=whole[4])
         assert resumed == pytest.approx(whole[4:])
+
+
+# ------------------------------------------------------------------ stop requests
+def test_stop_signals_become_one_request_and_a_second_ctrl_c_stops_at_once():
+    import os
+    import signal
+
+    from runtime.stop import StopRequests
+    before = signal.getsignal(signal.SIGTERM)
+    requests = StopRequests.install()
+    try:
+        assert requests.pending is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # slurmd and mpirun may both pass one on: still one request
+        assert requests.pending == "SIGTERM"
+        requests.pending = None
+        os.kill(os.getpid(), signal.SIGINT)
+        assert requests.pending == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        requests.uninstall()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_negative_checkpoint_interval_is_a_one_line_error():
+    from runtime.config import parse_args
+    from runtime.errors import UserError
+    from segmentation.config import SegmentationConfig
+    with pytest.raises(UserError, match="--checkpoint-every-steps must be >= 0"):
+        parse_args(SegmentationConfig, ["--data-dir", "x", "--checkpoint-every-steps", "-1"])

@@ -1,16 +1,14 @@
 """Segmentation end to end on 2 real ranks: synthetic Kvasir-SEG -> stages -> ResUNet++ -> evaluate -> predict.
 
 Also the skeleton's promises on this trainer: the validated model is the saved
-one, every epoch uses all but less than one global batch, a resumed run is
-bit-identical to an uninterrupted one (on a U-Net: quick to build), and
-benchmark mode on the records.
+one, every epoch uses all but less than one global batch, and benchmark mode
+on the records (stopping and resuming: test_stopping.py).
 """
 import csv
 import json
 import os
 
 import cv2
-import numpy as np
 import pytest
 
 from helpers import horovodrun, run_job, run_ranks
@@ -110,26 +108,6 @@ def test_predict_gives_the_mask_evaluation_scored(trained, tmp_path):
     with open(trained["run"] / "eval-val" / "per_image.csv") as fh:
         row = next(r for r in csv.DictReader(fh) if r["image"] == name)
     assert counts == [int(row[k]) for k in ("tp", "fp", "fn", "tn")]
-
-
-def test_resume_matches_an_uninterrupted_run(tmp_path):
-    """The skeleton's resume, on a U-Net: stopped after epoch 2 and resumed to 3 = 3 epochs straight."""
-    data = make_data(tmp_path, pairs=90, stored=32, seed=5)
-    common = ["-m", "segmentation.train", "--model", "unet", "--data-dir", str(data / "tfrecords"),
-              "--runs-dir", str(tmp_path / "runs"), "--per-rank-batch", "4", "--deterministic", "--no-tensorboard",
-              "--warmup-epochs", "1.5", "--throughput-warmup-steps", "1", *FAST]
-    run_ranks(2, [*common, "--run-name", "whole", "--epochs", "3"], timeout=600)
-    run_ranks(2, [*common, "--run-name", "split", "--epochs", "2"], timeout=600)
-    run_ranks(2, [*common, "--run-name", "split", "--epochs", "3", "--resume"], timeout=600)
-    with np.load(tmp_path / "runs" / "whole" / "last.npz") as a, np.load(tmp_path / "runs" / "split" / "last.npz") as b:
-        weights = sorted(k for k in a.files if k.startswith(("weight_", "optimizer_")))
-        assert weights and all(np.array_equal(a[k], b[k]) for k in weights)
-    whole = read_events(str(tmp_path / "runs" / "whole" / "metrics.jsonl"), "epoch")
-    split = read_events(str(tmp_path / "runs" / "split" / "metrics.jsonl"), "epoch")
-    assert [e["epoch"] for e in split] == [1, 2, 3]
-    assert [e["lr"] for e in whole] == [e["lr"] for e in split]  # the 1.5-epoch warm-up spans the interruption
-    for key in ("loss", "val_loss", "val_dice"):
-        assert whole[-1][key] == split[-1][key], key
 
 
 def test_benchmark_mode_on_the_records(trained, tmp_path):

@@ -2,7 +2,11 @@
 
     saver = CheckpointSaver(run, plateau, model_info, monitor="val_mean_auc", mode="max")
     # a Keras callback: last.npz every epoch, best.npz on a new best of ``monitor``
-    state = restore(run.file("last.npz"), model)   # -> {"epoch": 3, "lr": ..., "best": ..., "plateau": {...}}
+    saver.write_last(epochs_done=2, step=40)       # a mid-epoch last.npz (training.interrupt)
+    state = restore(run.file("last.npz"), model)   # -> {"epoch": 3, "step": 0, "lr": ..., "best": ..., "plateau": {...}}
+
+``epoch`` counts the epochs completed and ``step`` the batches of the next
+one already trained (0 for an end-of-epoch checkpoint).
 
 One file per checkpoint, written by rank 0 through ``RunDir.save_atomic``
 (temporary name + rename): a crash mid-write leaves the previous one intact.
@@ -57,9 +61,12 @@ class Plateau(keras.callbacks.ReduceLROnPlateau):
 
     def __init__(self, restored=None, **kwargs):
         super().__init__(**kwargs)
-        self.restored = restored
+        self.restored, self.started = restored, False
 
     def on_train_begin(self, logs=None):
+        if self.started:
+            return  # a resumed partial epoch is its own fit call: keep the counters of the first one
+        self.started = True
         super().on_train_begin(logs)
         if self.restored:
             self.best, self.wait, self.cooldown_counter = (self.restored["best"], self.restored["wait"],
@@ -90,9 +97,14 @@ class CheckpointSaver(keras.callbacks.Callback):
         improved = not math.isnan(value) and (value > self.best if self.mode == "max" else value < self.best)
         if improved:
             self.best = value
-        lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
-        state = {"epoch": epoch + 1, "lr": lr, "best": self.best,
-                 "monitor": self.monitor, "plateau": self.plateau.state(), **self.model_info}
-        self.run.save_atomic("last.npz", lambda tmp: save(tmp, self.model, state))
+        state = self.write_last(epoch + 1)
         if improved:
             self.run.save_atomic("best.npz", lambda tmp: save(tmp, self.model, state))
+
+    def write_last(self, epochs_done, step=0):
+        """last.npz: the model after ``epochs_done`` epochs and ``step`` batches of the next; returns its state."""
+        lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+        state = {"epoch": epochs_done, "step": step, "lr": lr, "best": self.best, "monitor": self.monitor,
+                 "plateau": self.plateau.state(), **self.model_info}
+        self.run.save_atomic("last.npz", lambda tmp: save(tmp, self.model, state))
+        return state

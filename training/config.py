@@ -35,6 +35,8 @@ class TrainConfig(RuntimeConfig):
     bn_momentum: float = field(0.99, "BatchNorm moving-average momentum; 0.99 needs thousands of steps "
                                "to settle, short runs (demo, tests) want 0.9")
     resume: bool = field(False, "continue the run in --run-name from its last checkpoint")
+    checkpoint_every_steps: int = field(0, "also write last.npz every N steps within an epoch, resumed at the "
+                                        "exact step (0: at epoch ends only; a stop signal always writes one)")
     tensorboard: bool = field(True, "write TensorBoard logs to <run>/tensorboard (rank 0)")
     benchmark: bool = field(False, "time --benchmark-steps steps (no validation) and write a benchmark record")
     benchmark_steps: int = field(50, "steps per rank timed in --benchmark mode (after the warm-up steps)")
@@ -47,6 +49,9 @@ class TrainConfig(RuntimeConfig):
         for name in self.POSITIVE:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every_steps < 0:
+            raise UserError(f"--checkpoint-every-steps must be >= 0 (0: epoch ends only), got "
+                            f"{self.checkpoint_every_steps}")
         if not 0 < self.bn_momentum < 1:
             raise UserError(f"--bn-momentum must be in (0, 1), got {self.bn_momentum}")
         if not 0 < self.plateau_factor < 1:

@@ -5,21 +5,23 @@
         validators=[WholeSplitAUC(...)], model_info={"classes": ..., "crop": ...},
         monitor="val_mean_auc", mode="max", columns=[("val mean AUC", "val_mean_auc", ".4f")])
 
-``model`` is compiled with the distributed optimizer. ``train_data(first_epoch)``
-gives the batches from ``first_epoch`` to the last (it depends on the epoch a
-resumed run starts at). ``validators`` are callbacks that add the validation
-figures to the epoch logs; the plateau schedule and the checkpoints act on
-``monitor`` after them, then the epoch record is written (runtime.callbacks).
+``model`` is compiled with the distributed optimizer. ``train_data(first_epoch,
+epochs, first_step)`` gives the batches from ``first_epoch`` (less its first
+``first_step`` batches) to ``epochs - 1``: where a resumed run starts.
+``validators`` are callbacks that add the validation figures to the epoch
+logs; the plateau schedule and the checkpoints act on ``monitor`` after them,
+then the epoch record is written (runtime.callbacks); last, the mid-epoch
+checkpoints and the agreed stop on a signal (training.interrupt).
 """
 import logging
 
 import tf_keras as keras
 
-from runtime import callbacks, distributed
+from runtime import callbacks, distributed, stop
 from runtime.config import parse_args
 from runtime.errors import UserError
 from runtime.logs import setup_logging
-from training import checkpoint, report
+from training import checkpoint, interrupt, report
 from training.shards import Manifest
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,10 @@ def start(config_cls, argv, name):
     cfg = parse_args(config_cls, argv)
     ctx = distributed.init(cfg)
     trainer_log = setup_logging(ctx.rank, name)
+    if not cfg.benchmark:
+        # From here a SIGTERM/SIGUSR1/SIGINT asks for a checkpoint and a clean stop
+        # at the next step instead of killing the rank (runtime.stop).
+        stop.install()
     if cfg.benchmark and cfg.synthetic_input:
         return cfg, ctx, trainer_log, None, None
     manifest = Manifest.load(cfg.data_dir)
@@ -62,26 +68,57 @@ def resume_state(cfg, ctx, run, model):
     return state
 
 
+def resume_position(state, ctx, cfg, steps):
+    """(epoch, step) a resumed run starts at: epochs completed, batches of the next one already trained."""
+    if not state:
+        return 0, 0
+    epoch, step = state["epoch"], state.get("step", 0)
+    saved = (state.get("ranks", ctx.size), state.get("per_rank_batch", cfg.per_rank_batch))
+    if step and saved != (ctx.size, cfg.per_rank_batch):
+        # Another global batch: go on from the same share of the epoch's images. The
+        # ranks' slices differ at another size, so the rest of this epoch is not the
+        # one an uninterrupted run would have seen (later epochs are unaffected).
+        moved = min(step * saved[0] * saved[1] // (ctx.size * cfg.per_rank_batch), steps - 1)
+        log.warning("the checkpoint stopped at step %d of epoch %d with %d ranks x %d images; this run has "
+                    "%d x %d: continuing at step %d, the rest of this epoch in another order", step, epoch + 1,
+                    saved[0], saved[1], ctx.size, cfg.per_rank_batch, moved)
+        step = moved
+    return epoch, step
+
+
 def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode="max", columns=()):
     """Train ``cfg.epochs`` epochs of ``steps`` steps (continuing a resumed run); rank 0 writes the tables."""
+    requests = stop.install()
     state = resume_state(cfg, ctx, run, model)
-    first_epoch = state["epoch"] if state else 0
+    first_epoch, first_step = resume_position(state, ctx, cfg, steps)
     log.info("%d ranks x %d images = global batch %d; %d steps/epoch; LR %.2e -> %.2e (%s scaling, %g warm-up "
-             "epochs); precision %s (%s); epochs %d..%d; %s", ctx.size, cfg.per_rank_batch,
+             "epochs); precision %s (%s); epochs %d..%d%s; %s", ctx.size, cfg.per_rank_batch,
              ctx.size * cfg.per_rank_batch, steps, cfg.base_lr,
              distributed.scaled_lr(cfg.base_lr, ctx.size, cfg.lr_scaling), cfg.lr_scaling, cfg.warmup_epochs,
-             ctx.precision.policy, ctx.precision.reason, first_epoch + 1, cfg.epochs, run.path)
+             ctx.precision.policy, ctx.precision.reason, first_epoch + 1, cfg.epochs,
+             f" (from step {first_step + 1} of epoch {first_epoch + 1})" if first_step else "", run.path)
     plateau = checkpoint.Plateau(restored=state and state["plateau"], monitor=monitor, mode=mode,
                                  factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr,
                                  verbose=0)
-    saver = checkpoint.CheckpointSaver(run, plateau, dict(model_info, precision=ctx.compute_dtype), monitor, mode,
-                                       best=state["best"] if state else None)
+    saver = checkpoint.CheckpointSaver(run, plateau, dict(model_info, precision=ctx.compute_dtype, ranks=ctx.size,
+                                                          per_rank_batch=cfg.per_rank_batch),
+                                       monitor, mode, best=state["best"] if state else None)
     epoch_end = [*validators, plateau, saver]
     if cfg.tensorboard and ctx.is_chief:
         epoch_end.append(keras.callbacks.TensorBoard(run.file("tensorboard"), profile_batch=0))
-    hooks = callbacks.standard_callbacks(run, cfg, ctx, steps, cfg.per_rank_batch,
-                                         initial_epoch=first_epoch, epoch_end=epoch_end)
-    model.fit(train_data(first_epoch), epochs=cfg.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-              callbacks=hooks.callbacks, verbose=hooks.verbose)
+    hooks = callbacks.standard_callbacks(run, cfg, ctx, steps, cfg.per_rank_batch, initial_epoch=first_epoch,
+                                         epoch_end=epoch_end, initial_step=first_step)
+    hooks.callbacks.append(interrupt.StepCheckpoints(run, saver, requests, steps, cfg.checkpoint_every_steps,
+                                                     cfg.epochs, resumed_at=(first_epoch, first_step)))
+    if first_step and first_epoch < cfg.epochs:
+        # Keras gives every epoch of a fit call the same steps: the rest of a
+        # partly trained epoch is a fit call of its own, with the same callbacks.
+        model.fit(train_data(first_epoch, first_epoch + 1, first_step), epochs=first_epoch + 1,
+                  initial_epoch=first_epoch, steps_per_epoch=steps - first_step, callbacks=hooks.callbacks,
+                  verbose=hooks.verbose)
+        first_epoch += 1
+    if first_epoch < cfg.epochs:
+        model.fit(train_data(first_epoch), epochs=cfg.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+                  callbacks=hooks.callbacks, verbose=hooks.verbose)
     if ctx.is_chief:
         report.write_training_tables(run, ctx.size, columns)

@@ -122,28 +122,31 @@ def rank_records(files, counts, rank, size, order=None):
 
 
 def train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
-                  shuffle_buffer=10000, split="train"):
+                  shuffle_buffer=10000, split="train", first_step=0):
     """Epochs ``first_epoch..epochs-1`` of this rank's training batches, ``steps`` per epoch.
 
     ``parse(serialized, seed)``: one record -> (x, y); ``seed`` is an int64 pair
     unique to (seed, rank, epoch, record index) for stateless augmentation.
+    ``first_step``: batches of ``first_epoch`` already trained (a mid-epoch
+    checkpoint); they are skipped before decoding, and the rest of the epoch
+    is what an uninterrupted run would have seen.
     """
     files, counts = manifest.files(split), manifest.record_counts(split)
 
-    def epoch_stream(epoch):
+    def epoch_stream(epoch, skip_steps=0):
         # The same file order on every rank (their slices must tile the records),
         # a new one each epoch (so a rank's share changes).
         order = np.random.default_rng([seed, epoch]).permutation(len(files))
         epoch_seed = seed * 1_000_003 + rank * 10_007 + epoch  # distinct per rank and epoch
         ds = rank_records(files, counts, rank, size, order)
         ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-        ds = ds.take(steps * per_rank_batch).enumerate()
+        ds = ds.take(steps * per_rank_batch).enumerate().skip(skip_steps * per_rank_batch)
         ds = ds.map(lambda index, serialized: parse(serialized, tf.stack([tf.constant(epoch_seed, tf.int64), index])),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.batch(per_rank_batch, drop_remainder=True)
 
     # One stream per epoch, concatenated: epoch e depends only on (seed, rank, e).
-    stream = epoch_stream(first_epoch)
+    stream = epoch_stream(first_epoch, first_step)
     for epoch in range(first_epoch + 1, epochs):
         stream = stream.concatenate(epoch_stream(epoch))
     return stream.prefetch(tf.data.AUTOTUNE)

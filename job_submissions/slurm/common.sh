@@ -4,6 +4,11 @@
 # MEDIMG_MODULES  modules to load first, e.g. "openmpi/4.1 gcc/12" (default: none)
 # MEDIMG_VENV     the virtual environment to activate (default: $MEDIMG_ROOT/.venv)
 # LAUNCHER        mpirun (default) or srun
+# MEDIMG_STOP_GRACE_S  training jobs: seconds a rank gets, after mpirun passes on a SIGTERM
+#                 (scancel, preemption), to finish its step and write its checkpoint before
+#                 mpirun kills it (default 10; keep it below Slurm's KillWait, 30 s by default).
+#                 Open MPI waits twice this long whenever a rank exits non-zero (a stop
+#                 exits 75), so a large value slows every stopped or failed job down.
 ROOT=${MEDIMG_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
 die() { echo "$(basename "${JOB_SCRIPT:-job}"): error: $*" >&2; exit 2; }
 [ -f "$ROOT/training/loop.py" ] || die "$ROOT is not the project folder: submit from it, or set MEDIMG_ROOT"
@@ -21,16 +26,22 @@ activate() {  # modules first (they may provide MPI and compilers), then the ven
   export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 }
 
-launch() {  # launch CMD...: one rank per Slurm task of the allocation
+launcher() {  # launcher [GRACE_S]: sets LAUNCH, the command that starts one rank per Slurm task
   local np=${SLURM_NTASKS:?launch runs inside a Slurm allocation}
   case "${LAUNCHER:-mpirun}" in
     # Open MPI reads the allocation (hosts, tasks per node) and starts its daemons
     # through Slurm itself: works wherever Open MPI runs, without Slurm's PMIx plugin.
-    mpirun) mpirun -np "$np" --bind-to none "$@" ;;
+    # It kills its ranks GRACE_S (default 1) s after passing on a SIGTERM.
+    mpirun) LAUNCH=(env "OMPI_MCA_odls_base_sigkill_timeout=${1:-1}" mpirun -np "$np" --bind-to none) ;;
     # srun starts the ranks directly; needs a Slurm built with PMIx matching the MPI.
-    srun) srun --mpi=pmix "$@" ;;
+    srun) LAUNCH=(srun --mpi=pmix) ;;
     *) die "LAUNCHER must be mpirun or srun, got '$LAUNCHER'" ;;
   esac
+}
+
+launch() {  # launch CMD...: CMD on every rank
+  launcher
+  "${LAUNCH[@]}" "$@"
 }
 
 threads_per_rank() {  # the cores Slurm gave each task (0: let the runtime decide)
@@ -43,4 +54,21 @@ job_run_name() {  # one run folder per job; a requeued job keeps its id, and so 
 
 check_trainer() {
   case "${1:-}" in chexnet|segmentation) ;; *) die "first argument must be the trainer, chexnet or segmentation; got '${1:-}'" ;; esac
+}
+
+launch_stoppable() {  # launch_stoppable CMD...: launch, passing on a stop signal; sets STATUS and STOP_SIGNAL
+  # Slurm signals the batch shell (--signal=B:USR1@..., scancel's SIGTERM); mpirun
+  # and srun pass the signal on to every rank, which checkpoints and exits 75.
+  STOP_SIGNAL=""
+  launcher "${MEDIMG_STOP_GRACE_S:-10}"
+  "${LAUNCH[@]}" "$@" &  # a simple command: $! is the launcher itself, not a subshell
+  local pid=$!
+  trap 'STOP_SIGNAL=USR1; kill -s USR1 "$pid" 2>/dev/null || true' USR1
+  trap 'STOP_SIGNAL=TERM; kill -s TERM "$pid" 2>/dev/null || true' TERM
+  while :; do  # a trapped signal interrupts wait (status > 128) while CMD goes on
+    STATUS=0
+    wait "$pid" || STATUS=$?
+    if [ "$STATUS" -le 128 ] || ! kill -0 "$pid" 2>/dev/null; then break; fi
+  done
+  trap - USR1 TERM
 }

@@ -1,0 +1,119 @@
+"""Stopping a run and resuming it: at an epoch end, on a signal (every rank at one step), on Ctrl-C.
+
+A U-Net on a small synthetic Kvasir-SEG, 2 real ranks under mpirun,
+``--deterministic``: a run interrupted and resumed must end with the model of
+one uninterrupted run. The trainable weights and the optimizer state are
+compared bit for bit; the BatchNorm moving statistics within float rounding
+(a mid-epoch checkpoint averages them over the ranks, which the epoch end
+would have done, in another order of additions).
+"""
+import json
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from helpers import marked_processes, JOB_VAR, run_ranks, started_job
+from runtime.metrics import read_events
+from test_segmentation_train import make_data
+
+FAST = ["--precision", "float32"]
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The data, the flags every run shares, and one uninterrupted run ("whole")."""
+    root = tmp_path_factory.mktemp("stop")
+    data = make_data(root, pairs=90, stored=32, seed=5)  # 72 train images: 9 steps of 2 x 4
+    runs = root / "runs"
+    common = ["-m", "segmentation.train", "--model", "unet", "--data-dir", str(data / "tfrecords"),
+              "--runs-dir", str(runs), "--per-rank-batch", "4", "--deterministic", "--no-tensorboard",
+              "--warmup-epochs", "1.5", "--throughput-warmup-steps", "1", *FAST]
+    run_ranks(2, [*common, "--run-name", "whole", "--epochs", str(EPOCHS)], timeout=600)
+    return runs, common
+
+
+def same_model(runs, name):
+    with np.load(runs / "whole" / "last.npz") as a, np.load(runs / name / "last.npz") as b:
+        optimizer = sorted(k for k in a.files if k.startswith("optimizer_"))
+        weights = sorted(k for k in a.files if k.startswith("weight_"))
+        assert optimizer and all(np.array_equal(a[k], b[k]) for k in optimizer)
+        assert weights and all(np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in weights)
+        assert json.loads(a["state_json"].tobytes())["epoch"] == json.loads(b["state_json"].tobytes())["epoch"]
+
+
+def epochs(runs, name):
+    return read_events(str(runs / name / "metrics.jsonl"), "epoch")
+
+
+def test_a_run_resumed_at_an_epoch_end_matches_an_uninterrupted_one(setup):
+    """Stopped after epoch 2 and resumed to 3 = 3 epochs straight (the 1.5-epoch warm-up spans the break)."""
+    runs, common = setup
+    run_ranks(2, [*common, "--run-name", "split", "--epochs", "2"], timeout=600)
+    run_ranks(2, [*common, "--run-name", "split", "--epochs", str(EPOCHS), "--resume"], timeout=600)
+    same_model(runs, "split")
+    whole, split = epochs(runs, "whole"), epochs(runs, "split")
+    assert [e["epoch"] for e in split] == [1, 2, 3]
+    assert [e["lr"] for e in whole] == [e["lr"] for e in split]
+    for key in ("loss", "val_loss", "val_dice"):
+        assert split[-1][key] == pytest.approx(whole[-1][key], rel=1e-6), key
+
+
+def _started_run(common, runs, name):
+    """The job, once every rank has its stop handlers (config.json is written after start-up)."""
+    return started_job(["mpirun", "-np", "2", "--oversubscribe", sys.executable, *common, "--run-name", name,
+                        "--epochs", str(EPOCHS)])
+
+
+def _wait_for(path, job, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert job.proc.poll() is None, f"the job ended before {path.name} appeared\n{job.output_tail()}"
+        assert time.monotonic() < deadline, f"no {path} after {timeout} s\n{job.output_tail()}"
+        time.sleep(0.1)
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_one_step_and_the_resumed_run_matches(setup):
+    """SIGUSR1 to rank 1 only, before the first step ends: both ranks stop after step 1 of epoch 1,
+    rank 0 writes that checkpoint, the job exits 75; --resume goes on at step 2 and ends where
+    an uninterrupted run ends."""
+    runs, common = setup
+    with _started_run(common, runs, "signalled") as job:
+        _wait_for(runs / "signalled" / "config.json", job)
+        rank1 = [p for p in marked_processes(JOB_VAR, job.job_id)
+                 if p.environ().get("OMPI_COMM_WORLD_RANK") == "1"]
+        assert len(rank1) == 1
+        rank1[0].send_signal(signal.SIGUSR1)
+        job.proc.wait(300)
+        stdout, stderr = job.output()
+    assert job.proc.returncode == 75, f"{stdout[-3000:]}\n{stderr[-3000:]}"
+    assert "Traceback" not in stderr
+    stops = read_events(str(runs / "signalled" / "metrics.jsonl"), "stop")
+    assert stops == [dict(stops[0], epoch=1, step=1, signal="another rank's stop signal")]
+    assert "stopped at epoch 1 step 1/9 on another rank's stop signal" in stdout
+    assert epochs(runs, "signalled") == []
+
+    proc = run_ranks(2, [*common, "--run-name", "signalled", "--epochs", str(EPOCHS), "--resume"], timeout=600)
+    assert "(from step 2 of epoch 1)" in proc.stdout
+    same_model(runs, "signalled")
+    resumed, whole = epochs(runs, "signalled"), epochs(runs, "whole")
+    assert [e["epoch"] for e in resumed] == [1, 2, 3]
+    assert resumed[0]["resumed_at_step"] == 1 and resumed[0]["train_images_seen"] == whole[0]["train_images_seen"]
+    assert [e["lr"] for e in resumed] == [e["lr"] for e in whole]
+    assert resumed[-1]["loss"] == pytest.approx(whole[-1]["loss"], rel=1e-6)
+
+
+def test_ctrl_c_on_one_process_checkpoints_and_says_how_to_go_on(setup):
+    runs, common = setup
+    with started_job([sys.executable, *common, "--run-name", "ctrl-c", "--epochs", str(EPOCHS)]) as job:
+        _wait_for(runs / "ctrl-c" / "config.json", job)
+        job.proc.send_signal(signal.SIGINT)
+        job.proc.wait(300)
+        stdout, stderr = job.output()
+    assert job.proc.returncode == 75 and "Traceback" not in stderr, f"{stdout[-3000:]}\n{stderr[-3000:]}"
+    assert read_events(str(runs / "ctrl-c" / "metrics.jsonl"), "stop")[0]["signal"] == "SIGINT"
+    assert "continue it with --resume --run-name ctrl-c" in stdout
+    assert (runs / "ctrl-c" / "last.npz").exists()

@@ -1,0 +1,79 @@
+"""Mid-epoch checkpoints, and stopping every rank at one agreed step when a signal asks for it.
+
+    requests = StopRequests.install()                       # runtime.stop, in loop.start
+    cb = StepCheckpoints(run, saver, requests, steps, every_steps=200, epochs=10, resumed_at=(2, 40))
+    model.fit(..., callbacks=[..., EpochLog(...), cb])      # last, after the epoch record
+
+After every batch the ranks agree (one allreduce of a flag) on whether any of
+them was asked to stop. If so, or every ``every_steps`` batches of an epoch,
+the BatchNorm statistics are averaged (as at an epoch end: the checkpoint is
+the model all ranks hold) and rank 0 writes last.npz at (epoch, step). A stop
+then raises ``Stopped`` on every rank after the same batch: no rank is left
+waiting in a collective the others never join. A request that arrives during
+validation is acted on after the epoch's own checkpoint.
+
+A mid-epoch checkpoint resumes at the exact batch (``training.shards`` skips
+the batches already trained), so a stopped and resumed run trains on what an
+uninterrupted one would have.
+"""
+import logging
+import os
+
+import tf_keras as keras
+
+from runtime import distributed
+from runtime.stop import Stopped
+
+log = logging.getLogger(__name__)
+
+
+class StepCheckpoints(keras.callbacks.Callback):
+    def __init__(self, run, saver, requests, steps_per_epoch, every_steps, epochs, resumed_at=(0, 0)):
+        """``every_steps`` 0: checkpoints only at epoch ends (and on a stop)."""
+        super().__init__()
+        self.run, self.saver, self.requests = run, saver, requests
+        self.steps_per_epoch, self.every_steps, self.epochs = steps_per_epoch, every_steps, epochs
+        self.resumed_at = resumed_at
+        self.epoch, self.step = 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.step = self.resumed_at[1] if epoch == self.resumed_at[0] else 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step == self.steps_per_epoch:
+            return  # the epoch's own checkpoint follows; a stop is taken after it
+        # Every rank joins this allreduce after every batch, so every rank
+        # learns of a request on any of them after the same batch.
+        stop = distributed.any_rank(self.requests.pending is not None)
+        if stop or (self.every_steps and self.step % self.every_steps == 0):
+            self._checkpoint()
+        if stop:
+            self._stop(f"epoch {self.epoch + 1} step {self.step}/{self.steps_per_epoch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 < self.epochs and distributed.any_rank(self.requests.pending is not None):
+            self.step = 0
+            self.epoch = epoch + 1
+            self._stop(f"the end of epoch {epoch + 1}")  # last.npz was written by the saver
+
+    def _checkpoint(self):
+        # BatchNorm moving statistics follow each rank's batches: save their
+        # mean, which is what the next epoch end would average anyway (the
+        # moving average is linear), so resuming from it changes nothing.
+        distributed.average_variables([v for v in self.model.non_trainable_variables if v.dtype.is_floating])
+        self.saver.write_last(self.epoch, self.step)
+
+    def _stop(self, where):
+        why = self.requests.pending or "another rank's stop signal"
+        # epoch: the one in progress (1-based, as in the epoch records); step: its batches done.
+        self.run.stream.write("stop", epoch=self.epoch + 1, step=self.step, signal=why, checkpoint="last.npz")
+        if self.run.ctx.is_chief:  # every rank stops here; one line says so
+            log.warning("stopped at %s on %s; %s holds the run: continue it with --resume --run-name %s",
+                        where, why, self.run.file("last.npz"), os.path.basename(self.run.path))
+        # Nothing is left to save: from here a signal ends the rank at once (mpirun,
+        # seeing the first rank exit 75, sends SIGTERM to the others and would
+        # otherwise wait out its kill timeout for ranks that ignore it).
+        self.requests.uninstall()
+        raise Stopped(where)
