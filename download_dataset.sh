@@ -94,6 +94,22 @@ integrity_test() {  # integrity_test FILE KIND: gz archives must decompress and 
   esac
 }
 
+declare -A REACHED=()
+reachable() {  # reachable URL: stop at once, in one line, when its host does not answer at all
+  local host rc=0 why
+  host=$(printf '%s' "$1" | sed -E 's#^[a-zA-Z]+://([^/]+).*#\1#')
+  [ -z "${REACHED[$host]:-}" ] || return 0
+  curl -sS -o /dev/null -I -L --connect-timeout 20 --max-time 60 "$1" 2>/dev/null || rc=$?
+  case $rc in  # network-level failures only: an HTTP error is the download's to report
+    6) why="its name does not resolve" ;;
+    7) why="the connection is refused or there is no route" ;;
+    28) why="it did not answer within 20 s" ;;
+    35) why="the TLS handshake failed" ;;
+    *) REACHED[$host]=1; return 0 ;;
+  esac
+  die "cannot reach $host: $why (curl exit $rc). Check the network and any proxy (https_proxy), or use --mirror URL, or --synthetic N for the built-in synthetic set"
+}
+
 fetch() {  # fetch URL DEST KIND: resumable download, tested, renamed when good
   local url=$1 dest=$2 kind=$3 name part sha want
   name=$(basename "$dest"); part=$dest.part
@@ -103,6 +119,7 @@ fetch() {  # fetch URL DEST KIND: resumable download, tested, renamed when good
     log "$name: $part is a complete archive; checking it again"
   else
     [ -f "$part" ] && log "$name: resuming at $(du -h "$part" | cut -f1)"
+    reachable "$url"
     log "$name: fetching $url"
     # -C - continues a .part file; --retry-all-errors also retries dropped links.
     curl -L --fail --retry 5 --retry-delay 5 --retry-all-errors -C - --progress-bar \

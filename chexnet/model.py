@@ -50,6 +50,9 @@ OUTPUT_KIND = "logits"  # recorded in checkpoints: older ones ended in a sigmoid
 
 def check_checkpoint(state, path, classes=None, stored_size=None):
     """Refuse a checkpoint this code cannot use, or one trained on other classes or image sizes."""
+    if "classes" not in state or "crop" not in state:
+        raise UserError(f"{path} is not a checkpoint of chexnet.train (it has no class list): pass a run of "
+                        f"that trainer")
     if state.get("output") != OUTPUT_KIND:
         raise UserError(f"{path} was written by an older chexnet whose model ended in a sigmoid: "
                         f"retrain with this version (outputs are logits now)")

@@ -16,6 +16,7 @@ exit status is 1 at the end.
 import argparse
 import collections
 import contextlib
+import errno
 import glob
 import json
 import logging
@@ -103,12 +104,23 @@ def extract_one(archive, dest):
                 target = os.path.join(dest, member.name)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 tmp = f"{target}.part"
-                with member.open() as src, open(tmp, "wb") as out:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
+                try:
+                    with member.open() as src, open(tmp, "wb") as out:
+                        while chunk := src.read(1 << 20):
+                            out.write(chunk)
+                except BaseException:
+                    if os.path.exists(tmp):
+                        os.remove(tmp)  # a .part file is never taken for an image, but it takes space
+                    raise
                 os.replace(tmp, target)
                 written.append(member.name)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # our disk, not the archive
+            raise ArchiveError(f"no space left on the device of {dest} ({err.strerror}) after {len(written)} "
+                               f"files: free space and run extract_images.sh again") from None
+        raise ArchiveError(f"truncated or corrupt ({type(err).__name__}: {err}); "
+                           f"{len(written)} files came out before the error; download it again") from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as err:
         raise ArchiveError(f"truncated or corrupt ({type(err).__name__}: {err}); "
                            f"{len(written)} files came out before the error; download it again") from None
     return written

@@ -22,6 +22,7 @@ byte size, entry names and ``entries_sha256``; any other shard is rewritten,
 with a warning saying why.
 """
 import dataclasses
+import errno
 import glob
 import hashlib
 import json
@@ -149,6 +150,12 @@ def write_shard(job):
     written, rejected, stats = [], [], {}
 
     def write_records(tmp):
+        try:
+            write_entries(tmp)
+        except tf.errors.ResourceExhaustedError as err:  # TensorFlow's name for ENOSPC on a file write
+            raise OSError(errno.ENOSPC, f"No space left on device ({err.message})") from err
+
+    def write_entries(tmp):
         with tf.io.TFRecordWriter(tmp) as out:
             for e in shard.entries:
                 try:
@@ -216,6 +223,8 @@ def write_my_shards(shards, writer, out_dir, rank, size, processes):
 def prepare_out_dir(out_dir, shards):
     """Rank 0, before any rank writes: the folders exist, shard files of an earlier plan are gone."""
     os.makedirs(os.path.join(out_dir, ".shards"), exist_ok=True)
+    for tmp in glob.glob(os.path.join(out_dir, ".tmp-*")):  # shards a killed writer never renamed
+        os.remove(tmp)
     planned = {s.filename for s in shards}
     for path in glob.glob(os.path.join(out_dir, "*-?????-of-?????.tfrecord")):
         if os.path.basename(path) not in planned:  # other counts would confuse a glob
@@ -237,7 +246,7 @@ def read_sidecars(out_dir, shards):
 
 def shard_entries(sides):
     """The manifest's shard list of one split: file, records, SHA-256."""
-    return [{"file": s["file"], "records": s["records"], "sha256": s["sha256"]} for s in sides]
+    return [{"file": s["file"], "records": s["records"], "bytes": s["bytes"], "sha256": s["sha256"]} for s in sides]
 
 
 def check_accounted(sides, rejected, named, what):
@@ -287,6 +296,11 @@ def save_manifest(out_dir, manifest, t0):
              c["named_images"], path, time.perf_counter() - t0)
     for r in manifest["rejected"][:20]:
         log.warning("rejected %s: %s", r["name"], r["reason"])
+    if c["written"] == 0:
+        from runtime.errors import UserError
+        first = manifest["rejected"][0]["reason"] if manifest["rejected"] else "none given"
+        raise UserError(f"no image was written: all {c['named_images']} were rejected (the first because: "
+                        f"{first}); every reason is in {path}")
 
 
 def write_all(writer, shards, out_dir, comm, processes):

@@ -91,8 +91,22 @@ def _set_precision(requested, device, capability, cpu, is_chief):
     return choice
 
 
+STALL_DEFAULTS = {
+    # Horovod only warns when some ranks wait in a collective that other, live
+    # ranks never join (a code path only some ranks take); without a shutdown
+    # time the job hangs until the allocation ends. After these seconds Horovod
+    # shuts down and every waiting rank fails, which ends the job. Override in
+    # the environment. (A frozen rank blocks Horovod's own negotiation, so that
+    # case is runtime.watchdog's.)
+    "HOROVOD_STALL_CHECK_TIME_SECONDS": "60",
+    "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": "300",
+}
+
+
 def init(cfg):
     """Start Horovod and configure this process; call before building any model."""
+    for name, value in STALL_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     hvd.init()
     setup_logging(hvd.rank())
     if cfg.xla and hvd.size() > 1:
@@ -162,10 +176,12 @@ def allreduce_sum(values):
     return {k: v * hvd.size() for k, v in allreduce_mean(values).items()}
 
 
-def any_rank(flag):
-    """Collective: True on every rank when ``flag`` is true on at least one (a stop request, a NaN loss)."""
-    value = hvd.allreduce(tf.constant([1.0 if flag else 0.0], tf.float32), op=hvd.Max, name="any_rank")
-    return bool(value.numpy()[0] > 0)
+def any_rank(*flags):
+    """Collective: for each flag, True on every rank when it is true on at least one (a stop request,
+    a NaN loss); one allreduce for all of them. Every rank must pass the same number of flags."""
+    values = tf.constant([1.0 if f else 0.0 for f in flags], tf.float32)
+    reduced = hvd.allreduce(values, op=hvd.Max, name="any_rank").numpy()
+    return tuple(bool(v > 0) for v in reduced)
 
 
 def allgather(array):

@@ -4,8 +4,11 @@
     write_lines("data/kvasir-seg/val.txt", ["cju0qkwl35piu0993l0dewei2", ...])
     atomic_write("runs/x/best.npz", lambda tmp: save(tmp, model))
 """
+import errno
 import json
 import os
+
+from runtime.errors import UserError
 
 
 def fsync_path(path):
@@ -33,6 +36,11 @@ def atomic_write(path, write_fn):
         fsync_path(tmp)
         os.replace(tmp, path)
         fsync_path(folder)  # the rename itself is an entry in the folder
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"{path}: no space left on the device of {folder} ({err.strerror}); the previous "
+                            f"{name}, if any, is untouched: free space or write elsewhere, and rerun") from err
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

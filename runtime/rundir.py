@@ -28,6 +28,14 @@ def environment():
             "gpus": len(tf.config.list_physical_devices("GPU"))}
 
 
+def remove_unfinished_writes(folder):
+    """Delete the temporary files of writes a killed process never renamed (runtime.files.atomic_write);
+    they were never the checkpoint, only space."""
+    for name in os.listdir(folder):
+        if name.startswith(".tmp-"):
+            os.remove(os.path.join(folder, name))
+
+
 class RunDir:
     def __init__(self, path, ctx):
         self.path = path
@@ -50,6 +58,7 @@ class RunDir:
         run = cls(path, ctx)
         if ctx.is_chief:
             os.makedirs(path, exist_ok=True)
+            remove_unfinished_writes(path)
             resolved = {"config": cfg.to_dict(), "ranks": ctx.size, "device": ctx.device,
                         "cpu_model": ctx.cpu_model, "intra_op_threads_per_rank": ctx.intra_op_threads,
                         "precision": ctx.precision.to_dict(), "environment": environment()}

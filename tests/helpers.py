@@ -203,3 +203,19 @@ def _alive(p):
     except (psutil.Error, ChildProcessError):
         pass
     return False
+
+
+@contextlib.contextmanager
+def small_disk(path, kilobytes):
+    """A tmpfs of ``kilobytes`` mounted at ``path`` (a full disk on demand); skips the test where this
+    process may not mount (not root, or a container without CAP_SYS_ADMIN), saying so."""
+    os.makedirs(path, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up ({proc.stderr.strip() or 'mount failed'}): "
+                    f"run the tests as root with mount rights")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -368,3 +368,36 @@ def test_missing_csv_is_a_one_line_error(tmp_path):
     proc = stage("write_tfrecords.sh", "--out", str(tmp_path), expect_rc=2)
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Data_Entry_2017.csv not found" in proc.stderr
+
+
+def test_csv_with_a_missing_column_is_refused_and_bad_rows_are_rejected_with_reasons(tmp_path):
+    from dataprep.chestxray14.metadata import read_entries
+    from runtime.errors import UserError
+    rows = ["00000001_000.png,Effusion|Mass,0,1,58,M,PA,2682,2749,0.143,0.143",
+            "00000002_000.png,Dragon,0,2,81,M,PA,2500,2048,0.171,0.171",
+            "00000001_000.png,No Finding,0,1,58,M,PA,2682,2749,0.143,0.143",
+            "00000003_000.png,Mass,0,3,28,F,PA,2500"]
+    (tmp_path / facts.CSV_NAME).write_text(facts.CSV_HEADER + ",\n" + "\n".join(rows) + "\n")
+    entries, rejected = read_entries(str(tmp_path))
+    assert list(entries) == ["00000001_000.png"] and entries["00000001_000.png"].labels[
+        facts.CLASSES.index("Effusion")] == 1
+    assert [r["reason"] for r in rejected] == ["CSV line 3: unknown label(s) ['Dragon']",
+                                               "CSV line 4: duplicate row, first kept",
+                                               "CSV line 5 has 8 fields, expected 11"]
+    without_view = facts.CSV_HEADER.replace("View Position,", "")
+    (tmp_path / facts.CSV_NAME).write_text(without_view + "\n" + rows[0] + "\n")
+    with pytest.raises(UserError, match="a column is missing, renamed or added"):
+        read_entries(str(tmp_path))
+
+
+def test_a_data_set_whose_every_image_is_rejected_fails_the_stage(tmp_path):
+    """All images gone after extraction: the stage says so and exits non-zero, with the manifest kept."""
+    stage = ["--dataset", "chestxray14", "--out", str(tmp_path)]
+    run_job(["bash", "download_dataset.sh", *stage, "--synthetic", "30", "--image-size", "32"], timeout=300)
+    run_job(["bash", "extract_images.sh", *stage], timeout=300)
+    for png in glob.glob(str(tmp_path / "chestxray14" / "images_all" / "images" / "*.png")):
+        os.remove(png)
+    proc = run_job(["bash", "write_tfrecords.sh", *stage, "--image-size", "32"], timeout=300, expect_rc=2)
+    assert "error: no image was written: all 30 were rejected (the first because: missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads((tmp_path / "chestxray14" / "tfrecords" / "manifest.json").read_text())["counts"]["written"] == 0

@@ -188,11 +188,28 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 def test_checkpoints_from_another_model_or_data_are_refused():
     from chexnet.model import OUTPUT_KIND, check_checkpoint
     from runtime.errors import UserError
-    state = {"output": OUTPUT_KIND, "classes": ["A", "B"], "stored_size": 64}
+    state = {"output": OUTPUT_KIND, "classes": ["A", "B"], "stored_size": 64, "crop": 56}
     check_checkpoint(state, "ok.npz", ["A", "B"], 64)
     with pytest.raises(UserError, match="older chexnet whose model ended in a sigmoid"):
-        check_checkpoint({"classes": ["A", "B"], "stored_size": 64}, "old.npz")
+        check_checkpoint({"classes": ["A", "B"], "stored_size": 64, "crop": 56}, "old.npz")
+    with pytest.raises(UserError, match="seg.npz is not a checkpoint of chexnet.train"):
+        check_checkpoint({"output": OUTPUT_KIND, "model": "unet", "stored_size": 64}, "seg.npz")
     with pytest.raises(UserError, match=r"trained on classes \['A', 'B'\], the data has \['B', 'A'\]"):
         check_checkpoint(state, "x.npz", ["B", "A"], 64)
     with pytest.raises(UserError, match="trained on 64px records, the data holds 256px"):
         check_checkpoint(state, "x.npz", ["A", "B"], 256)
+
+
+def test_a_truncated_or_missing_shard_is_refused_before_training(tmp_path):
+    from runtime.errors import UserError
+    (tmp_path / "train-00000-of-00002.tfrecord").write_bytes(b"x" * 90)
+    shards = [{"file": "train-00000-of-00002.tfrecord", "records": 3, "bytes": 100},
+              {"file": "train-00001-of-00002.tfrecord", "records": 3, "bytes": 100}]
+    m = Manifest(str(tmp_path), {"class_order": ["A"], "options": {"image_size": 8},
+                                 "splits": {"train": {"images": 6, "shards": shards, "positives": {"A": 1}}}})
+    with pytest.raises(UserError, match=r"train-00000-of-00002.tfrecord holds 90 bytes, manifest.json says 100: "
+                                        r"truncated"):
+        m.files("train")
+    (tmp_path / "train-00000-of-00002.tfrecord").write_bytes(b"x" * 100)
+    with pytest.raises(UserError, match=r"train-00001-of-00002.tfrecord is missing"):
+        m.files("train")

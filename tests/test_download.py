@@ -4,6 +4,7 @@ import http.server
 import os
 import re
 import threading
+import time
 
 import pytest
 
@@ -154,3 +155,14 @@ def test_kvasir_corrupt_zip_is_never_taken_as_complete_and_a_synthetic_folder_is
     synthetic = zip_path.parent.parent  # the mirror's own folder holds SYNTHETIC.json
     proc = download(synthetic, server, "--dataset", "kvasir-seg", expect_rc=2)
     assert "holds a synthetic set (SYNTHETIC.json)" in proc.stderr
+
+
+def test_an_unreachable_host_is_one_line_at_once(tmp_path):
+    """Port 1 refuses connections: the stage stops before trying the twelve archives with their retries."""
+    started = time.monotonic()
+    proc = run_job(["bash", "download_dataset.sh", "--out", str(tmp_path), "--mirror", "http://127.0.0.1:1/"],
+                   expect_rc=2, timeout=120)
+    assert time.monotonic() - started < 30
+    assert "error: cannot reach 127.0.0.1:1: the connection is refused or there is no route (curl exit 7)" in \
+        proc.stderr
+    assert proc.stderr.count("error:") == 1

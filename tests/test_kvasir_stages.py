@@ -3,6 +3,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import zipfile
 
@@ -185,3 +186,61 @@ def test_an_edited_mask_rewrites_exactly_its_shard(data, tmp_path):
     expected = cv2.resize((np.flipud(img) > facts.MASK_THRESHOLD).astype(np.uint8), (STORED, STORED),
                           interpolation=cv2.INTER_NEAREST)
     assert np.array_equal(recs["val"][name][1][..., 0], expected)
+
+
+def test_one_pair_read_keeps_label_map_masks_and_rejects_bad_files_with_reasons(tmp_path):
+    """read_pair on its own: every answer the writer lists in the manifest, and the inputs it accepts."""
+    from dataprep.kvasir_seg.tfrecords import read_pair
+    from dataprep.shards import Rejected
+    image = np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "img.jpg"), image)
+    label_map = np.zeros((64, 80), np.uint8)
+    label_map[10:30, 20:50] = 1  # a 0/1 PNG mask, as other tools export them
+    cv2.imwrite(str(tmp_path / "01.png"), label_map)
+    _, mask = read_pair({"image": str(tmp_path / "img.jpg"), "mask": str(tmp_path / "01.png")})
+    assert mask.sum() == 20 * 30  # not all background under the 0/255 threshold
+
+    rgba16 = np.concatenate([image.astype(np.uint16) * 257, np.full((64, 80, 1), 65535, np.uint16)], axis=2)
+    cv2.imwrite(str(tmp_path / "rgba16.png"), rgba16)  # 16-bit with alpha: read as 8-bit colour
+    img, _ = read_pair({"image": str(tmp_path / "rgba16.png"), "mask": str(tmp_path / "01.png")})
+    assert img.shape == (64, 80, 3) and img.dtype == np.uint8 and abs(int(img[5, 5, 0]) - int(image[5, 5, 0])) <= 1
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8 not a jpeg at all" * 10)
+    cv2.imwrite(str(tmp_path / "small.png"), label_map[:32])
+    for mask, reason in (("empty.jpg", "mask is an empty file (0 bytes)"),
+                         ("garbage.jpg", "mask unreadable or corrupt"),
+                         ("small.png", "image is 80x64 but its mask 80x32"),
+                         ("absent.png", "mask missing")):
+        with pytest.raises(Rejected, match=re.escape(reason)):
+            read_pair({"image": str(tmp_path / "img.jpg"), "mask": str(tmp_path / mask)})
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_with_space_completes(tmp_path):
+    """Extraction, then the shard writer, each onto a small file system that fills up: one line that
+    says so, nothing partial left under a final name, and the same command finishes once there is room."""
+    from helpers import small_disk
+    folder = synthetic(tmp_path / "out", n=60)
+    dest = folder / facts.TOP
+    with small_disk(dest, 200):  # the 60 pairs take about 600 KB
+        proc = stage("extract_images.sh", "--dataset", "kvasir-seg", "--out", str(tmp_path / "out"), expect_rc=1)
+        assert not list(dest.rglob("*.part"))
+    assert "no space left on the device of" in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    stage("extract_images.sh", "--dataset", "kvasir-seg", "--out", str(tmp_path / "out"))
+
+    out_dir = tmp_path / "records"
+    write = ["write_tfrecords.sh", "--dataset", "kvasir-seg", "--out", str(tmp_path / "out"), "--image-size", "48",
+             "--images-per-shard", "10", "--out-dir", str(out_dir)]
+    with small_disk(out_dir, 64):  # one shard of 10 pairs at 48 px is about 70 KB
+        proc = stage(*write, expect_rc=None)
+        left = sorted(p.name for p in out_dir.iterdir() if p.is_file())
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert re.search(r"error: .*\.tfrecord: no space left on the device of .*free space or write elsewhere",
+                     proc.stderr), proc.stderr[-3000:]
+    # No shard stands under its final name half written (a writer process the pool stopped may leave
+    # its temporary file: the rerun removes it).
+    assert not [name for name in left if name.endswith(".tfrecord") and not name.startswith(".tmp-")]
+    stage(*write)
+    assert json.loads((out_dir / "manifest.json").read_text())["counts"]["written"] == 60
+    assert not list(out_dir.glob(".tmp-*"))

@@ -1,4 +1,5 @@
-"""Stopping a run and resuming it: at an epoch end, on a signal (every rank at one step), on Ctrl-C.
+"""Stopping a run and resuming it: at an epoch end, on a signal (every rank at one step), on Ctrl-C;
+and the faults that end a run: a killed rank, a frozen rank, a diverging loss.
 
 A U-Net on a small synthetic Kvasir-SEG, 2 real ranks under mpirun,
 ``--deterministic``: a run interrupted and resumed must end with the model of
@@ -8,6 +9,9 @@ compared bit for bit; the BatchNorm moving statistics within float rounding
 would have done, in another order of additions).
 """
 import json
+import os
+import re
+import shutil
 import signal
 import sys
 import time
@@ -117,3 +121,87 @@ def test_ctrl_c_on_one_process_checkpoints_and_says_how_to_go_on(setup):
     assert read_events(str(runs / "ctrl-c" / "metrics.jsonl"), "stop")[0]["signal"] == "SIGINT"
     assert "continue it with --resume --run-name ctrl-c" in stdout
     assert (runs / "ctrl-c" / "last.npz").exists()
+
+
+def _rank(job, rank):
+    """The job's process of ``rank`` (mpirun, or horovodrun over mpirun or Gloo)."""
+    found = [p for p in marked_processes(JOB_VAR, job.job_id)
+             if str(rank) in (p.environ().get("OMPI_COMM_WORLD_RANK"), p.environ().get("HOROVOD_RANK"))
+             and "segmentation.train" in " ".join(p.cmdline())]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _launch(launcher, args):
+    if launcher == "mpirun":
+        return ["mpirun", "-np", "2", "--oversubscribe", sys.executable, *args]
+    return [os.path.join(os.path.dirname(sys.executable), "horovodrun"), "-np", "2", sys.executable, *args]
+
+
+KILLED_EXIT_S = 30  # the bound README's reliability table states for a lost rank
+
+
+@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
+def test_a_killed_rank_ends_the_job_quickly_naming_it_and_resume_loses_at_most_the_interval(setup, launcher):
+    """SIGKILL to rank 1 after the first mid-epoch checkpoint (--checkpoint-every-steps 4): the job exits
+    non-zero within KILLED_EXIT_S, saying rank 1 died; --resume (mpirun) ends where an uninterrupted run
+    ends, though the checkpoint it starts from may be mid-epoch or an epoch end."""
+    runs, common = setup
+    name = f"killed-{launcher}"
+    with started_job(_launch(launcher, [*common, "--run-name", name, "--epochs", str(EPOCHS),
+                                        "--checkpoint-every-steps", "4"])) as job:
+        _wait_for(runs / name / "last.npz", job)
+        victim = _rank(job, 1)
+        killed_at = time.monotonic()
+        victim.kill()
+        job.proc.wait(KILLED_EXIT_S + 30)
+        elapsed = time.monotonic() - killed_at
+        stdout, stderr = job.output()
+    assert job.proc.returncode != 0 and elapsed < KILLED_EXIT_S, f"{elapsed:.0f} s\n{stdout[-2000:]}\n{stderr[-3000:]}"
+    assert re.search(r"rank 1 .*(signal 9|Killed)", stdout + stderr), f"{stdout[-2000:]}\n{stderr[-3000:]}"
+    if launcher == "horovodrun":
+        return  # resuming does not depend on the launcher: the mpirun case checks it
+    run_ranks(2, [*common, "--run-name", name, "--epochs", str(EPOCHS), "--resume"], timeout=600)
+    same_model(runs, name)
+    assert [e["epoch"] for e in epochs(runs, name)][-1] == EPOCHS
+
+
+def test_a_frozen_rank_ends_the_job_through_the_watchdog(setup):
+    """SIGSTOP to rank 1: nothing dies, so mpirun sees nothing, and rank 0 waits for it inside an
+    allreduce (Horovod's stall shutdown cannot act: its negotiation waits too). Rank 0's watchdog
+    ends rank 0 after --stall-timeout-s, and mpirun then the job."""
+    runs, common = setup
+    with started_job(_launch("mpirun", [*common, "--run-name", "frozen", "--epochs", "30",
+                                        "--stall-timeout-s", "20"])) as job:
+        _wait_for(runs / "frozen" / "config.json", job)
+        _rank(job, 1).suspend()
+        frozen_at = time.monotonic()
+        job.proc.wait(120)
+        elapsed = time.monotonic() - frozen_at
+        stdout, stderr = job.output()
+    assert job.proc.returncode != 0 and 20 <= elapsed < 20 + KILLED_EXIT_S, f"{elapsed:.0f} s\n{stderr[-3000:]}"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert re.search(r"error: no training progress on this rank \(pid \d+\) for 2\d s: it waits for another rank",
+                     stderr), stderr[-3000:]
+
+
+def test_a_diverging_loss_stops_every_rank_naming_the_step_and_saves_nothing_broken(setup):
+    runs, common = setup
+    proc = run_ranks(2, [*common, "--run-name", "diverged", "--epochs", str(EPOCHS), "--base-lr", "1e30",
+                         "--warmup-epochs", "0", "--checkpoint-every-steps", "1"], timeout=300, expect_rc=None)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert re.search(r"error: the training loss is not finite \(on rank \d\) at epoch 1 step \d+/9, learning "
+                     r"rate 1.41e\+30; every rank stopped", proc.stderr), proc.stderr[-3000:]
+    if (runs / "diverged" / "last.npz").exists():  # written after steps whose loss was still finite
+        with np.load(runs / "diverged" / "last.npz") as saved:
+            assert all(np.isfinite(saved[k]).all() for k in saved.files if k.startswith("weight_"))
+
+
+def test_resuming_with_another_model_is_refused_on_every_rank(setup):
+    """Rank 0 reads the checkpoint; the refusal reaches rank 1 too (it would wait in a broadcast)."""
+    runs, common = setup
+    shutil.copytree(runs / "whole", runs / "other-model")
+    proc = run_ranks(2, [*common, "--run-name", "other-model", "--epochs", str(EPOCHS + 1), "--resume",
+                         "--model", "resunetpp"], timeout=300, expect_rc=None)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.count("last.npz was trained with model 'unet', this run has 'resunetpp'") == 2

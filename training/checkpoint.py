@@ -39,10 +39,31 @@ def read(path):
     return weights, optimizer, state
 
 
-def restore(path, model, with_optimizer=True):
-    """Load weights (and optimizer state) into a compiled ``model``; returns the saved state."""
+def check_same_settings(state, path, expected):
+    """Refuse a checkpoint written with other model settings than ``expected`` (the trainer's model_info:
+    classes, crop, model, stored size...): its weights would not fit, or would fit and mean something else."""
+    for key, value in expected.items():
+        if key not in state:
+            raise UserError(f"{path} has no {key!r} setting: it was not written by this trainer; start a new "
+                            f"--run-name")
+        if state[key] != value:
+            raise UserError(f"{path} was trained with {key} {state[key]!r}, this run has {value!r}: resume with "
+                            f"the settings it was trained with, or start a new --run-name")
+
+
+def restore(path, model, with_optimizer=True, expected=None):
+    """Load weights (and optimizer state) into a compiled ``model``; returns the saved state.
+
+    ``expected``: settings the checkpoint must have been written with (``check_same_settings``).
+    """
     weights, opt_values, state = read(path)
-    model.set_weights(weights)
+    if expected:
+        check_same_settings(state, path, expected)
+    try:
+        model.set_weights(weights)
+    except ValueError as err:
+        raise UserError(f"{path}: its weights do not fit this model ({err}); was it written by another model "
+                        f"or with other settings?") from err
     if with_optimizer:
         optimizer = model.optimizer
         optimizer.build(model.trainable_variables)  # slots must exist before they are assigned
@@ -91,6 +112,7 @@ class CheckpointSaver(keras.callbacks.Callback):
         self.run, self.plateau, self.monitor, self.mode = run, plateau, monitor, mode
         self.best = best if best is not None else (-math.inf if mode == "max" else math.inf)
         self.model_info = model_info
+        self.last_written = None  # (epochs done, step) of the last last.npz this run wrote
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor, float("nan"))
@@ -107,4 +129,5 @@ class CheckpointSaver(keras.callbacks.Callback):
         state = {"epoch": epochs_done, "step": step, "lr": lr, "best": self.best, "monitor": self.monitor,
                  "plateau": self.plateau.state(), **self.model_info}
         self.run.save_atomic("last.npz", lambda tmp: save(tmp, self.model, state))
+        self.last_written = (epochs_done, step)
         return state

@@ -35,6 +35,8 @@ class TrainConfig(RuntimeConfig):
     bn_momentum: float = field(0.99, "BatchNorm moving-average momentum; 0.99 needs thousands of steps "
                                "to settle, short runs (demo, tests) want 0.9")
     resume: bool = field(False, "continue the run in --run-name from its last checkpoint")
+    stall_timeout_s: float = field(600.0, "seconds without progress (a step, a validation batch) after which a "
+                                   "rank ends itself, and so the job: a frozen peer would hang it; 0: never")
     checkpoint_every_steps: int = field(0, "also write last.npz every N steps within an epoch, resumed at the "
                                         "exact step (0: at epoch ends only; a stop signal always writes one)")
     tensorboard: bool = field(True, "write TensorBoard logs to <run>/tensorboard (rank 0)")
@@ -49,6 +51,8 @@ class TrainConfig(RuntimeConfig):
         for name in self.POSITIVE:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.stall_timeout_s < 0:
+            raise UserError(f"--stall-timeout-s must be >= 0 (0: no limit), got {self.stall_timeout_s}")
         if self.checkpoint_every_steps < 0:
             raise UserError(f"--checkpoint-every-steps must be >= 0 (0: epoch ends only), got "
                             f"{self.checkpoint_every_steps}")

@@ -15,7 +15,7 @@ so every rank computes the same figures from the same rows.
 import numpy as np
 import tensorflow as tf
 
-from runtime import distributed
+from runtime import distributed, watchdog
 
 
 def _outputs_and_targets(outputs, targets):
@@ -44,6 +44,7 @@ class Predictor:
             for key, rows in per_batch(self._infer(x).numpy(), y.numpy()).items():
                 parts.setdefault(key, []).append(np.asarray(rows))
             names += [n.decode() for n in name.numpy()]
+            watchdog.beat()  # a long validation pass is progress too
         if not names:
             # A rank without records still takes part in the gather, with the
             # same keys and zero rows of the right shape (or the collectives mismatch).

@@ -12,16 +12,27 @@ then raises ``Stopped`` on every rank after the same batch: no rank is left
 waiting in a collective the others never join. A request that arrives during
 validation is acted on after the epoch's own checkpoint.
 
+The same allreduce carries a second flag: a rank whose running loss is NaN
+or infinite. Then every rank stops with one line naming the epoch, step,
+learning rate and the last good checkpoint, and nothing more is saved (the
+weights are already broken; the epoch-end checkpoint would overwrite the
+last good one).
+
+Each batch and epoch end is also a beat of ``runtime.watchdog``, which ends
+a rank that waits on a frozen peer for ``--stall-timeout-s``.
+
 A mid-epoch checkpoint resumes at the exact batch (``training.shards`` skips
 the batches already trained), so a stopped and resumed run trains on what an
 uninterrupted one would have.
 """
 import logging
+import math
 import os
 
 import tf_keras as keras
 
-from runtime import distributed
+from runtime import distributed, watchdog
+from runtime.errors import UserError
 from runtime.stop import Stopped
 
 log = logging.getLogger(__name__)
@@ -40,20 +51,28 @@ class StepCheckpoints(keras.callbacks.Callback):
         self.epoch = epoch
         self.step = self.resumed_at[1] if epoch == self.resumed_at[0] else 0
 
+    def on_train_begin(self, logs=None):
+        watchdog.beat()
+
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        watchdog.beat()
+        loss = float((logs or {}).get("loss", 0.0))
+        # Every rank joins this allreduce after every batch, so every rank learns
+        # of a request or a broken loss on any of them after the same batch.
+        stop, diverged = distributed.any_rank(self.requests.pending is not None, not math.isfinite(loss))
+        if diverged:
+            raise UserError(self._divergence(loss))  # before any checkpoint can hold the broken weights
         if self.step == self.steps_per_epoch:
             return  # the epoch's own checkpoint follows; a stop is taken after it
-        # Every rank joins this allreduce after every batch, so every rank
-        # learns of a request on any of them after the same batch.
-        stop = distributed.any_rank(self.requests.pending is not None)
         if stop or (self.every_steps and self.step % self.every_steps == 0):
             self._checkpoint()
         if stop:
             self._stop(f"epoch {self.epoch + 1} step {self.step}/{self.steps_per_epoch}")
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 < self.epochs and distributed.any_rank(self.requests.pending is not None):
+        watchdog.beat()
+        if epoch + 1 < self.epochs and distributed.any_rank(self.requests.pending is not None)[0]:
             self.step = 0
             self.epoch = epoch + 1
             self._stop(f"the end of epoch {epoch + 1}")  # last.npz was written by the saver
@@ -64,6 +83,20 @@ class StepCheckpoints(keras.callbacks.Callback):
         # moving average is linear), so resuming from it changes nothing.
         distributed.average_variables([v for v in self.model.non_trainable_variables if v.dtype.is_floating])
         self.saver.write_last(self.epoch, self.step)
+
+    def _divergence(self, loss):
+        seen = f"on rank {self.run.ctx.rank}" if not math.isfinite(loss) else "on another rank"
+        saved = self.saver.last_written
+        if saved is None:
+            last = "no checkpoint was written yet"
+        else:
+            at = f"after epoch {saved[0]}" if saved[1] == 0 else f"at epoch {saved[0] + 1} step {saved[1]}"
+            last = f"the last good checkpoint is {self.run.file('last.npz')} ({at})"
+        lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+        return (f"the training loss is not finite ({seen}) at epoch {self.epoch + 1} step {self.step}/"
+                f"{self.steps_per_epoch}, learning rate {lr:.3g}; every rank stopped and nothing was saved "
+                f"after it; {last}: resume from it with a lower --base-lr or more --warmup-epochs, or check "
+                f"the input")
 
     def _stop(self, where):
         why = self.requests.pending or "another rank's stop signal"

@@ -17,7 +17,7 @@ import logging
 
 import tf_keras as keras
 
-from runtime import callbacks, distributed, stop
+from runtime import callbacks, distributed, stop, watchdog
 from runtime.config import parse_args
 from runtime.errors import UserError
 from runtime.logs import setup_logging
@@ -40,23 +40,29 @@ def start(config_cls, argv, name):
         # From here a SIGTERM/SIGUSR1/SIGINT asks for a checkpoint and a clean stop
         # at the next step instead of killing the rank (runtime.stop).
         stop.install()
+    # From here a rank whose peers stop answering ends itself (runtime.watchdog):
+    # start-up has collectives too (the run folder's name, the resumed state).
+    watchdog.start(cfg.stall_timeout_s, "training")
     if cfg.benchmark and cfg.synthetic_input:
         return cfg, ctx, trainer_log, None, None
     manifest = Manifest.load(cfg.data_dir)
     steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)
+    manifest.files("train")  # a missing or truncated shard stops the run here
     if not cfg.benchmark:
-        manifest.images("val")  # a missing validation split stops the run here
+        manifest.files("val")  # so does a missing validation split
     return cfg, ctx, trainer_log, manifest, steps
 
 
-def resume_state(cfg, ctx, run, model):
-    """The saved state of ``run``'s last.npz on every rank (None for a new run); weights loaded on rank 0."""
+def resume_state(cfg, ctx, run, model, model_info):
+    """The saved state of ``run``'s last.npz on every rank (None for a new run); weights loaded on rank 0.
+
+    A checkpoint written with other ``model_info`` settings is refused on every rank."""
     # Rank 0 reads the checkpoint; BroadcastInitialState hands its weights and
     # optimizer state to the others, so the run folder need only exist on rank 0.
     state = None
     if cfg.resume and ctx.is_chief:
         try:
-            state = checkpoint.restore(run.file("last.npz"), model)
+            state = checkpoint.restore(run.file("last.npz"), model, expected=model_info)
         except UserError as err:  # every rank must learn of it, or they wait in the broadcast below
             state = {"error": str(err)}
     state = distributed.broadcast_object(state)
@@ -89,7 +95,7 @@ def resume_position(state, ctx, cfg, steps):
 def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode="max", columns=()):
     """Train ``cfg.epochs`` epochs of ``steps`` steps (continuing a resumed run); rank 0 writes the tables."""
     requests = stop.install()
-    state = resume_state(cfg, ctx, run, model)
+    state = resume_state(cfg, ctx, run, model, model_info)
     first_epoch, first_step = resume_position(state, ctx, cfg, steps)
     log.info("%d ranks x %d images = global batch %d; %d steps/epoch; LR %.2e -> %.2e (%s scaling, %g warm-up "
              "epochs); precision %s (%s); epochs %d..%d%s; %s", ctx.size, cfg.per_rank_batch,
@@ -103,6 +109,7 @@ def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor
     saver = checkpoint.CheckpointSaver(run, plateau, dict(model_info, precision=ctx.compute_dtype, ranks=ctx.size,
                                                           per_rank_batch=cfg.per_rank_batch),
                                        monitor, mode, best=state["best"] if state else None)
+    saver.last_written = (first_epoch, first_step) if state else None  # the checkpoint resumed from
     epoch_end = [*validators, plateau, saver]
     if cfg.tensorboard and ctx.is_chief:
         epoch_end.append(keras.callbacks.TensorBoard(run.file("tensorboard"), profile_batch=0))
@@ -120,5 +127,6 @@ def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor
     if first_epoch < cfg.epochs:
         model.fit(train_data(first_epoch), epochs=cfg.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
                   callbacks=hooks.callbacks, verbose=hooks.verbose)
+    watchdog.stop()  # rank 0 alone writes the tables
     if ctx.is_chief:
         report.write_training_tables(run, ctx.size, columns)

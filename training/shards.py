@@ -73,7 +73,20 @@ class Manifest:
         return self.split(name)["images"]
 
     def files(self, name):
-        return [os.path.join(self.folder, s["file"]) for s in self.split(name)["shards"]]
+        """The split's shard paths, each checked against the size write_tfrecords.sh recorded: a
+        truncated or replaced shard is refused here, not met as a DataLossError in the middle of an epoch."""
+        paths = []
+        for shard in self.split(name)["shards"]:
+            path = os.path.join(self.folder, shard["file"])
+            if not os.path.isfile(path):
+                raise UserError(f"{path} is missing ({self.folder}/manifest.json lists it): run "
+                                f"write_tfrecords.sh again, it rewrites missing shards")
+            expected, size = shard.get("bytes"), os.path.getsize(path)
+            if expected is not None and size != expected:
+                raise UserError(f"{path} holds {size} bytes, manifest.json says {expected}: truncated or changed "
+                                f"since it was written; run write_tfrecords.sh again, it rewrites such shards")
+            paths.append(path)
+        return paths
 
     def record_counts(self, name):
         return [s["records"] for s in self.split(name)["shards"]]

@@ -29,6 +29,18 @@ def parse_labels(field):
     return tuple(int(c in found) for c in facts.CLASSES)
 
 
+def check_header(path, header):
+    """The columns the rows are read by: names up to View Position, then the count (the two last
+    names differ between copies of the file, and some end with an empty column)."""
+    expected = next(csv.reader([facts.CSV_HEADER]))
+    found = next(csv.reader([header]))
+    while found and found[-1].strip() in ("", "Unnamed: 11"):
+        found.pop()
+    if found[:7] != expected[:7] or len(found) != len(expected):
+        raise UserError(f"{path}: header is {header[:160]!r}, expected {facts.CSV_HEADER!r}: a column is "
+                        f"missing, renamed or added; use the NIH release's Data_Entry_2017.csv")
+
+
 def read_entries(folder):
     """CSV rows -> ({name: Entry}, [rejections]). Rejected: bad row, unknown label, duplicate."""
     path = os.path.join(folder, facts.CSV_NAME)
@@ -38,8 +50,7 @@ def read_entries(folder):
     entries, rejected = {}, []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         header = fh.readline().strip()
-        if not header.startswith(facts.CSV_HEADER.split(",View")[0]):
-            raise UserError(f"{path}: header is {header[:120]!r}, expected {facts.CSV_HEADER!r}")
+        check_header(path, header)
         for lineno, row in enumerate(csv.reader(fh), start=2):
             if not row:
                 continue

@@ -74,8 +74,11 @@ def read_pair(paths):
         raise Rejected(f"image is {img.shape[1]}x{img.shape[0]} but its mask {mask.shape[1]}x{mask.shape[0]}")
     if min(mask.shape) < MIN_SIDE:
         raise Rejected(f"too small: {mask.shape[1]}x{mask.shape[0]}")
-    # JPEG masks carry grey noise at the edges: threshold before anything else.
-    return img, (mask > facts.MASK_THRESHOLD).astype(np.uint8)
+    # JPEG masks carry grey noise at the edges: threshold before anything else. A
+    # mask saved as a 0/1 label map (max 1; PNG exports of other tools) would be
+    # all background under that threshold: its foreground is every non-zero pixel.
+    threshold = 0 if mask.max() == 1 else facts.MASK_THRESHOLD
+    return img, (mask > threshold).astype(np.uint8)
 
 
 def resize_pair(img, mask, size):
