@@ -213,3 +213,20 @@ def test_a_truncated_or_missing_shard_is_refused_before_training(tmp_path):
     (tmp_path / "train-00000-of-00002.tfrecord").write_bytes(b"x" * 100)
     with pytest.raises(UserError, match=r"train-00001-of-00002.tfrecord is missing"):
         m.files("train")
+
+
+def test_records_of_another_size_than_the_manifest_says_are_refused(tmp_path):
+    from dataprep import records
+    from runtime.errors import UserError
+    path = tmp_path / "train-00000-of-00001.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(records.serialize(np.zeros((8, 8), np.uint8).tobytes(), [0], "a.png", "1", "raw", 8))
+    shards = [{"file": path.name, "records": 1, "bytes": path.stat().st_size}]
+    for size, ok in ((8, True), (16, False)):
+        m = Manifest(str(tmp_path), {"class_order": ["A"], "options": {"image_size": size},
+                                     "splits": {"train": {"images": 1, "shards": shards, "positives": {"A": 0}}}})
+        if ok:
+            m.check_records("train")
+        else:
+            with pytest.raises(UserError, match="holds 8x8 images, .*manifest.json says image_size 16"):
+                m.check_records("train")

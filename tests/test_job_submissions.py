@@ -59,13 +59,23 @@ def data_job(slurm, work, tmp_path_factory):
     return job, finished(slurm, job, log), folder / "data" / "kvasir-seg" / "tfrecords"
 
 
+TRAIN_EPOCHS = 30
+
+
 @pytest.fixture(scope="module")
 def train_job(slurm, work, data_job, tmp_path_factory):
+    """A 2-task training job that runs into its time limit: --time=2 --signal=B:USR1@60. slurmctld
+    sends the signal at its first 30-s check with less than 60 + 30 s left, so 30-60 s in, while the
+    30 epochs still run (about 90 s here); the ranks checkpoint and the job requeues itself. The
+    requeued run gets a longer limit (else it too is stopped 30-60 s in, which is right but slow)."""
     folder, env = work
     job, log = submit(slurm, "train.sbatch", ["segmentation", "--data-dir", str(data_job[2]), "--model", "unet",
-                                               "--epochs", "2", "--per-rank-batch", "4", "--no-tensorboard", *FAST],
-                      env, tmp_path_factory.mktemp("train-log"))
-    return job, finished(slurm, job, log), folder / "runs" / f"medimg-train-{job}"
+                                               "--epochs", str(TRAIN_EPOCHS), "--per-rank-batch", "4",
+                                               "--no-tensorboard", "--progress", "none", *FAST],
+                      dict(env, MEDIMG_STOP_GRACE_S="2"), tmp_path_factory.mktemp("train-log"),
+                      extra=["--time=2", "--signal=B:USR1@60"])
+    text = finished(slurm, job, log, timeout=600, on_requeue=lambda j: slurm.update(j, "TimeLimit=10"))
+    return job, text, folder / "runs" / f"medimg-train-{job}"
 
 
 def test_data_stage_job_writes_the_records_on_every_task(data_job):
@@ -82,28 +92,19 @@ def test_training_job_runs_two_ranks_and_names_its_run_by_the_job(train_job):
     config = json.loads((run / "config.json").read_text())
     assert config["ranks"] == 2 and config["config"]["threads_per_rank"] == 1  # from --cpus-per-task
     epochs = read_events(str(run / "metrics.jsonl"), "epoch")
-    assert [e["epoch"] for e in epochs] == [1, 2] and all(e["throughput"]["ranks"] == 2 for e in epochs)
+    # A resumed epoch's last few steps may be fewer than the throughput warm-up: it has no figure.
+    timed = [e for e in epochs if "throughput" in e]
+    assert len(timed) >= TRAIN_EPOCHS - 1 and all(e["throughput"]["ranks"] == 2 for e in timed)
     assert (run / "last.npz").exists() and f"tables in {run}/training.md" in log
 
 
-def test_a_job_out_of_time_checkpoints_requeues_itself_and_finishes_every_epoch(slurm, work, data_job, tmp_path):
-    """--time=2 --signal=B:USR1@60: slurmctld sends the signal at its first 30-s check with less than
-    60 + 30 s left, so 30-60 s in, while the 30 epochs still run (about 90 s here); the ranks checkpoint
-    and the job requeues itself. The requeued run gets a longer limit (else it too is stopped 30-60 s
-    in, which is right but slow) and resumes."""
-    folder, env = work
-    epochs = 30
-    job, log = submit(slurm, "train.sbatch", ["segmentation", "--data-dir", str(data_job[2]), "--model", "unet",
-                                               "--epochs", str(epochs), "--per-rank-batch", "4", "--no-tensorboard",
-                                               "--progress", "none", *FAST],
-                      dict(env, MEDIMG_STOP_GRACE_S="2"), tmp_path, extra=["--time=2", "--signal=B:USR1@60"])
-    text = finished(slurm, job, log, timeout=600, on_requeue=lambda j: slurm.update(j, "TimeLimit=10"))
-    run = folder / "runs" / f"medimg-train-{job}"
+def test_a_job_out_of_time_checkpoints_requeues_itself_and_finishes_every_epoch(slurm, train_job):
+    job, text, run = train_job
     assert slurm.state(job)[1]["Restarts"] == "1", text[-3000:]
     assert "stopped before the time limit (status 75)" in text and "holds a checkpoint: resuming it" in text
     stops = read_events(str(run / "metrics.jsonl"), "stop")
     assert [s["signal"] for s in stops] in (["SIGUSR1"], ["another rank's stop signal"])
-    assert [e["epoch"] for e in read_events(str(run / "metrics.jsonl"), "epoch")] == list(range(1, epochs + 1))
+    assert [e["epoch"] for e in read_events(str(run / "metrics.jsonl"), "epoch")] == list(range(1, TRAIN_EPOCHS + 1))
 
 
 def test_evaluate_job_counts_every_image_once(slurm, work, data_job, train_job, tmp_path):

@@ -47,7 +47,7 @@ def start(config_cls, argv, name):
         return cfg, ctx, trainer_log, None, None
     manifest = Manifest.load(cfg.data_dir)
     steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)
-    manifest.files("train")  # a missing or truncated shard stops the run here
+    manifest.check_records("train")  # a missing or truncated shard, or other sizes, stop the run here
     if not cfg.benchmark:
         manifest.files("val")  # so does a missing validation split
     return cfg, ctx, trainer_log, manifest, steps

@@ -88,6 +88,25 @@ class Manifest:
             paths.append(path)
         return paths
 
+    def check_records(self, name):
+        """The first record of the split's first shard must hold images of the manifest's size (a
+        manifest left over from another write would otherwise crash mid-epoch, or train on another field
+        of view without a word)."""
+        path = self.files(name)[0]
+        spec = {"height": tf.io.FixedLenFeature([], tf.int64), "width": tf.io.FixedLenFeature([], tf.int64)}
+        try:
+            first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+            sides = None if first is None else tf.io.parse_single_example(first, spec)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
+            raise UserError(f"{path}: its first record is unreadable ({err.message.splitlines()[0]}): run "
+                            f"write_tfrecords.sh again") from None
+        if sides is not None:
+            found = (int(sides["height"]), int(sides["width"]))
+            if found != (self.stored_size, self.stored_size):
+                raise UserError(f"{path} holds {found[1]}x{found[0]} images, {self.folder}/manifest.json says "
+                                f"image_size {self.stored_size}: the manifest belongs to another write; run "
+                                f"write_tfrecords.sh again")
+
     def record_counts(self, name):
         return [s["records"] for s in self.split(name)["shards"]]
 
