@@ -18,6 +18,33 @@ def per_class_auc(labels, probs):
     return np.array(out)
 
 
+def roc_points(y, scores):
+    """(fpr, tpr, thresholds) of one class: a point per distinct score, from (0, 0) at threshold +inf
+    down to (1, 1); every threshold kept (what a CSV of the curve should hold). ``y`` must hold both
+    classes.
+
+    >>> fpr, tpr, thr = roc_points(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    >>> fpr.tolist(), tpr.tolist(), thr[1:].tolist()
+    ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0], [0.8, 0.4, 0.35, 0.1])
+    """
+    order = np.argsort(-scores, kind="mergesort")
+    ranked, hits = scores[order], y[order].astype(np.float64)
+    last_of_value = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # ties share one point
+    tp = np.cumsum(hits)[last_of_value]
+    fp = (last_of_value + 1) - tp
+    return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]], np.r_[np.inf, ranked[last_of_value]]
+
+
+def roc_csv(labels, probs, class_names):
+    """pathology,threshold,fpr,tpr: every point of every class whose ROC is defined."""
+    lines = ["pathology,threshold,fpr,tpr"]
+    for c, name in enumerate(class_names):
+        if 0 < labels[:, c].sum() < len(labels):
+            for f, t, thr in zip(*roc_points(labels[:, c], probs[:, c])):
+                lines.append(f"{name},{thr:.17g},{f:.17g},{t:.17g}")
+    return "\n".join(lines) + "\n"
+
+
 def mean_auc(aucs):
     defined = aucs[~np.isnan(aucs)]
     return float(defined.mean()) if defined.size else float("nan")

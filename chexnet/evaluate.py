@@ -3,7 +3,7 @@
     python -m chexnet.evaluate --run runs/cx                    # best.npz on the test split
     mpirun -np 2 python -m chexnet.evaluate --run runs/cx --split val --checkpoint last.npz
 
-Writes <run>/eval-<split>/{auc.md, auc.csv, roc.png, predictions.csv}, appends
+Writes <run>/eval-<split>/{auc.md, auc.csv, roc.csv, roc.png, predictions.csv}, appends
 an ``eval`` record to <run>/metrics.jsonl, and prints the table (rank 0).
 """
 import os
@@ -15,16 +15,18 @@ from training.evaluation import EvalConfig, start
 
 
 def roc_png(path, labels, probs, classes):
+    """The curves of roc.csv (chexnet.auc.roc_points), one colour per pathology, AUC in the legend."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from chexnet.auc import per_class_auc, roc_points
+    aucs = per_class_auc(labels, probs)
     fig, ax = plt.subplots(figsize=(7, 7))
     ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 14 curves: the default 10 colours would repeat
     for c, name in enumerate(classes):
         if 0 < labels[:, c].sum() < len(labels):
-            fpr, tpr, _ = roc_curve(labels[:, c], probs[:, c])
-            ax.plot(fpr, tpr, lw=1, label=f"{name} ({roc_auc_score(labels[:, c], probs[:, c]):.3f})")
+            fpr, tpr, _ = roc_points(labels[:, c], probs[:, c])
+            ax.plot(fpr, tpr, lw=1, label=f"{name} ({aucs[c]:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.5)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per pathology")
     ax.legend(fontsize=7, loc="lower right")
@@ -36,7 +38,7 @@ def write_predictions(path, names, probs, labels, classes):
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("image," + ",".join(f"p_{c}" for c in classes) + "," + ",".join(f"y_{c}" for c in classes) + "\n")
         for n, p, y in zip(names, probs, labels):
-            fh.write(n + "," + ",".join(f"{v:.9g}" for v in p) + "," + ",".join(str(int(v)) for v in y) + "\n")
+            fh.write(n + "," + ",".join(f"{v:.17g}" for v in p) + "," + ",".join(str(int(v)) for v in y) + "\n")
 
 
 @main_guard
@@ -64,6 +66,8 @@ def main(argv=None):
     with open(os.path.join(out, "auc.csv"), "w", encoding="utf-8") as fh:
         fh.write(auc.csv_text(rows))
     write_predictions(os.path.join(out, "predictions.csv"), names, probs, labels, classes)
+    with open(os.path.join(out, "roc.csv"), "w", encoding="utf-8") as fh:
+        fh.write(auc.roc_csv(labels, probs, classes))
     roc_png(os.path.join(out, "roc.png"), labels, probs, classes)
     ev.record(len(names), mean_auc=rows[-1]["auc"], mean_auc_ci=[rows[-1]["ci_low"], rows[-1]["ci_high"]],
               auc={r["pathology"]: r["auc"] for r in rows[:-1]})

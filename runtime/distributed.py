@@ -107,6 +107,9 @@ def init(cfg):
     """Start Horovod and configure this process; call before building any model."""
     for name, value in STALL_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    if getattr(cfg, "timeline", False):
+        # The run folder is named after init: start the timeline later, there (start_timeline).
+        os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"
     hvd.init()
     setup_logging(hvd.rank())
     if cfg.xla and hvd.size() > 1:
@@ -153,6 +156,15 @@ def distributed_optimizer(optimizer, cfg):
         backward_passes_per_step=cfg.grad_accum_steps,
         average_aggregated_gradients=True,
     )
+
+
+def start_timeline(path):
+    """Horovod's timeline of every collective into ``path`` (rank 0 writes it); needs --timeline at init."""
+    hvd.start_timeline(path, mark_cycles=False)
+
+
+def stop_timeline():
+    hvd.stop_timeline()
 
 
 def broadcast_variables(variables, root_rank=0):

@@ -401,3 +401,72 @@ def test_a_data_set_whose_every_image_is_rejected_fails_the_stage(tmp_path):
     assert "error: no image was written: all 30 were rejected (the first because: missing" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert json.loads((tmp_path / "chestxray14" / "tfrecords" / "manifest.json").read_text())["counts"]["written"] == 0
+
+
+def _tar_with(path, member):
+    with tarfile.open(path, "w:gz") as tar:
+        ok = tarfile.TarInfo("images/00000001_000.png")
+        ok.size = 3
+        tar.addfile(ok, io.BytesIO(b"abc"))
+        tar.addfile(member, io.BytesIO(b"abc") if member.isfile() else None)
+
+
+def _zip_with(path, name, symlink=False):
+    import stat
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("Kvasir-SEG/images/a.jpg", b"abc")
+        info = zipfile.ZipInfo(name)
+        if symlink:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(info, b"/etc/passwd" if symlink else b"abc")
+
+
+def _member(name, kind):
+    info = tarfile.TarInfo(name)
+    if kind == "file":
+        info.size = 3
+    else:
+        info.type, info.linkname = (tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE), "/etc/passwd"
+    return info
+
+
+@pytest.mark.parametrize("archive,why", [
+    ("tar-absolute", "absolute path '/tmp/evil.png'"),
+    ("tar-symlink", "not a regular file 'images/link.png' (link or device)"),
+    ("tar-hardlink", "not a regular file 'images/hard.png' (link or device)"),
+    ("zip-absolute", "absolute path '/tmp/evil.jpg'"),
+    ("zip-dotdot", "path with '..' 'Kvasir-SEG/../../evil.jpg'"),
+    ("zip-symlink", "not a regular file 'Kvasir-SEG/images/link.jpg' (link or device)"),
+])
+def test_unsafe_archive_members_are_refused_by_name(tmp_path, archive, why):
+    """Absolute paths, '..' and links, in tar.gz and zip: the archive fails with the member named,
+    and nothing lands outside the destination."""
+    from dataprep.extract import ArchiveError, extract_one
+    kind, case = archive.split("-")
+    path = tmp_path / ("a.tar.gz" if kind == "tar" else "a.zip")
+    if kind == "tar":
+        name = {"absolute": "/tmp/evil.png", "symlink": "images/link.png", "hardlink": "images/hard.png"}[case]
+        _tar_with(path, _member(name, "file" if case == "absolute" else case))
+    else:
+        name = {"absolute": "/tmp/evil.jpg", "dotdot": "Kvasir-SEG/../../evil.jpg",
+                "symlink": "Kvasir-SEG/images/link.jpg"}[case]
+        _zip_with(path, name, symlink=case == "symlink")
+    with pytest.raises(ArchiveError, match=re.escape(f"refused member: {why}")):
+        extract_one(str(path), str(tmp_path / "dest"))
+    assert not os.path.exists("/tmp/evil.png") and not os.path.exists("/tmp/evil.jpg")
+    assert not list(tmp_path.rglob("evil*")) and not list(tmp_path.rglob("link*")) and not list(tmp_path.rglob("hard*"))
+
+
+def test_one_image_read_converts_rgba_and_rejects_16_bit_and_non_square_with_reasons(tmp_path):
+    from dataprep.chestxray14.tfrecords import load_gray
+    from dataprep.shards import Rejected
+    gray = np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)
+    cv2.imwrite(str(tmp_path / "rgba.png"), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGRA))
+    assert np.array_equal(load_gray(str(tmp_path / "rgba.png"), 64), gray)
+    cv2.imwrite(str(tmp_path / "16bit.png"), gray.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "wide.png"), np.zeros((64, 80), np.uint8))
+    for name, reason in (("16bit.png", "unexpected mode: uint16 pixels, expected 8-bit"),
+                         ("wide.png", "unexpected size 80x64: expected a square image")):
+        with pytest.raises(Rejected, match=re.escape(reason)):
+            load_gray(str(tmp_path / name), 64)

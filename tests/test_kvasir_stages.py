@@ -244,3 +244,25 @@ def test_a_full_disk_is_one_line_and_a_rerun_with_space_completes(tmp_path):
     stage(*write)
     assert json.loads((out_dir / "manifest.json").read_text())["counts"]["written"] == 60
     assert not list(out_dir.glob(".tmp-*"))
+
+
+def test_duplicate_ids_and_stray_files_are_each_rejected_once_with_a_reason(tmp_path):
+    from dataprep.kvasir_seg.tfrecords import assign_official, pair_files
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for f in ("a.jpg", "a.png", "b.jpg", "notes.txt"):
+        (images / f).write_bytes(b"x")
+    for f in ("a.jpg", "b.jpg", "c.jpg"):
+        (masks / f).write_bytes(b"x")
+    pairs, rejected = pair_files(str(images), str(masks))
+    assert sorted(pairs) == ["a", "b"] and pairs["a"]["image"].endswith("a.jpg")
+    assert sorted((r["name"], r["reason"]) for r in rejected) == [
+        ("c", "mask without an image in images/"),
+        ("images/a.png", "a second image for id a; a.jpg is used"),
+        ("images/notes.txt", "not an image (.jpg, .jpeg, .png)")]
+    (tmp_path / "train.txt").write_text("a\nb\n")
+    (tmp_path / "val.txt").write_text("b\n")
+    splits, more, _ = assign_official(pairs, str(tmp_path), unpaired={"c"})
+    assert splits == {"train": ["a", "b"], "val": []}
+    assert more == [{"name": "b", "reason": "listed again in val (first in train)"}]

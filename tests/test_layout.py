@@ -40,7 +40,7 @@ def test_model_data_and_skeleton_modules_do_not_load_horovod():
 
 
 # Pure modules whose docstrings hold ``>>>`` examples: run them, so the usage shown stays true.
-DOCTESTED = ["training.shards", "segmentation.metrics", "runtime.throughput"]
+DOCTESTED = ["training.shards", "segmentation.metrics", "runtime.throughput", "chexnet.auc"]
 
 
 @pytest.mark.parametrize("module", DOCTESTED)

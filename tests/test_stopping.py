@@ -1,5 +1,6 @@
-"""Stopping a run and resuming it: at an epoch end, on a signal (every rank at one step), on Ctrl-C;
-and the faults that end a run: a killed rank, a frozen rank, a diverging loss.
+"""Stopping a run and resuming it: on a signal (every rank at one step), on Ctrl-C, after a killed
+rank; the other faults that end a run (a frozen rank, a diverging loss, another model); and the
+traces a stopped run leaves (Horovod timeline, profiler).
 
 A U-Net on a small synthetic Kvasir-SEG, 2 real ranks under mpirun,
 ``--deterministic``: a run interrupted and resumed must end with the model of
@@ -54,7 +55,7 @@ def epochs(runs, name):
 
 
 def _started_run(common, runs, name):
-    """The job, once every rank has its stop handlers (config.json is written after start-up)."""
+    """The job started; every rank has its stop handlers once config.json exists (written after start-up)."""
     return started_job(["mpirun", "-np", "2", "--oversubscribe", sys.executable, *common, "--run-name", name,
                         "--epochs", str(EPOCHS)])
 
@@ -69,10 +70,12 @@ def _wait_for(path, job, timeout=300):
 
 def test_a_signal_to_one_rank_stops_every_rank_at_one_step_and_the_resumed_run_matches(setup):
     """SIGUSR1 to rank 1 only, before the first step ends: both ranks stop after step 1 of epoch 1,
-    rank 0 writes that checkpoint, the job exits 75; --resume goes on at step 2 and ends where
-    an uninterrupted run ends."""
+    rank 0 writes that checkpoint, the job exits 75, and the Horovod timeline it leaves (Horovod
+    never closes the array) is valid JSON. --resume goes on at step 2 and ends where an
+    uninterrupted run ends, with TensorFlow's profile of its steps 2-4 in the TensorBoard folder."""
     runs, common = setup
-    with _started_run(common, runs, "signalled") as job:
+    traced = [a for a in common if a != "--no-tensorboard"] + ["--timeline", "--profile-steps", "2:4"]
+    with _started_run(traced, runs, "signalled") as job:
         _wait_for(runs / "signalled" / "config.json", job)
         rank1 = [p for p in marked_processes(JOB_VAR, job.job_id)
                  if p.environ().get("OMPI_COMM_WORLD_RANK") == "1"]
@@ -86,8 +89,12 @@ def test_a_signal_to_one_rank_stops_every_rank_at_one_step_and_the_resumed_run_m
     assert stops == [dict(stops[0], epoch=1, step=1, signal="another rank's stop signal")]
     assert "stopped at epoch 1 step 1/9 on another rank's stop signal" in stdout
     assert epochs(runs, "signalled") == []
+    events = json.loads((runs / "signalled" / "horovod_timeline.json").read_text())
+    assert any("ALLREDUCE" in json.dumps(e).upper() for e in events), events[:5]
 
-    proc = run_ranks(2, [*common, "--run-name", "signalled", "--epochs", str(EPOCHS), "--resume"], timeout=600)
+    proc = run_ranks(2, [*traced, "--run-name", "signalled", "--epochs", str(EPOCHS), "--resume"], timeout=600)
+    assert list((runs / "signalled" / "tensorboard").rglob("*.xplane.pb"))
+    json.loads((runs / "signalled" / "horovod_timeline.json").read_text())  # closed at the end too
     assert "(from step 2 of epoch 1)" in proc.stdout
     same_model(runs, "signalled")
     resumed, whole = epochs(runs, "signalled"), epochs(runs, "whole")
@@ -196,3 +203,12 @@ def test_resuming_with_another_model_is_refused_on_every_rank(setup):
                          "--model", "resunetpp"], timeout=300, expect_rc=None)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.count("last.npz was trained with model 'unet', this run has 'resunetpp'") == 2
+
+
+def test_a_timeline_cut_off_mid_event_is_repaired(tmp_path):
+    from runtime.trace import finalize_timeline
+    path = tmp_path / "t.json"
+    path.write_text('[\n{"name": "m", "ph": "M"},\n{"name": "a", "ph": "B", "ts": 1},{"ph": "E", "ts": 2},{"name": "b", "ph')
+    assert finalize_timeline(str(path)) == 3
+    assert [e["ph"] for e in json.loads(path.read_text())] == ["M", "B", "E"]
+    assert finalize_timeline(str(path)) == 3  # a closed file stays as it is

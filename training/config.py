@@ -40,6 +40,8 @@ class TrainConfig(RuntimeConfig):
     checkpoint_every_steps: int = field(0, "also write last.npz every N steps within an epoch, resumed at the "
                                         "exact step (0: at epoch ends only; a stop signal always writes one)")
     tensorboard: bool = field(True, "write TensorBoard logs to <run>/tensorboard (rank 0)")
+    profile_steps: str = field("", "A:B records TensorFlow's profiler over steps A to B of the first epoch on "
+                               "rank 0, into <run>/tensorboard (its Profile tab)")
     benchmark: bool = field(False, "time --benchmark-steps steps (no validation) and write a benchmark record")
     benchmark_steps: int = field(50, "steps per rank timed in --benchmark mode (after the warm-up steps)")
     synthetic_input: bool = field(False, "--benchmark on random tensors instead of the TFRecords (no data needed)")
@@ -62,7 +64,22 @@ class TrainConfig(RuntimeConfig):
             raise UserError(f"--plateau-factor must be in (0, 1), got {self.plateau_factor}")
         if self.synthetic_input and not self.benchmark:
             raise UserError("--synthetic-input only goes with --benchmark (training needs the TFRecords)")
+        if self.profile_steps:
+            self.profile_range()  # a bad value is refused before any work
+            if not self.tensorboard:
+                raise UserError("--profile-steps writes into the TensorBoard folder: drop --no-tensorboard")
         if self.resume and not self.run_name:
             raise UserError("--resume needs --run-name: the run folder whose last checkpoint to continue")
         if not self.data_dir and not (self.benchmark and self.synthetic_input):
             raise UserError("--data-dir is empty: pass the folder write_tfrecords.sh wrote")
+
+    def profile_range(self):
+        """(A, B) of --profile-steps A:B, 1-based steps with 1 <= A <= B."""
+        try:
+            first, last = (int(v) for v in self.profile_steps.split(":"))
+        except ValueError:
+            first = last = 0
+        if not 1 <= first <= last:
+            raise UserError(f"--profile-steps takes A:B with 1 <= A <= B (steps of the first epoch), got "
+                            f"{self.profile_steps!r}")
+        return first, last

@@ -13,11 +13,13 @@ logs; the plateau schedule and the checkpoints act on ``monitor`` after them,
 then the epoch record is written (runtime.callbacks); last, the mid-epoch
 checkpoints and the agreed stop on a signal (training.interrupt).
 """
+import contextlib
 import logging
+import os
 
 import tf_keras as keras
 
-from runtime import callbacks, distributed, stop, watchdog
+from runtime import callbacks, distributed, stop, trace, watchdog
 from runtime.config import parse_args
 from runtime.errors import UserError
 from runtime.logs import setup_logging
@@ -74,6 +76,24 @@ def resume_state(cfg, ctx, run, model, model_info):
     return state
 
 
+@contextlib.contextmanager
+def timeline(cfg, ctx, run):
+    """--timeline: Horovod's timeline while training, closed as valid JSON however training ends
+    (finished, stopped by a signal, a second Ctrl-C, an error); a killed run's file is repaired by
+    ``python -m runtime.trace FILE``."""
+    if not cfg.timeline:
+        yield
+        return
+    path = run.file("horovod_timeline.json")
+    distributed.start_timeline(path)
+    try:
+        yield
+    finally:
+        distributed.stop_timeline()
+        if ctx.is_chief and os.path.exists(path):
+            log.info("Horovod timeline: %d events in %s", trace.finalize_timeline(path), path)
+
+
 def resume_position(state, ctx, cfg, steps):
     """(epoch, step) a resumed run starts at: epochs completed, batches of the next one already trained."""
     if not state:
@@ -112,21 +132,25 @@ def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor
     saver.last_written = (first_epoch, first_step) if state else None  # the checkpoint resumed from
     epoch_end = [*validators, plateau, saver]
     if cfg.tensorboard and ctx.is_chief:
-        epoch_end.append(keras.callbacks.TensorBoard(run.file("tensorboard"), profile_batch=0))
+        # Profiling on rank 0 only: every rank runs the same steps, and a trace per rank would
+        # multiply the cost (and the files) by the ranks.
+        epoch_end.append(keras.callbacks.TensorBoard(
+            run.file("tensorboard"), profile_batch=cfg.profile_range() if cfg.profile_steps else 0))
     hooks = callbacks.standard_callbacks(run, cfg, ctx, steps, cfg.per_rank_batch, initial_epoch=first_epoch,
                                          epoch_end=epoch_end, initial_step=first_step)
     hooks.callbacks.append(interrupt.StepCheckpoints(run, saver, requests, steps, cfg.checkpoint_every_steps,
                                                      cfg.epochs, resumed_at=(first_epoch, first_step)))
-    if first_step and first_epoch < cfg.epochs:
-        # Keras gives every epoch of a fit call the same steps: the rest of a
-        # partly trained epoch is a fit call of its own, with the same callbacks.
-        model.fit(train_data(first_epoch, first_epoch + 1, first_step), epochs=first_epoch + 1,
-                  initial_epoch=first_epoch, steps_per_epoch=steps - first_step, callbacks=hooks.callbacks,
-                  verbose=hooks.verbose)
-        first_epoch += 1
-    if first_epoch < cfg.epochs:
-        model.fit(train_data(first_epoch), epochs=cfg.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-                  callbacks=hooks.callbacks, verbose=hooks.verbose)
+    with timeline(cfg, ctx, run):
+        if first_step and first_epoch < cfg.epochs:
+            # Keras gives every epoch of a fit call the same steps: the rest of a
+            # partly trained epoch is a fit call of its own, with the same callbacks.
+            model.fit(train_data(first_epoch, first_epoch + 1, first_step), epochs=first_epoch + 1,
+                      initial_epoch=first_epoch, steps_per_epoch=steps - first_step, callbacks=hooks.callbacks,
+                      verbose=hooks.verbose)
+            first_epoch += 1
+        if first_epoch < cfg.epochs:
+            model.fit(train_data(first_epoch), epochs=cfg.epochs, initial_epoch=first_epoch,
+                      steps_per_epoch=steps, callbacks=hooks.callbacks, verbose=hooks.verbose)
     watchdog.stop()  # rank 0 alone writes the tables
     if ctx.is_chief:
         report.write_training_tables(run, ctx.size, columns)
