@@ -57,8 +57,6 @@ class RuntimeConfig(ProcessConfig):
     run_name: str = field("", "folder under --runs-dir for this run (default: <trainer>-<time>)")
     runs_dir: str = field("runs", "parent folder of run folders")
     fp16_allreduce: bool = field(False, "compress gradients to float16 for the allreduce")
-    timeline: bool = field(False, "record Horovod's timeline of collectives to <run>/horovod_timeline.json "
-                           "(rank 0; Chrome-trace JSON, open in chrome://tracing or Perfetto)")
     grad_accum_steps: int = field(1, "batches whose gradients are summed locally before one allreduce")
     lr_scaling: str = field("sqrt", "learning rate for N ranks: base_lr x sqrt(N) (Adam-like optimizers), "
                             "x N (Goyal et al., SGD), or none", choices=["sqrt", "linear", "none"])

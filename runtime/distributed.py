@@ -107,7 +107,7 @@ def init(cfg):
     """Start Horovod and configure this process; call before building any model."""
     for name, value in STALL_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    if getattr(cfg, "timeline", False):
+    if getattr(cfg, "timeline", False):  # a trainer flag (evaluation has none)
         # The run folder is named after init: start the timeline later, there (start_timeline).
         os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"
     hvd.init()

@@ -132,7 +132,7 @@ def _launch(launcher, args):
     return [os.path.join(os.path.dirname(sys.executable), "horovodrun"), "-np", "2", sys.executable, *args]
 
 
-KILLED_EXIT_S = 30  # the bound README's reliability table states for a lost rank
+KILLED_EXIT_S = 30  # the bound docs/RELIABILITY.md states for a lost rank
 
 
 @pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])

@@ -40,6 +40,8 @@ class TrainConfig(RuntimeConfig):
     checkpoint_every_steps: int = field(0, "also write last.npz every N steps within an epoch, resumed at the "
                                         "exact step (0: at epoch ends only; a stop signal always writes one)")
     tensorboard: bool = field(True, "write TensorBoard logs to <run>/tensorboard (rank 0)")
+    timeline: bool = field(False, "record Horovod's timeline of collectives to <run>/horovod_timeline.json "
+                           "(rank 0; Chrome-trace JSON, open in chrome://tracing or Perfetto)")
     profile_steps: str = field("", "A:B records TensorFlow's profiler over steps A to B of the first epoch on "
                                "rank 0, into <run>/tensorboard (its Profile tab)")
     benchmark: bool = field(False, "time --benchmark-steps steps (no validation) and write a benchmark record")
