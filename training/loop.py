@@ -38,13 +38,13 @@ def start(config_cls, argv, name):
     cfg = parse_args(config_cls, argv)
     ctx = distributed.init(cfg)
     trainer_log = setup_logging(ctx.rank, name)
-    if not cfg.benchmark:
+    if not cfg.benchmark:  # benchmark mode has no checkpoints and no beats: a signal or a hang is the launcher's
         # From here a SIGTERM/SIGUSR1/SIGINT asks for a checkpoint and a clean stop
         # at the next step instead of killing the rank (runtime.stop).
         stop.install()
-    # From here a rank whose peers stop answering ends itself (runtime.watchdog):
-    # start-up has collectives too (the run folder's name, the resumed state).
-    watchdog.start(cfg.stall_timeout_s, "training")
+        # From here a rank whose peers stop answering ends itself (runtime.watchdog):
+        # start-up has collectives too (the run folder's name, the resumed state).
+        watchdog.start(cfg.stall_timeout_s, "training")
     if cfg.benchmark and cfg.synthetic_input:
         return cfg, ctx, trainer_log, None, None
     manifest = Manifest.load(cfg.data_dir)
