@@ -57,7 +57,12 @@ class AverageModelState(keras.callbacks.Callback):
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        distributed.average_variables([v for v in self.model.non_trainable_variables if v.dtype.is_floating])
+        average_model_state(self.model)
+
+
+def average_model_state(model):
+    """Collective: the model's floating non-trainable weights (BatchNorm statistics) become their mean."""
+    distributed.average_variables([v for v in model.non_trainable_variables if v.dtype.is_floating])
 
 
 class ImagesSeen(keras.callbacks.Callback):

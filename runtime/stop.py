@@ -13,8 +13,8 @@ Which signal does what (every rank installs the same handlers):
   the same request), so a repeat is still only a request.
 - SIGINT: Ctrl-C of a single process; a second Ctrl-C stops at once.
 
-A rank that is blocked (a peer died inside an allreduce) never reaches the
-check: that case belongs to the launcher's and Horovod's timeouts.
+A rank that is blocked (a peer died or froze inside an allreduce) never
+reaches the check: that case belongs to the launcher and runtime.watchdog.
 """
 import signal
 

@@ -1,6 +1,6 @@
 """Mid-epoch checkpoints, and stopping every rank at one agreed step when a signal asks for it.
 
-    requests = StopRequests.install()                       # runtime.stop, in loop.start
+    requests = runtime.stop.install()                       # in loop.start
     cb = StepCheckpoints(run, saver, requests, steps, every_steps=200, epochs=10, resumed_at=(2, 40))
     model.fit(..., callbacks=[..., EpochLog(...), cb])      # last, after the epoch record
 
@@ -31,7 +31,7 @@ import os
 
 import tf_keras as keras
 
-from runtime import distributed, watchdog
+from runtime import callbacks, distributed, watchdog
 from runtime.errors import UserError
 from runtime.stop import Stopped
 
@@ -81,7 +81,7 @@ class StepCheckpoints(keras.callbacks.Callback):
         # BatchNorm moving statistics follow each rank's batches: save their
         # mean, which is what the next epoch end would average anyway (the
         # moving average is linear), so resuming from it changes nothing.
-        distributed.average_variables([v for v in self.model.non_trainable_variables if v.dtype.is_floating])
+        callbacks.average_model_state(self.model)
         self.saver.write_last(self.epoch, self.step)
 
     def _divergence(self, loss):
