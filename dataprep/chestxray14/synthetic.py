@@ -150,6 +150,23 @@ def render(labels_row, image_size, seed):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def motif_mask(labels_row, image_size, seed, k):
+    """Where ``render(labels_row, image_size, seed)`` drew pathology ``k``: (S, S) bool.
+
+    Replays the image's random draws on an empty canvas, so the positions are
+    the rendered ones (for checking that a heatmap points at the finding).
+    """
+    rng = np.random.default_rng(seed)
+    _background(rng, image_size)
+    canvas = np.zeros((image_size, image_size), np.float32)
+    for j in np.flatnonzero(labels_row):
+        before = canvas.copy()
+        _motif(canvas, int(j), rng, image_size)
+        if j == k:
+            return canvas != before
+    raise ValueError(f"class {k} is not among the labels {np.flatnonzero(labels_row).tolist()}")
+
+
 # --------------------------------------------------------------------- layout
 def plan(n_images, seed, min_prevalence, test_fraction):
     """Names, patients, labels, follow-ups and the test patients, all from ``seed``."""
