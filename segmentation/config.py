@@ -7,13 +7,13 @@ import dataclasses
 from runtime.config import field
 from runtime.errors import UserError
 from segmentation.losses import LOSSES
-from segmentation.model import MODELS
+from segmentation.model import MODELS, size_problem
 from training.config import TrainConfig
 
 
 @dataclasses.dataclass
 class SegmentationConfig(TrainConfig):
-    """Train a polyp segmentation network (ResUNet++ or U-Net) on Kvasir-SEG TFRecords."""
+    """Train a polyp segmentation network (ResUNet++, U-Net, FCN-8s or SegNet) on Kvasir-SEG TFRecords."""
 
     data_dir: str = field("data/kvasir-seg/tfrecords", TrainConfig.DATA_DIR_HELP)
     model: str = field("resunetpp", "network", choices=sorted(MODELS))
@@ -26,10 +26,11 @@ class SegmentationConfig(TrainConfig):
 
     def validate(self):
         super().validate()
-        check_size(self.synthetic_size, "--synthetic-size")
+        check_size(self.synthetic_size, self.model, "--synthetic-size")
 
 
-def check_size(size, what):
-    if size < 32 or size % 16:
-        raise UserError(f"{what} {size}: the networks need a multiple of 16, at least 32 (U-Net halves it 4 "
-                        f"times); rewrite the records with write_tfrecords.sh --image-size 256, for example")
+def check_size(size, model, what):
+    problem = size_problem(size, model)
+    if problem:
+        raise UserError(f"{what} {size}: {problem}; rewrite the records with write_tfrecords.sh --image-size 256, "
+                        f"for example")

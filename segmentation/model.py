@@ -1,7 +1,7 @@
-"""Binary polyp segmentation networks: ResUNet++ and a U-Net baseline.
+"""Binary polyp segmentation networks: ResUNet++, and U-Net, FCN-8s and SegNet to compare it with.
 
     from segmentation.model import build_model, count_params
-    model = build_model("resunetpp", 256)   # or build_model("unet", 256)
+    model = build_model("resunetpp", 256)   # or "unet", "fcn8s", "segnet"
     model.output_shape                       # (None, 256, 256, 1): logits, float32
     count_params(model)                      # 4070385
 
@@ -16,6 +16,11 @@ References:
     m_resunet.py), whose 4,070,385 parameters the paper rounds to 4.07 M.
   U-Net: O. Ronneberger, P. Fischer, T. Brox, "U-Net: Convolutional Networks
     for Biomedical Image Segmentation", MICCAI 2015, arXiv:1505.04597.
+  FCN-8s: J. Long, E. Shelhamer, T. Darrell, "Fully Convolutional Networks
+    for Semantic Segmentation", CVPR 2015, arXiv:1411.4038.
+  SegNet: V. Badrinarayanan, A. Kendall, R. Cipolla, "SegNet: A Deep
+    Convolutional Encoder-Decoder Architecture for Image Segmentation",
+    IEEE TPAMI 2017, arXiv:1511.00561.
 
 Parameters at 256x256x3 (trainable + non-trainable, i.e. counting the
 BatchNorm moving statistics, as Keras' summary does):
@@ -23,13 +28,25 @@ BatchNorm moving statistics, as Keras' summary does):
     the count of the authors' Keras model.
   unet, filters (32, 64, 128, 256, 512): 7,771,873 (5,888 non-trainable);
     with the paper's (64, ..., 1024): 31,055,297.
+  fcn8s, filters (32, 64, 128, 256, 256), fc 1024: 17,585,987;
+    with VGG16's widths and fc 4096: 134,282,595 (the paper's 134 M).
+  segnet, filters (32, 64, 128, 256, 256): 7,384,481;
+    with VGG16's widths: 29,496,129 (the paper's 29.5 M).
+U-Net, FCN-8s and SegNet default to half the papers' widths (a quarter of
+their convolution cost) for 2-core CPU runs; pass the papers' widths for the
+originals. All four train from a random start here, so the FCN-8s and SegNet
+encoders have BatchNorm after every convolution, as SegNet's has and as our
+U-Net does (FCN-8s started from ImageNet VGG16 weights, without it).
 """
+import numpy as np
+import tensorflow as tf
 import tf_keras as keras
 
 from runtime.errors import UserError
 
 L = keras.layers
-DOWNSAMPLING = 16  # U-Net halves the image 4 times (ResUNet++ 3): one multiple serves both
+# How many times smaller the deepest feature map is: the image side must be a multiple of it.
+DOWNSAMPLING = {"resunetpp": 8, "unet": 16, "fcn8s": 32, "segnet": 32}
 
 
 def conv_bn_relu(x, filters):
@@ -104,11 +121,19 @@ def attention_block(skip, x):
     return L.Multiply()([bn_relu_conv(summed, filters), x])
 
 
+def size_problem(size, name):
+    """Why ``name`` cannot take ``size`` x ``size`` images, or None."""
+    factor = DOWNSAMPLING[name]
+    if size < 32 or size % factor:
+        return (f"{name} needs a multiple of {factor}, at least 32 (it halves the image "
+                f"{factor.bit_length() - 1} times); e.g. {max(32, size // factor * factor)}")
+    return None
+
+
 def _check_size(size, name):
-    if size % DOWNSAMPLING:
-        raise ValueError(f"image size {size} is not a multiple of {DOWNSAMPLING} (the models halve it up to 4 "
-                         f"times), as {name} needs; "
-                         f"use e.g. {max(DOWNSAMPLING, size // DOWNSAMPLING * DOWNSAMPLING)}")
+    problem = size_problem(size, name)
+    if problem:
+        raise ValueError(f"image size {size}: {problem}")
 
 
 def _logits(x):
@@ -160,7 +185,83 @@ def unet(size, channels=3, filters=(32, 64, 128, 256, 512)):
     return keras.Model(inputs, _logits(x), name="unet")
 
 
-MODELS = {"resunetpp": resunetpp, "unet": unet}
+def _vgg_block(x, filters, convs):
+    for _ in range(convs):
+        x = conv_bn_relu(x, filters)
+    return x
+
+
+VGG16_CONVS = (2, 2, 3, 3, 3)  # 3x3 convolutions per block: 13 in all
+
+
+def bilinear_upsampling(factor, name=None):
+    """Learnable 2x``factor`` transposed convolution starting as bilinear interpolation (as FCN's were)."""
+    size = 2 * factor
+    centre = factor - 0.5
+    ramp = 1 - abs(np.arange(size) - centre) / factor
+    kernel = (ramp[:, None] * ramp[None, :])[..., None, None].astype("float32")
+    return L.Conv2DTranspose(1, size, strides=factor, padding="same", use_bias=False, name=name,
+                             kernel_initializer=keras.initializers.Constant(kernel))
+
+
+def fcn8s(size, channels=3, filters=(32, 64, 128, 256, 256), fc=1024, dropout=0.5):
+    """FCN-8s (Long et al. 2015) on a VGG16 encoder: ``(None, size, size, channels)`` -> logits.
+
+    Class scores from the last block (fc6 as a 7x7 and fc7 as a 1x1
+    convolution) are upsampled 2x and added to scores from pool4, upsampled
+    2x again and added to scores from pool3, then upsampled 8x to the input.
+    """
+    _check_size(size, "fcn8s")
+    inputs = L.Input((size, size, channels))
+    x, pools = inputs, []
+    for width, convs in zip(filters, VGG16_CONVS):
+        x = L.MaxPooling2D(2)(_vgg_block(x, width, convs))
+        pools.append(x)
+    x = L.Dropout(dropout)(L.Conv2D(fc, 7, padding="same", activation="relu", name="fc6")(x))
+    x = L.Dropout(dropout)(L.Conv2D(fc, 1, activation="relu", name="fc7")(x))
+    score = L.Conv2D(1, 1, name="score_fr")(x)
+    for pool, name in ((pools[3], "pool4"), (pools[2], "pool3")):
+        score = L.Add()([bilinear_upsampling(2, f"up_to_{name}")(score), L.Conv2D(1, 1, name=f"score_{name}")(pool)])
+    score = bilinear_upsampling(8, "up_to_input")(score)
+    return keras.Model(inputs, L.Activation("linear", dtype="float32", name="logits")(score), name="fcn8s")
+
+
+class PoolSwitch(L.Layer):
+    """1 where a 2x2 max-pooling window took its maximum, else 0 (SegNet's pooling indices).
+
+    A tie in a window marks every tied position; in learned float features ties are rare.
+    """
+
+    def call(self, x):
+        pooled = tf.nn.max_pool2d(x, 2, 2, "VALID")
+        return tf.cast(tf.equal(x, tf.repeat(tf.repeat(pooled, 2, axis=1), 2, axis=2)), x.dtype)
+
+
+def segnet(size, channels=3, filters=(32, 64, 128, 256, 256)):
+    """SegNet (Badrinarayanan et al. 2017): VGG16 encoder, mirrored decoder, max-unpooling -> logits.
+
+    The decoder upsamples by placing each value where the encoder's max-pooling
+    took its maximum (the pooling switch) and zeros elsewhere; no skip
+    connection carries features, only those positions.
+    """
+    _check_size(size, "segnet")
+    inputs = L.Input((size, size, channels))
+    x, switches = inputs, []
+    for width, convs in zip(filters, VGG16_CONVS):
+        x = _vgg_block(x, width, convs)
+        switches.append(PoolSwitch()(x))
+        x = L.MaxPooling2D(2)(x)
+    stages = list(zip(filters, VGG16_CONVS, switches))[::-1]
+    for i, (width, convs, switch) in enumerate(stages):
+        x = L.Multiply()([L.UpSampling2D(2)(x), switch])
+        # Each decoder block mirrors its encoder block; its last conv narrows to the next block's width.
+        out_width = stages[i + 1][0] if i + 1 < len(stages) else width
+        x = _vgg_block(x, width, convs - 1)
+        x = conv_bn_relu(x, out_width)
+    return keras.Model(inputs, _logits(x), name="segnet")
+
+
+MODELS = {"resunetpp": resunetpp, "unet": unet, "fcn8s": fcn8s, "segnet": segnet}
 
 
 def build_model(name, size, channels=3, bn_momentum=None, **kwargs):

@@ -1,4 +1,4 @@
-"""Train ResUNet++ (or U-Net) for polyp segmentation on N ranks (horovodrun/mpirun/srun) or one process.
+"""Train ResUNet++ (or U-Net, FCN-8s, SegNet) for polyp segmentation on N ranks (horovodrun/mpirun/srun) or one process.
 
     horovodrun -np 2 python -m segmentation.train --data-dir data/kvasir-seg/tfrecords --epochs 30 --run-name seg
     horovodrun -np 2 python -m segmentation.train --run-name seg --epochs 40 --resume
@@ -22,7 +22,7 @@ def main(argv=None):
     from training import benchmark
 
     size = manifest.stored_size if manifest else cfg.synthetic_size
-    check_size(size, f"{cfg.data_dir}: records of")
+    check_size(size, cfg.model, f"{cfg.data_dir}: records of")
     run = RunDir.create(cfg, ctx, "segmentation", resume=cfg.resume)
     model = seg_model.build_model(cfg.model, size, bn_momentum=cfg.bn_momentum)
     loss = losses.build_loss(cfg.loss)

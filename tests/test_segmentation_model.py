@@ -64,6 +64,60 @@ def test_unet_parameter_count_matches_a_hand_derivation():
     assert count_params(model) == _unet_params(3, (32, 64, 128, 256, 512)) == 7_771_873
 
 
+VGG16 = (64, 128, 256, 512, 512)
+
+
+def _vgg16_encoder(channels, filters):
+    total, c_in = 0, channels
+    for f, convs in zip(filters, (2, 2, 3, 3, 3)):
+        for _ in range(convs):
+            total, c_in = total + _conv_bn(c_in, f), f
+    return total
+
+
+def _fcn8s_params(channels, filters, fc):
+    heads = _conv(7, filters[-1], fc) + _conv(1, fc, fc) + _conv(1, fc, 1)  # fc6, fc7, class score
+    skips = _conv(1, filters[3], 1) + _conv(1, filters[2], 1)             # scores from pool4 and pool3
+    upsampling = 4 * 4 + 4 * 4 + 16 * 16                                    # 2x, 2x, 8x; one channel, no bias
+    return _vgg16_encoder(channels, filters) + heads + skips + upsampling
+
+
+def _segnet_params(channels, filters):
+    decoder, widths = 0, list(zip(filters, (2, 2, 3, 3, 3)))[::-1]
+    for i, (f, convs) in enumerate(widths):
+        out = widths[i + 1][0] if i + 1 < len(widths) else f
+        decoder += (convs - 1) * _conv_bn(f, f) + _conv_bn(f, out)
+    return _vgg16_encoder(channels, filters) + decoder + _conv(1, filters[0], 1)
+
+
+def test_fcn8s_and_segnet_parameter_counts_match_the_papers_at_vgg16_widths():
+    """FCN-VGG16 is 134 M parameters (Long et al., table 1), SegNet 29.5 M (Badrinarayanan et al., table 6)."""
+    fcn = build_model("fcn8s", 224, filters=VGG16, fc=4096)
+    assert count_params(fcn) == _fcn8s_params(3, VGG16, 4096) == 134_282_595
+    segnet = build_model("segnet", 224, filters=VGG16)
+    assert count_params(segnet) == _segnet_params(3, VGG16) == 29_496_129
+    keras.backend.clear_session()
+    assert count_params(build_model("fcn8s", 256)) == _fcn8s_params(3, (32, 64, 128, 256, 256), 1024)
+    assert count_params(build_model("segnet", 256)) == _segnet_params(3, (32, 64, 128, 256, 256))
+
+
+def test_segnet_unpooling_puts_each_value_where_the_encoder_took_its_maximum():
+    from segmentation.model import PoolSwitch
+    x = np.array([[1, 5, 0, 2], [3, 4, 9, 1], [8, 0, 1, 1], [2, 7, 3, 6]], np.float32)[None, ..., None]
+    switch = PoolSwitch()(x).numpy()[0, ..., 0]
+    assert switch.tolist() == [[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
+
+
+def test_fcn_upsampling_starts_as_bilinear_interpolation():
+    from segmentation.model import bilinear_upsampling
+    ramp = np.arange(8, dtype=np.float32).reshape(1, 1, 8, 1).repeat(8, axis=1)  # a linear image
+    up = bilinear_upsampling(2)(ramp).numpy()[0, ..., 0]
+    assert up.shape == (16, 16)
+    # Away from the border, upsampling a linear ramp gives the ramp at half steps.
+    assert np.allclose(np.diff(up[4:12, 2:14], axis=1), 0.5)
+    assert np.allclose(up[4:12], up[4])
+
+
 @pytest.fixture(params=["float32", "mixed_bfloat16"])
 def policy(request):
     keras.mixed_precision.set_global_policy(request.param)
@@ -87,15 +141,19 @@ def test_models_map_images_to_float32_logits_of_the_same_size(name, policy):
     assert np.isfinite(out.numpy()).all()
 
 
-def test_size_not_divisible_by_16_is_refused():
-    with pytest.raises(ValueError, match=r"image size 100 is not a multiple of 16.*use e\.g\. 96"):
+def test_a_size_the_network_cannot_halve_enough_is_refused():
+    with pytest.raises(ValueError, match=r"image size 100: resunetpp needs a multiple of 8, at least 32 "
+                                         r"\(it halves the image 3 times\); e\.g\. 96"):
         build_model("resunetpp", 100)
-    with pytest.raises(ValueError, match="not a multiple of 16"):
+    with pytest.raises(ValueError, match="unet needs a multiple of 16"):
         build_model("unet", 72)
+    for name in ("fcn8s", "segnet"):
+        with pytest.raises(ValueError, match=f"{name} needs a multiple of 32.*halves the image 5 times.*e.g. 64"):
+            build_model(name, 80)
 
 
 def test_unknown_model_name_is_refused_naming_the_choices():
-    with pytest.raises(ValueError, match=r"unknown model 'segformer': choose one of resunetpp, unet"):
+    with pytest.raises(ValueError, match=r"unknown model 'segformer': choose one of fcn8s, resunetpp, segnet, unet"):
         build_model("segformer", 256)
 
 

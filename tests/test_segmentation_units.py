@@ -112,3 +112,13 @@ def test_a_rank_without_images_yields_empty_rows_of_the_right_shape():
     none = np.zeros((0, 8, 8, 1), np.float32)
     assert metrics.confusion_counts(none, none).shape == (0, 4)
     assert losses.dice_bce_loss(tf.constant(none), tf.constant(none)).numpy().shape == (0,)
+
+
+def test_a_size_the_chosen_network_cannot_take_is_a_one_line_error():
+    from runtime.config import parse_args
+    from runtime.errors import UserError
+    from segmentation.config import SegmentationConfig
+    parse_args(SegmentationConfig, ["--model", "unet", "--synthetic-size", "48"])
+    with pytest.raises(UserError, match=r"^--synthetic-size 48: segnet needs a multiple of 32, at least 32 \(it "
+                                        r"halves the image 5 times\); e\.g\. 32; rewrite the records"):
+        parse_args(SegmentationConfig, ["--model", "segnet", "--synthetic-size", "48"])
