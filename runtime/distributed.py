@@ -107,6 +107,8 @@ def init(cfg):
     """Start Horovod and configure this process; call before building any model."""
     for name, value in STALL_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    # Horovod marks each collective with an NVTX range; only --nvtx asks for them (off by default).
+    os.environ.setdefault("HOROVOD_DISABLE_NVTX_RANGES", "0" if getattr(cfg, "nvtx", False) else "1")
     if getattr(cfg, "timeline", False):  # a trainer flag (evaluation has none)
         # The run folder is named after init: start the timeline later, there (start_timeline).
         os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"

@@ -185,3 +185,57 @@ def test_negative_checkpoint_interval_is_a_one_line_error():
     from segmentation.config import SegmentationConfig
     with pytest.raises(UserError, match="--checkpoint-every-steps must be >= 0"):
         parse_args(SegmentationConfig, ["--data-dir", "x", "--checkpoint-every-steps", "-1"])
+
+
+class RangeRecorder:
+    """Stands in for an nvtx Domain (with no profiler attached its calls leave no trace to check)."""
+
+    def __init__(self):
+        import threading
+        self.lock, self.next_id, self.open, self.closed, self.stack, self.steps = threading.Lock(), 1, {}, [], [], []
+
+    def start_range(self, message):
+        with self.lock:
+            self.next_id += 1
+            self.open[self.next_id] = message
+            return self.next_id
+
+    def end_range(self, range_id):
+        with self.lock:
+            self.closed.append(self.open.pop(range_id))
+
+    def push_range(self, message):
+        self.stack.append(message)
+
+    def pop_range(self):
+        self.steps.append(self.stack.pop())
+
+
+def test_nvtx_ranges_cover_every_record_parsed_and_every_train_step():
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from runtime import nvtx
+    recorder = RangeRecorder()
+    try:
+        nvtx.enable(True, domain=recorder)
+        parse = nvtx.annotate(lambda v, seed: (tf.fill([3], tf.cast(v, tf.float32)), tf.cast(seed[0], tf.float32)),
+                              "decode+augment")
+        ds = tf.data.Dataset.range(24).map(lambda v: parse(v, tf.stack([v, v])), num_parallel_calls=4).batch(4)
+        model = keras.Sequential([keras.layers.Dense(1, input_shape=(3,))])
+        model.compile("sgd", "mse")
+        model.fit(ds, epochs=2, steps_per_epoch=3, verbose=0, callbacks=[nvtx.StepRanges()])
+    finally:
+        nvtx.enable(False)
+    assert not recorder.open and not recorder.stack  # every range that began has ended
+    assert recorder.closed == ["decode+augment"] * 24
+    assert recorder.steps == [f"train step {e}:{s}" for e in (1, 2) for s in (1, 2, 3)]
+    assert nvtx.annotate(parse, "x") is parse  # off: the function itself, no cost
+
+
+def test_nvtx_flag_without_the_package_is_a_one_line_error(monkeypatch):
+    from runtime import nvtx
+    from runtime.errors import UserError
+    monkeypatch.setitem(sys.modules, "nvtx", None)  # as if not installed
+    with pytest.raises(UserError, match="^--nvtx needs the nvtx package: pip install nvtx"):
+        nvtx.enable(True)

@@ -111,14 +111,16 @@ def test_predict_gives_the_mask_evaluation_scored(trained, tmp_path):
 
 
 def test_benchmark_mode_on_the_records(trained, tmp_path):
+    """Also with --nvtx: the real nvtx package's ranges on 2 ranks (no profiler here: they record nothing)."""
     proc = run_ranks(2, ["-m", "segmentation.train", "--model", "unet", "--data-dir",
                          str(trained["data"] / "tfrecords"), "--runs-dir", str(tmp_path), "--run-name", "b",
                          "--benchmark", "--per-rank-batch", "4", "--benchmark-steps", "4",
-                         "--throughput-warmup-steps", "2", *FAST], timeout=600)
+                         "--throughput-warmup-steps", "2", "--nvtx", *FAST], timeout=600)
     rec = read_events(str(tmp_path / "b" / "metrics.jsonl"), "benchmark")[0]
     assert rec["input"] == "tfrecords" and rec["ranks"] == 2 and rec["timed_steps"] == 4
     assert rec["network"] == "unet" and rec["image_size"] == STORED and rec["images"] == 2 * 4 * 4
     assert "benchmark: " in proc.stdout
+    assert read_events(str(tmp_path / "b" / "metrics.jsonl"), "config")[0]["config"]["nvtx"] is True
 
 
 def test_resume_without_a_checkpoint_stops_every_rank_with_one_line(trained, tmp_path):

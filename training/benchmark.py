@@ -10,7 +10,7 @@ one ``benchmark`` record: global and per-rank images/s, step-time
 p50/p90/p99, batch and precision settings, CPU model, and the trainer's
 ``settings`` (input size, model).
 """
-from runtime import callbacks
+from runtime import callbacks, nvtx
 from training import shards
 
 
@@ -32,7 +32,7 @@ def time_steps(cfg, ctx, run, model, dataset, input_kind, **settings):
     """Time ``benchmark_steps`` steps of ``dataset`` after ``throughput_warmup_steps``; no validation."""
     meter = callbacks.Throughput(cfg.per_rank_batch, cfg.throughput_warmup_steps)
     model.fit(dataset, epochs=1, steps_per_epoch=total_steps(cfg), verbose=0,
-              callbacks=[callbacks.BroadcastInitialState(), meter])
+              callbacks=[callbacks.BroadcastInitialState(), meter] + ([nvtx.StepRanges()] if cfg.nvtx else []))
     record = dict(meter.last or {}, input=input_kind, **settings, per_rank_batch=cfg.per_rank_batch,
                   global_batch=cfg.per_rank_batch * ctx.size, precision=ctx.precision.policy, xla=cfg.xla,
                   fp16_allreduce=cfg.fp16_allreduce, cpu_model=ctx.cpu_model)

@@ -44,6 +44,8 @@ class TrainConfig(RuntimeConfig):
                            "(rank 0; Chrome-trace JSON, open in chrome://tracing or Perfetto)")
     profile_steps: str = field("", "A:B records TensorFlow's profiler over steps A to B of the first epoch on "
                                "rank 0, into <run>/tensorboard (its Profile tab)")
+    nvtx: bool = field(False, "NVTX ranges for nsys profile (GPU): each train step, each record's decode, and "
+                       "Horovod's collectives (runtime.nvtx)")
     benchmark: bool = field(False, "time --benchmark-steps steps (no validation) and write a benchmark record")
     benchmark_steps: int = field(50, "steps per rank timed in --benchmark mode (after the warm-up steps)")
     synthetic_input: bool = field(False, "--benchmark on random tensors instead of the TFRecords (no data needed)")

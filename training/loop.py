@@ -19,7 +19,7 @@ import os
 
 import tf_keras as keras
 
-from runtime import callbacks, distributed, stop, trace, watchdog
+from runtime import callbacks, distributed, nvtx, stop, trace, watchdog
 from runtime.config import parse_args
 from runtime.errors import UserError
 from runtime.logs import setup_logging
@@ -37,6 +37,7 @@ def start(config_cls, argv, name):
     """
     cfg = parse_args(config_cls, argv)
     ctx = distributed.init(cfg)
+    nvtx.enable(cfg.nvtx)  # before any dataset is built: the record ranges are added when it is
     trainer_log = setup_logging(ctx.rank, name)
     if not cfg.benchmark:  # benchmark mode has no checkpoints and no beats: a signal or a hang is the launcher's
         # From here a SIGTERM/SIGUSR1/SIGINT asks for a checkpoint and a clean stop
@@ -140,6 +141,8 @@ def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor
                                          epoch_end=epoch_end, initial_step=first_step)
     hooks.callbacks.append(interrupt.StepCheckpoints(run, saver, requests, steps, cfg.checkpoint_every_steps,
                                                      cfg.epochs, resumed_at=(first_epoch, first_step)))
+    if cfg.nvtx:
+        hooks.callbacks.append(nvtx.StepRanges())
     with timeline(cfg, ctx, run):
         if first_step and first_epoch < cfg.epochs:
             # Keras gives every epoch of a fit call the same steps: the rest of a

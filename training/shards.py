@@ -30,6 +30,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from runtime import nvtx
 from runtime.errors import UserError
 
 
@@ -164,6 +165,7 @@ def train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epoch
     is what an uninterrupted run would have seen.
     """
     files, counts = manifest.files(split), manifest.record_counts(split)
+    ranged = nvtx.annotate(parse, "decode+augment")  # parse itself unless --nvtx
 
     def epoch_stream(epoch, skip_steps=0):
         # The same file order on every rank (their slices must tile the records),
@@ -173,7 +175,7 @@ def train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epoch
         ds = rank_records(files, counts, rank, size, order)
         ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
         ds = ds.take(steps * per_rank_batch).enumerate().skip(skip_steps * per_rank_batch)
-        ds = ds.map(lambda index, serialized: parse(serialized, tf.stack([tf.constant(epoch_seed, tf.int64), index])),
+        ds = ds.map(lambda index, serialized: ranged(serialized, tf.stack([tf.constant(epoch_seed, tf.int64), index])),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.batch(per_rank_batch, drop_remainder=True)
 
