@@ -34,3 +34,34 @@ def test_allreduce_study_tables_come_from_its_records(tmp_path):
     # Rebuilt from the records alone, the tables come out the same.
     run_job([sys.executable, "benchmarks/allreduce.py", "--tables-only", "--out", str(out)], timeout=120)
     assert open(str(out) + ".md").read() == md
+
+
+def test_segmentation_model_comparison_has_a_row_per_network_built_from_its_runs_records(tmp_path):
+    """Four networks on a tiny synthetic Kvasir-SEG (one process, so it stays quick): one table row each, every
+    figure the run's own record, and the same table again from the records alone."""
+    out, work = tmp_path / "cmp", tmp_path / "work"
+    run_job([sys.executable, "benchmarks/segmentation_models.py", "--pairs", "24", "--image-size", "32",
+             "--epochs", "1", "--np", "1", "--batches", "1,2", "--repeats", "2", "--panels", "2",
+             "--precision", "float32", "--train-args", "--throughput-warmup-steps 1", "--workdir", str(work),
+             "--out", str(out)], timeout=900)
+    with open(str(out) + ".csv") as fh:
+        rows = {r["model"]: r for r in csv.DictReader(fh)}
+    assert sorted(rows) == ["fcn8s", "resunetpp", "segnet", "unet"]
+    for model, row in rows.items():
+        metrics = str(work / "runs" / model / "metrics.jsonl")
+        ev = read_events(metrics, "eval")[-1]
+        assert (ev["split"], ev["checkpoint"]) == ("val", "last.npz")
+        assert float(row["dice"]) == ev["mean_dice"] and float(row["iou_ci_high"]) == ev["mean_iou_ci"][1]
+        timings = {r["batch"]: r for r in read_events(metrics, "inference")}
+        assert sorted(timings) == [1, 2] and int(row["parameters"]) == timings[1]["parameters"]
+        assert float(row["best_images_per_s"]) == max(r["images_per_s"] for r in timings.values())
+        trained = [e["throughput"]["images_per_s"] for e in read_events(metrics, "epoch")]
+        assert float(row["train_images_per_s_per_rank"]) == trained[0] > 0
+    assert rows["resunetpp"]["parameters"] == "4070385"  # the reference count holds at any image size
+    md = open(str(out) + ".md").read()
+    assert [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ") and "---" not in line] == \
+        ["| network", "| FCN-8s", "| SegNet", "| U-Net", "| ResUNet++"]
+    assert os.path.getsize(str(out) + ".png") > 5_000
+    run_job([sys.executable, "benchmarks/segmentation_models.py", "--tables-only", "--pairs", "24",
+             "--image-size", "32", "--panels", "2", "--workdir", str(work), "--out", str(out)], timeout=300)
+    assert open(str(out) + ".md").read() == md

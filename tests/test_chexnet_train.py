@@ -187,7 +187,7 @@ def test_predict_preprocesses_like_evaluation(trained, tmp_path):
 PAD = 16
 
 
-def _planted(tmp_path, per_class=4):
+def _planted(tmp_path, per_class=2):
     """Single-finding synthetic X-rays drawn at the stored size, then doubled and padded left and right
     (so predict's centre square is the drawing); {path: (class index, motif mask in file pixels)}."""
     from dataprep.chestxray14 import synthetic
@@ -205,8 +205,8 @@ def _planted(tmp_path, per_class=4):
 
 def test_grad_cam_points_at_the_planted_finding(trained, tmp_path):
     """The heatmap of the planted class peaks on its motif (dilated by half a 7x7-map cell) far more often
-    than a peak placed at random in the region the model sees would (measured on 2026-11-25: 35 of 56
-    against 5.7 by chance, after the fixture's 3 epochs)."""
+    than a peak placed at random in the region the model sees would (measured on 2026-11-25: 19 of 28
+    against 2.8 by chance, binomial p 3e-13, after the fixture's 3 epochs)."""
     from scipy.stats import binom
     planted = _planted(tmp_path)
     out, cam_dir = tmp_path / "pred.csv", tmp_path / "cams"
@@ -223,7 +223,7 @@ def test_grad_cam_points_at_the_planted_finding(trained, tmp_path):
         mask = planted[r["image"]][1]
         hits += bool(mask[int(float(r["peak_y"])), int(float(r["peak_x"]))])
         expected += mask[seen].mean()  # chance of a uniform random peak in the model's crop
-    assert hits >= 3 * expected and binom.sf(hits - 1, len(rows), expected / len(rows)) < 1e-6, (hits, expected)
+    assert hits >= 3 * expected and binom.sf(hits - 1, len(rows), expected / len(rows)) < 1e-5, (hits, expected)
     assert sorted(os.listdir(cam_dir)) == sorted(["cam.csv"] + [os.path.basename(p) for p in planted])
 
 

@@ -1,0 +1,44 @@
+"""What the benchmark scripts share: running the project's commands, MPI launch, the machine's facts.
+
+    from benchmarks.common import ROOT, sh, ranks_command, machine
+    sh(["bash", "write_tfrecords.sh", ...], log="/tmp/w.log")     # exits naming the log on failure
+    sh(ranks_command(2, ["-m", "segmentation.train", ...]), log, env=mpi_env())
+    machine()                                                     # CPU model, cores, versions
+"""
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def mpi_env():
+    # Open MPI refuses to start as root without these two; CI and these machines run as root.
+    return dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONPATH=ROOT)
+
+
+def ranks_command(ranks, python_args):
+    """``python ARGS`` on one process, or under ``mpirun -np N`` (ranks may outnumber cores)."""
+    if ranks == 1:
+        return [sys.executable, *python_args]
+    return [shutil.which("mpirun") or "mpirun", "-np", str(ranks), "--oversubscribe", sys.executable, *python_args]
+
+
+def sh(cmd, log=None, env=None):
+    """Run ``cmd`` in ROOT; its output goes to ``log`` (or nowhere), and a failure names the log."""
+    with open(log or os.devnull, "w") as fh:
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env or mpi_env()).returncode
+    if rc:
+        sys.exit(f"{' '.join(cmd)} exited {rc}" + (f"; see {log}" if log else ""))
+
+
+def machine():
+    import horovod
+    import tensorflow as tf
+    import tf_keras
+
+    from runtime.precision import cpu_facts
+    return {"cpu": cpu_facts().model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__, "horovod": horovod.__version__}

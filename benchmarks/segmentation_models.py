@@ -1,0 +1,301 @@
+"""Benchmark: FCN-8s, SegNet, U-Net and ResUNet++ trained for the same budget on the same split, in one table.
+
+    .venv/bin/python benchmarks/segmentation_models.py [--data-dir data/kvasir-seg/tfrecords] [--np 2] [--epochs 30]
+
+1. Data: the Kvasir-SEG TFRecords of --data-dir; without it, a synthetic
+   Kvasir-SEG made by the project's own three stages (--pairs frames at the
+   real frame sizes, records at --image-size) in --workdir.
+2. Training: ``segmentation.train`` on --np ranks, one run per network, each
+   with the same records, split, loss, augmentation, seed, batch, learning-rate
+   schedule and number of epochs (--preset, then --train-args). A run whose metrics.jsonl holds every epoch
+   is reused.
+3. Quality: ``segmentation.evaluate`` on --split with --checkpoint, by default
+   ``last.npz``, the weights at the end of the budget: the validation split
+   picks ``best.npz``, so it should not also grade it. Dice and IoU are per
+   image, with bootstrap 95% intervals.
+4. Speed: training images/s per rank is the median over epochs of the
+   trainer's own throughput record (warm-up steps excluded). Inference runs
+   here, on one process and all cores, in the checkpoint's precision, on
+   random images of the stored size: for each of --batches, --repeats timed
+   calls after 3 untimed ones, each ending in a host copy; latency
+   percentiles, and images/s = images / total time. Each batch size is an
+   ``inference`` record in the run's metrics.jsonl.
+5. Output, built only from the runs' metrics.jsonl (``--tables-only``
+   rebuilds it): <out>.md and <out>.csv (one row per network: parameters,
+   Dice, IoU, training images/s per rank, batch-1 latency, images/s at the
+   best batch) and <out>.png: the first --panels images of the split, their
+   true masks, then one row of predictions per network.
+
+Tiny check: ``--pairs 24 --image-size 32 --epochs 1 --np 1 --batches 1,2 --repeats 2 --out /tmp/seg``.
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.common import machine, ranks_command, sh  # noqa: E402  (needs ROOT on sys.path)
+from runtime.metrics import MetricsStream, read_events  # noqa: E402
+
+NAMES = {"fcn8s": "FCN-8s", "segnet": "SegNet", "unet": "U-Net", "resunetpp": "ResUNet++"}
+WARMUP_CALLS = 3
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default="", help="Kvasir-SEG TFRecords (default: a synthetic set in --workdir)")
+    p.add_argument("--pairs", type=int, default=1000, help="synthetic frame/mask pairs (default 1000, as the real set)")
+    p.add_argument("--image-size", type=int, default=128,
+                   help="synthetic records' side, a multiple of 32 (default 128)")
+    p.add_argument("--models", default="fcn8s,segnet,unet,resunetpp", help="networks, comma list (default: all four)")
+    p.add_argument("--np", type=int, default=2, help="training and evaluation ranks (default 2)")
+    p.add_argument("--epochs", type=int, default=30, help="the budget: epochs per network (default 30)")
+    p.add_argument("--per-rank-batch", type=int, default=8, help="images per rank per step (default 8)")
+    p.add_argument("--precision", default="auto", help="trainer --precision (default auto)")
+    p.add_argument("--preset", default=os.path.join(ROOT, "presets", "segmentation_demo.json"),
+                   help="trainer preset for every network; --models and --epochs override its model and epochs "
+                        "(default presets/segmentation_demo.json: BatchNorm momentum 0.9 for short runs)")
+    p.add_argument("--train-args", default="", help="more segmentation.train flags for every network, e.g. "
+                   "\"--loss dice --base-lr 3e-4\"")
+    p.add_argument("--split", default="val", help="split to grade (default val)")
+    p.add_argument("--checkpoint", default="last.npz", help="checkpoint to grade (default last.npz)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--batches", default="1,2,4,8,16,32", help="inference batch sizes (default 1,2,4,8,16,32)")
+    p.add_argument("--repeats", type=int, default=20, help="timed inference calls per batch size (default 20)")
+    p.add_argument("--panels", type=int, default=4, help="images in the panel PNG (default 4)")
+    p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "segmentation-models"),
+                   help="synthetic data and the runs; reused across invocations")
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "segmentation_models"),
+                   help="output path without extension: .md, .csv, .png, .json")
+    p.add_argument("--tables-only", action="store_true", help="rebuild the outputs from the runs' records")
+    args = p.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(args.models) - set(NAMES))
+    if unknown:
+        p.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    args.batches = [int(b) for b in args.batches.split(",")]
+    return args
+
+
+def make_data(args):
+    """The records to train on: --data-dir, or a synthetic Kvasir-SEG made by the three stages (once)."""
+    if args.data_dir:
+        return os.path.abspath(args.data_dir)
+    data = os.path.join(args.workdir, f"data-{args.pairs}-{args.image_size}")
+    tfrecords = os.path.join(data, "kvasir-seg", "tfrecords")
+    if not os.path.exists(os.path.join(tfrecords, "manifest.json")):
+        os.makedirs(args.workdir, exist_ok=True)
+        log = data + ".log"
+        for stage, extra in (("download_dataset.sh", ["--synthetic", str(args.pairs)]), ("extract_images.sh", []),
+                             ("write_tfrecords.sh", ["--image-size", str(args.image_size)])):
+            sh(["bash", stage, "--dataset", "kvasir-seg", "--out", data, *extra], f"{log}.{stage}")
+    return tfrecords
+
+
+def run_dir(args, model):
+    return os.path.join(args.workdir, "runs", model)
+
+
+def events(run, event):
+    path = os.path.join(run, "metrics.jsonl")
+    return read_events(path, event) if os.path.exists(path) else []
+
+
+def graded(args, run):
+    return [r for r in events(run, "eval") if r["split"] == args.split and r["checkpoint"] == args.checkpoint]
+
+
+def train_and_grade(args, tfrecords, model):
+    """Train ``model`` for the budget (unless its run already holds every epoch), then evaluate it once."""
+    run = run_dir(args, model)
+    os.makedirs(os.path.dirname(run), exist_ok=True)
+    if len(events(run, "epoch")) < args.epochs:
+        sh(ranks_command(args.np, [
+            "-m", "segmentation.train", "--preset", args.preset, "--model", model, "--data-dir", tfrecords,
+            "--runs-dir", os.path.dirname(run), "--run-name", model, "--epochs", str(args.epochs), "--per-rank-batch",
+            str(args.per_rank_batch), "--precision", args.precision, "--progress", "log", "--no-tensorboard",
+            *shlex.split(args.train_args), *(["--resume"] if os.path.exists(os.path.join(run, "last.npz")) else [])]),
+           run + ".train.log")
+    if not graded(args, run):
+        sh(ranks_command(args.np, ["-m", "segmentation.evaluate", "--run", run, "--split", args.split,
+                                   "--checkpoint", args.checkpoint, "--bootstrap", str(args.bootstrap)]),
+           run + ".eval.log")
+    return run
+
+
+def load(run, checkpoint_name):
+    """(model, stored size) of a run's checkpoint, in its precision."""
+    from segmentation import model as seg_model
+    from training import checkpoint, prediction
+    path = os.path.join(run, checkpoint_name)
+    state = prediction.read_checkpoint(argparse.Namespace(checkpoint=path, precision="checkpoint"))
+    model = seg_model.build_model(state["model"], state["stored_size"])
+    checkpoint.restore(path, model, with_optimizer=False)
+    return model, state["stored_size"]
+
+
+def time_inference(args, run, model_name):
+    """One ``inference`` record per batch size in the run's metrics.jsonl (replacing earlier ones)."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from runtime.precision import cpu_facts
+    from segmentation.model import count_params
+    model, size = load(run, args.checkpoint)
+    forward = tf.function(lambda x: model(x, training=False))
+    stream = MetricsStream(os.path.join(run, "metrics.jsonl"))
+    for batch in args.batches:
+        x = tf.random.stateless_uniform((batch, size, size, 3), seed=(batch, 0))
+        for _ in range(WARMUP_CALLS):
+            forward(x).numpy()
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            forward(x).numpy()  # the host copy ends the timed call
+            times.append(time.perf_counter() - t0)
+        p50, p90, p95, p99 = np.percentile(times, (50, 90, 95, 99))
+        stream.write("inference", model=model_name, batch=batch, image_size=size, checkpoint=args.checkpoint,
+                     repeats=args.repeats, warmup_calls=WARMUP_CALLS, images_per_s=batch * len(times) / sum(times),
+                     latency_mean_s=float(np.mean(times)), latency_p50_s=p50, latency_p90_s=p90,
+                     latency_p95_s=p95, latency_p99_s=p99, parameters=count_params(model),
+                     precision=keras.mixed_precision.global_policy().name, cpu_model=cpu_facts().model,
+                     cores=os.cpu_count())
+    keras.backend.clear_session()
+
+
+def latest_inference(run, checkpoint_name):
+    """{batch: record} of the last inference timing of ``checkpoint_name`` in the run."""
+    return {r["batch"]: r for r in events(run, "inference") if r["checkpoint"] == checkpoint_name}
+
+
+def summarise(args, model):
+    """One table row, from the run's metrics.jsonl only."""
+    run = run_dir(args, model)
+    config, epochs, ev = events(run, "config")[0], events(run, "epoch"), graded(args, run)[-1]
+    per_rank = [e["throughput"]["images_per_s"] / config["ranks"] for e in epochs if e.get("throughput")]
+    inference = latest_inference(run, args.checkpoint)
+    best = max(inference.values(), key=lambda r: r["images_per_s"])
+    one = inference.get(1, {})
+    return {"model": model, "name": NAMES[model], "parameters": best["parameters"], "epochs": len(epochs),
+            "ranks": config["ranks"], "image_size": best["image_size"], "split": args.split,
+            "images": ev["images"], "checkpoint": args.checkpoint,
+            "dice": ev["mean_dice"], "dice_ci": ev["mean_dice_ci"], "iou": ev["mean_iou"], "iou_ci": ev["mean_iou_ci"],
+            "train_images_per_s_per_rank": statistics.median(per_rank) if per_rank else None,
+            "train_time_s": sum(e["epoch_time_s"] for e in epochs),
+            "latency_b1_p50_ms": one.get("latency_p50_s", float("nan")) * 1e3,
+            "latency_b1_p90_ms": one.get("latency_p90_s", float("nan")) * 1e3,
+            "best_batch": best["batch"], "best_images_per_s": best["images_per_s"],
+            "precision": best["precision"], "cpu_model": best["cpu_model"]}
+
+
+COLUMNS = [  # (header, key, format)
+    ("network", "name", "s"), ("parameters", "parameters", ","), ("Dice", "dice", ".3f"),
+    ("Dice 95% CI", "dice_ci", "ci"), ("IoU", "iou", ".3f"), ("IoU 95% CI", "iou_ci", "ci"),
+    ("train images/s per rank", "train_images_per_s_per_rank", ".1f"), ("train time (s)", "train_time_s", ".0f"),
+    ("batch-1 latency p50 / p90 (ms)", ("latency_b1_p50_ms", "latency_b1_p90_ms"), "pair"),
+    ("inference images/s (best batch)", ("best_images_per_s", "best_batch"), "best"),
+]
+
+
+def cell(row, key, spec):
+    if spec == "ci":
+        return f"{row[key][0]:.3f}-{row[key][1]:.3f}"
+    if spec == "pair":
+        return f"{row[key[0]]:.1f} / {row[key[1]]:.1f}"
+    if spec == "best":
+        return f"{row[key[0]]:.1f} ({row[key[1]]})"
+    return "n/a" if row[key] is None else format(row[key], spec)
+
+
+def markdown(rows, meta):
+    first = rows[0]
+    lines = [f"{first['split']} split of {first['images']} images, {first['image_size']}x{first['image_size']}, "
+             f"{first['epochs']} epochs on {first['ranks']} rank(s), graded at {first['checkpoint']}; "
+             f"{meta['machine']['cpu']}, {meta['machine']['cores']} cores, {first['precision']}.", "",
+             "| " + " | ".join(c[0] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r, key, spec) for _, key, spec in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows):
+    keys = [k for k in rows[0] if k not in ("dice_ci", "iou_ci")] + ["dice_ci_low", "dice_ci_high", "iou_ci_low",
+                                                                        "iou_ci_high"]
+    out = [",".join(keys)]
+    for r in rows:
+        flat = dict(r, dice_ci_low=r["dice_ci"][0], dice_ci_high=r["dice_ci"][1], iou_ci_low=r["iou_ci"][0],
+                    iou_ci_high=r["iou_ci"][1])
+        out.append(",".join(str(flat[k]) for k in keys))
+    return "\n".join(out) + "\n"
+
+
+def panels_png(args, tfrecords, path):
+    """Rows: the split's first --panels images, their true masks, then each network's predicted masks."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import tf_keras as keras
+
+    from segmentation import data
+    from training.shards import Manifest
+    x, y, names = next(iter(data.eval_dataset(Manifest.load(tfrecords), args.split, 0, 1, args.panels)))
+    rows = [("image", x.numpy()), ("truth", y.numpy()[..., 0])]
+    for model_name in args.models:
+        model, _ = load(run_dir(args, model_name), args.checkpoint)
+        rows.append((NAMES[model_name], model.predict(x, verbose=0)[..., 0] > 0))
+        keras.backend.clear_session()
+    fig, axes = plt.subplots(len(rows), len(x), figsize=(2.2 * len(x), 2.2 * len(rows)), squeeze=False)
+    for r, (label, shown) in enumerate(rows):
+        for c in range(len(x)):
+            axes[r][c].imshow(shown[c], cmap=None if shown.ndim == 4 else "gray", vmin=0, vmax=1)
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+            if c == 0:
+                axes[r][c].set_ylabel(label)
+            if r == 0:
+                axes[r][c].set_title(names[c].numpy().decode()[:14], fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_outputs(args, tfrecords, meta):
+    rows = [summarise(args, m) for m in args.models]
+    with open(args.out + ".md", "w", encoding="utf-8") as fh:
+        fh.write(markdown(rows, meta))
+    with open(args.out + ".csv", "w", encoding="utf-8") as fh:
+        fh.write(csv_text(rows))
+    with open(args.out + ".json", "w", encoding="utf-8") as fh:
+        json.dump({**meta, "rows": rows}, fh, indent=2)
+    panels_png(args, tfrecords, args.out + ".png")
+    print(markdown(rows, meta), flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tfrecords = make_data(args)
+    meta_path = args.out + ".json"
+    if args.tables_only:
+        with open(meta_path, encoding="utf-8") as fh:
+            meta = {k: v for k, v in json.load(fh).items() if k != "rows"}
+    else:
+        meta = {"command": " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
+                "date": time.strftime("%Y-%m-%d"), "data": tfrecords, "machine": machine()}
+        for i, model in enumerate(args.models, 1):
+            t0 = time.perf_counter()
+            print(f"[{i}/{len(args.models)}] {NAMES[model]}: training and grading", flush=True)
+            run = train_and_grade(args, tfrecords, model)
+            time_inference(args, run, model)
+            print(f"[{i}/{len(args.models)}] {NAMES[model]}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    write_outputs(args, tfrecords, meta)
+
+
+if __name__ == "__main__":
+    main()
