@@ -1,5 +1,8 @@
 """What the benchmark scripts share: running the project's commands, MPI launch, the machine's facts.
 
+(segmentation_models.py uses it; the older scripts still carry copies of ``sh`` and
+``machine`` to move here.)
+
     from benchmarks.common import ROOT, sh, ranks_command, machine
     sh(["bash", "write_tfrecords.sh", ...], log="/tmp/w.log")     # exits naming the log on failure
     sh(ranks_command(2, ["-m", "segmentation.train", ...]), log, env=mpi_env())

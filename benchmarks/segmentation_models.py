@@ -116,14 +116,15 @@ def train_and_grade(args, tfrecords, model):
     """Train ``model`` for the budget (unless its run already holds every epoch), then evaluate it once."""
     run = run_dir(args, model)
     os.makedirs(os.path.dirname(run), exist_ok=True)
-    if len(events(run, "epoch")) < args.epochs:
+    trained = len(events(run, "epoch")) < args.epochs
+    if trained:
         sh(ranks_command(args.np, [
             "-m", "segmentation.train", "--preset", args.preset, "--model", model, "--data-dir", tfrecords,
             "--runs-dir", os.path.dirname(run), "--run-name", model, "--epochs", str(args.epochs), "--per-rank-batch",
             str(args.per_rank_batch), "--precision", args.precision, "--progress", "log", "--no-tensorboard",
             *shlex.split(args.train_args), *(["--resume"] if os.path.exists(os.path.join(run, "last.npz")) else [])]),
            run + ".train.log")
-    if not graded(args, run):
+    if trained or not graded(args, run):  # new weights need a new grade
         sh(ranks_command(args.np, ["-m", "segmentation.evaluate", "--run", run, "--split", args.split,
                                    "--checkpoint", args.checkpoint, "--bootstrap", str(args.bootstrap)]),
            run + ".eval.log")
@@ -142,7 +143,7 @@ def load(run, checkpoint_name):
 
 
 def time_inference(args, run, model_name):
-    """One ``inference`` record per batch size in the run's metrics.jsonl (replacing earlier ones)."""
+    """One ``inference`` record per batch size in the run's metrics.jsonl (the table takes the latest)."""
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras
@@ -171,9 +172,10 @@ def time_inference(args, run, model_name):
     keras.backend.clear_session()
 
 
-def latest_inference(run, checkpoint_name):
-    """{batch: record} of the last inference timing of ``checkpoint_name`` in the run."""
-    return {r["batch"]: r for r in events(run, "inference") if r["checkpoint"] == checkpoint_name}
+def latest_inference(run, checkpoint_name, batches):
+    """{batch: record} of the last inference timing of ``checkpoint_name`` at each of ``batches``."""
+    return {r["batch"]: r for r in events(run, "inference")
+            if r["checkpoint"] == checkpoint_name and r["batch"] in batches}
 
 
 def summarise(args, model):
@@ -181,7 +183,7 @@ def summarise(args, model):
     run = run_dir(args, model)
     config, epochs, ev = events(run, "config")[0], events(run, "epoch"), graded(args, run)[-1]
     per_rank = [e["throughput"]["images_per_s"] / config["ranks"] for e in epochs if e.get("throughput")]
-    inference = latest_inference(run, args.checkpoint)
+    inference = latest_inference(run, args.checkpoint, args.batches)
     best = max(inference.values(), key=lambda r: r["images_per_s"])
     one = inference.get(1, {})
     return {"model": model, "name": NAMES[model], "parameters": best["parameters"], "epochs": len(epochs),

@@ -1,7 +1,8 @@
 """Grad-CAM heatmaps of the CheXNet model, placed back on the X-ray they came from.
 
     layer = feature_layer(model)                        # deepest DenseNet block output at least 7x7
-    maps = grad_cam(model, x, class_ids, layer)         # (N, K, h, w) in [0, 1]
+    probe = probe_model(model, layer)                   # once: (features, logits)
+    maps = grad_cam(probe, x, class_ids)                # (N, K, h, w) in [0, 1]
     heat, box = place(maps[0, 0], crop, stored_size, original.shape[:2])
     x, y = peak(heat, box)                              # pixel of the original image
     draw_panel("out.png", original, [(heat, box, "Cardiomegaly", 0.93)])
@@ -35,12 +36,20 @@ def feature_layer(model, min_side=MIN_SIDE):
     return usable[-1] if usable else BLOCK_OUTPUTS[0]
 
 
-def grad_cam(model, x, class_ids, layer):
+def probe_model(model, layer):
+    """The model with a second output: ``layer``'s feature map (refused unless it is one)."""
+    output = model.get_layer(layer).output
+    if len(output.shape) != 4:
+        raise ValueError(f"layer {layer} gives {tuple(output.shape)}, not a feature map (N, h, w, channels)")
+    return keras.Model(model.input, [output, model.output])
+
+
+def grad_cam(probe, x, class_ids):
     """(N, K, h, w) float32 heatmaps in [0, 1] of ``class_ids`` (N, K) for the batch ``x``.
 
-    Each map is scaled by its own maximum; a map with no positive evidence is all zero.
+    ``probe``: probe_model(model, layer). Each map is scaled by its own maximum;
+    a map with no positive evidence is all zero.
     """
-    probe = keras.Model(model.input, [model.get_layer(layer).output, model.output])
     class_ids = tf.constant(np.asarray(class_ids, np.int32))
     with tf.GradientTape(persistent=True) as tape:
         features, logits = probe(x, training=False)
@@ -97,7 +106,7 @@ def draw_panel(path, image, panels, alpha=0.45):
     gray = image if image.ndim == 2 else image[..., :3].mean(axis=-1)
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     for ax, (heat, box, name, prob) in zip(axes[0], panels):
-        ax.imshow(gray, cmap="gray")
+        ax.imshow(gray, cmap="gray", extent=(0, gray.shape[1], gray.shape[0], 0))  # pixel edges, as the box
         ax.imshow(heat, cmap="jet", alpha=alpha, vmin=0, vmax=1, extent=(box[0], box[2], box[3], box[1]))
         ax.plot(*peak(heat, box), marker="+", color="white", markersize=12, mew=2)
         ax.set_xlim(0, gray.shape[1])

@@ -19,6 +19,7 @@ probability in the title, the heatmap's peak marked) and ``cam/cam.csv``
 (image, pathology, probability, peak x and y in the image's own pixels,
 the layer used).
 """
+import contextlib
 import os
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
@@ -48,7 +49,7 @@ def main(argv=None):
     checkpoint.restore(args.checkpoint, model, with_optimizer=False)
     cams = CamWriter(args, model, state) if args.cam else None
     good, bad = prediction.read_images(args.images)
-    with open(args.out, "w", encoding="utf-8") as fh:
+    with open(args.out, "w", encoding="utf-8") as fh, cams or contextlib.nullcontext():
         fh.write("image," + ",".join(state["classes"]) + "\n")
         for start in range(0, len(good), args.batch):
             chunk = good[start:start + args.batch]
@@ -59,8 +60,6 @@ def main(argv=None):
                 fh.write(path + "," + ",".join(f"{v:.9g}" for v in p) + "\n")
             if cams:
                 cams.write(chunk, x, probs)
-    if cams:
-        cams.close()
     prediction.finish(f"wrote {len(good)} predictions to {args.out}" +
                       (f" and {len(good)} Grad-CAM panels to {cams.out_dir}" if cams else ""), bad)
 
@@ -83,7 +82,7 @@ class CamWriter:
     def __init__(self, args, model, state):
         from chexnet import cam
         from runtime.errors import UserError
-        self.model, self.crop, self.stored = model, state["crop"], state["stored_size"]
+        self.crop, self.stored = state["crop"], state["stored_size"]
         self.classes = list(state["classes"])
         self.chosen = [c.strip() for c in args.cam_classes.split(",") if c.strip()]
         unknown = [c for c in self.chosen if c not in self.classes]
@@ -93,16 +92,25 @@ class CamWriter:
         if not 1 <= args.cam_top_k <= len(self.classes):
             raise UserError(f"--cam-top-k {args.cam_top_k}: choose 1 to {len(self.classes)}")
         self.top_k = args.cam_top_k
-        names = [layer.name for layer in model.layers]
-        if args.cam_layer != "auto" and args.cam_layer not in names:
-            raise UserError(f"--cam-layer {args.cam_layer!r} is not a layer of the model; try auto or one of "
-                            f"{', '.join(cam.BLOCK_OUTPUTS)}")
+        maps = [layer.name for layer in model.layers if len(layer.output.shape) == 4]
+        if args.cam_layer != "auto" and args.cam_layer not in maps:
+            raise UserError(f"--cam-layer {args.cam_layer!r} is not a feature-map layer of the model; try auto "
+                            f"or one of {', '.join(cam.BLOCK_OUTPUTS)}")
         self.layer = cam.feature_layer(model) if args.cam_layer == "auto" else args.cam_layer
+        self.probe = cam.probe_model(model, self.layer)
         self.out_dir = args.cam_dir or os.path.join(os.path.dirname(os.path.abspath(args.out)), "cam")
         os.makedirs(self.out_dir, exist_ok=True)
+        self.csv = None  # opened by __enter__, closed by __exit__ however prediction ends
+        self.taken = set()
+
+    def __enter__(self):
         self.csv = open(os.path.join(self.out_dir, "cam.csv"), "w", encoding="utf-8")
         self.csv.write("image,pathology,probability,peak_x,peak_y,layer\n")
-        self.taken = set()
+        return self
+
+    def __exit__(self, *exc):
+        self.csv.close()
+        return False
 
     def class_ids(self, probs):
         import numpy as np
@@ -113,7 +121,7 @@ class CamWriter:
     def write(self, chunk, x, probs):
         from chexnet import cam
         ids = self.class_ids(probs)
-        maps = cam.grad_cam(self.model, x, ids, self.layer)
+        maps = cam.grad_cam(self.probe, x, ids)
         for (path, image), row, p, per_class in zip(chunk, ids, probs, maps):
             panels = []
             for k, m in zip(row, per_class):
@@ -123,9 +131,6 @@ class CamWriter:
                 panels.append((heat, box, self.classes[k], p[k]))
             cam.draw_panel(self.panel_path(path), image, panels)
         self.csv.flush()
-
-    def close(self):
-        self.csv.close()
 
     def panel_path(self, image_path):
         """<cam-dir>/<name>.png; a second image of the same name (another folder) gets _2, _3..."""

@@ -8,8 +8,10 @@
 
 Three kinds of range show up on the timeline, domain "medimg":
 - ``train step E:S``: each batch of ``fit``, pushed and popped on the Python thread;
-- ``decode+augment``: each record's parse in the tf.data pipeline, started and
-  ended as process-wide ranges (records are parsed on several threads at once);
+- ``decode+augment``: each training record's parse in the tf.data pipeline,
+  started and ended as process-wide ranges (records are parsed on several
+  threads at once); a record still in flight when the pipeline is torn down
+  (the end of a benchmark, a stop) keeps its range open;
 - Horovod's own per-collective ranges (horovod 0.28.1 carries them), left on
   with --nvtx and switched off otherwise (``HOROVOD_DISABLE_NVTX_RANGES``,
   runtime.distributed), as the flag's "off by default" promises.
@@ -72,18 +74,23 @@ def annotate(parse, name):
 
 
 class StepRanges(keras.callbacks.Callback):
-    """A range around each training batch, named by epoch and step (1-based)."""
+    """A range around each training batch, named by epoch and step (1-based).
 
-    def __init__(self):
+    Put it first among the callbacks: its range then closes before the others'
+    batch-end work (the stop-flag allreduce, checkpoints), which may raise.
+    ``initial_step``: batches of the first epoch already trained (a mid-epoch resume).
+    """
+
+    def __init__(self, initial_step=0):
         super().__init__()
-        self.epoch = 0
+        self.epoch, self.offset, self.pending_offset = 0, 0, initial_step
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch + 1
+        self.epoch, self.offset, self.pending_offset = epoch + 1, self.pending_offset, 0
 
     def on_train_batch_begin(self, batch, logs=None):
         if _domain is not None:
-            _domain.push_range(message=f"train step {self.epoch}:{batch + 1}")
+            _domain.push_range(message=f"train step {self.epoch}:{self.offset + batch + 1}")
 
     def on_train_batch_end(self, batch, logs=None):
         if _domain is not None:

@@ -160,8 +160,14 @@ def resunetpp(size, channels=3, filters=(16, 32, 64, 128, 256)):
     return keras.Model(inputs, _logits(x), name="resunetpp")
 
 
+def _vgg_block(x, filters, convs):
+    for _ in range(convs):
+        x = conv_bn_relu(x, filters)
+    return x
+
+
 def _double_conv(x, filters):
-    return conv_bn_relu(conv_bn_relu(x, filters), filters)
+    return _vgg_block(x, filters, 2)
 
 
 def unet(size, channels=3, filters=(32, 64, 128, 256, 512)):
@@ -183,12 +189,6 @@ def unet(size, channels=3, filters=(32, 64, 128, 256, 512)):
         x = L.Conv2DTranspose(width, 2, strides=2, padding="same")(x)  # the paper's 2x2 up-convolution
         x = _double_conv(L.Concatenate()([skip, x]), width)
     return keras.Model(inputs, _logits(x), name="unet")
-
-
-def _vgg_block(x, filters, convs):
-    for _ in range(convs):
-        x = conv_bn_relu(x, filters)
-    return x
 
 
 VGG16_CONVS = (2, 2, 3, 3, 3)  # 3x3 convolutions per block: 13 in all
@@ -229,12 +229,19 @@ def fcn8s(size, channels=3, filters=(32, 64, 128, 256, 256), fc=1024, dropout=0.
 class PoolSwitch(L.Layer):
     """1 where a 2x2 max-pooling window took its maximum, else 0 (SegNet's pooling indices).
 
-    A tie in a window marks every tied position; in learned float features ties are rare.
+    One position per window: of tied maxima (common after ReLU, where whole windows
+    are 0, and in bfloat16) the first in row-major order, as an argmax would pick.
     """
 
     def call(self, x):
-        pooled = tf.nn.max_pool2d(x, 2, 2, "VALID")
-        return tf.cast(tf.equal(x, tf.repeat(tf.repeat(pooled, 2, axis=1), 2, axis=2)), x.dtype)
+        n, h, w, c = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2], x.shape[-1]
+        # (n, h/2, 2, w/2, 2, c) -> (n, h/2, w/2, c, 4): each window's four values last, row-major.
+        windows = tf.reshape(tf.transpose(tf.reshape(x, [n, h // 2, 2, w // 2, 2, c]), [0, 1, 3, 5, 2, 4]),
+                             [n, h // 2, w // 2, c, 4])
+        is_max = tf.equal(windows, tf.reduce_max(windows, axis=-1, keepdims=True))
+        first = is_max & tf.equal(tf.cumsum(tf.cast(is_max, tf.int32), axis=-1), 1)
+        mask = tf.reshape(tf.cast(first, x.dtype), [n, h // 2, w // 2, c, 2, 2])
+        return tf.reshape(tf.transpose(mask, [0, 1, 4, 2, 5, 3]), [n, h, w, c])
 
 
 def segnet(size, channels=3, filters=(32, 64, 128, 256, 256)):

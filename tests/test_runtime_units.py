@@ -231,6 +231,18 @@ def test_nvtx_ranges_cover_every_record_parsed_and_every_train_step():
     assert recorder.closed == ["decode+augment"] * 24
     assert recorder.steps == [f"train step {e}:{s}" for e in (1, 2) for s in (1, 2, 3)]
     assert nvtx.annotate(parse, "x") is parse  # off: the function itself, no cost
+    resumed = nvtx.StepRanges(initial_step=2)  # a mid-epoch resume names the steps of the whole epoch
+    try:
+        nvtx.enable(True, domain=recorder)
+        recorder.steps.clear()
+        for epoch, batches in ((1, 1), (2, 2)):
+            resumed.on_epoch_begin(epoch)
+            for b in range(batches):
+                resumed.on_train_batch_begin(b)
+                resumed.on_train_batch_end(b)
+    finally:
+        nvtx.enable(False)
+    assert recorder.steps == ["train step 2:3", "train step 3:1", "train step 3:2"]
 
 
 def test_nvtx_flag_without_the_package_is_a_one_line_error(monkeypatch):

@@ -106,6 +106,10 @@ def test_segnet_unpooling_puts_each_value_where_the_encoder_took_its_maximum():
     x = np.array([[1, 5, 0, 2], [3, 4, 9, 1], [8, 0, 1, 1], [2, 7, 3, 6]], np.float32)[None, ..., None]
     switch = PoolSwitch()(x).numpy()[0, ..., 0]
     assert switch.tolist() == [[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
+    # Ties (an all-zero window after ReLU; equal values): one position, the first in row-major order.
+    ties = np.array([[0, 0, 2, 1], [0, 0, 2, 2], [3, 1, 5, 5], [3, 3, 5, 5]], np.float32)[None, ..., None]
+    assert PoolSwitch()(np.concatenate([ties, 1 - ties], -1)).numpy()[0, ..., 0].tolist() == \
+        [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
 
 
 def test_fcn_upsampling_starts_as_bilinear_interpolation():

@@ -32,7 +32,7 @@ def time_steps(cfg, ctx, run, model, dataset, input_kind, **settings):
     """Time ``benchmark_steps`` steps of ``dataset`` after ``throughput_warmup_steps``; no validation."""
     meter = callbacks.Throughput(cfg.per_rank_batch, cfg.throughput_warmup_steps)
     model.fit(dataset, epochs=1, steps_per_epoch=total_steps(cfg), verbose=0,
-              callbacks=[callbacks.BroadcastInitialState(), meter] + ([nvtx.StepRanges()] if cfg.nvtx else []))
+              callbacks=([nvtx.StepRanges()] if cfg.nvtx else []) + [callbacks.BroadcastInitialState(), meter])
     record = dict(meter.last or {}, input=input_kind, **settings, per_rank_batch=cfg.per_rank_batch,
                   global_batch=cfg.per_rank_batch * ctx.size, precision=ctx.precision.policy, xla=cfg.xla,
                   fp16_allreduce=cfg.fp16_allreduce, cpu_model=ctx.cpu_model)

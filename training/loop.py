@@ -141,8 +141,8 @@ def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor
                                          epoch_end=epoch_end, initial_step=first_step)
     hooks.callbacks.append(interrupt.StepCheckpoints(run, saver, requests, steps, cfg.checkpoint_every_steps,
                                                      cfg.epochs, resumed_at=(first_epoch, first_step)))
-    if cfg.nvtx:
-        hooks.callbacks.append(nvtx.StepRanges())
+    if cfg.nvtx:  # first: its range closes before the stop allreduce and checkpoints of the batch end
+        hooks.callbacks.insert(0, nvtx.StepRanges(initial_step=first_step))
     with timeline(cfg, ctx, run):
         if first_step and first_epoch < cfg.epochs:
             # Keras gives every epoch of a fit call the same steps: the rest of a
