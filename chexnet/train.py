@@ -16,7 +16,7 @@ MONITOR = "val_mean_auc"  # picks best.npz and drives the plateau schedule (CheX
 
 @main_guard
 def main(argv=None):
-    cfg, ctx, log, manifest, steps = loop.start(CheXNetConfig, argv, "chexnet")
+    cfg, ctx, log, manifest = loop.start(CheXNetConfig, argv, "chexnet")
     import tf_keras as keras
     from chexnet import data, losses, model as cx_model, validation
     from training import benchmark
@@ -31,21 +31,26 @@ def main(argv=None):
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
     model.compile(optimizer, losses.weighted_bce(w_pos, w_neg), jit_compile=ctx.jit_compile)
 
-    def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
-        return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.crop, cfg.seed,
-                                  first_epoch, epochs, steps, cfg.shuffle_buffer, first_step)
+    def train_input(ctx):
+        steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch) if manifest else None
+
+        def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
+            return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.crop, cfg.seed,
+                                      first_epoch, epochs, steps, cfg.shuffle_buffer, first_step)
+        return steps, train_data
 
     if cfg.benchmark:
-        return benchmark.run_benchmark(cfg, ctx, run, model, steps, train_data, (cfg.crop, cfg.crop, 3),
+        return benchmark.run_benchmark(cfg, ctx, run, model, *train_input(ctx), (cfg.crop, cfg.crop, 3),
                                        (len(classes),), crop=cfg.crop, network="densenet121")
 
-    val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch, cfg.crop)
-    validator = validation.WholeSplitAUC(val_ds, manifest.images("val"), classes, w_pos, w_neg)
+    def validators(ctx):
+        val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch, cfg.crop)
+        return [validation.WholeSplitAUC(val_ds, manifest.images("val"), classes, w_pos, w_neg)]
+
     model_info = {"classes": classes, "stored_size": manifest.stored_size, "crop": cfg.crop,
                   "output": cx_model.OUTPUT_KIND}
-    loop.fit(cfg, ctx, run, model, steps, train_data, [validator], model_info, MONITOR, "max",
+    loop.fit(cfg, ctx, run, model, train_input, validators, model_info, MONITOR, "max",
              columns=[("val mean AUC", MONITOR, ".4f")])
-
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,10 @@ import math
 import os
 
 import horovod.tensorflow as hvd
+import horovod.tensorflow.elastic as hvd_elastic
 import horovod.tensorflow.keras as hvd_keras
+from horovod.common.elastic import run_fn
+from horovod.common.exceptions import HorovodInternalError
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -112,6 +115,9 @@ def init(cfg):
     if getattr(cfg, "timeline", False):  # a trainer flag (evaluation has none)
         # The run folder is named after init: start the timeline later, there (start_timeline).
         os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"
+    if getattr(cfg, "elastic", False) and os.environ.get("HOROVOD_ELASTIC") != "1":
+        raise UserError("--elastic needs an elastic launch: horovodrun --min-np N --max-np M "
+                        "--host-discovery-script FILE (Gloo); without it, drop --elastic")
     hvd.init()
     setup_logging(hvd.rank())
     if cfg.xla and hvd.size() > 1:
@@ -132,6 +138,50 @@ def init(cfg):
     return Context(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
                    local_size=hvd.local_size(), intra_op_threads=intra, device=device,
                    precision=choice, jit_compile=cfg.xla, cpu_model=cpu.model)
+
+
+def refresh(ctx):
+    """``ctx`` with this process's rank and size now: an elastic job renumbers its ranks on every reset."""
+    return dataclasses.replace(ctx, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
+                               local_size=hvd.local_size())
+
+
+def elastic_state(model, **attrs):
+    """Horovod's in-memory state of an elastic run: the model's and optimizer's variables plus ``attrs``.
+
+    ``commit()`` keeps a copy (and raises HostsUpdatedInterrupt on every rank when workers came or
+    went); after a lost worker the survivors go back to the last copy; on every (re)start rank 0's
+    state is broadcast, so a new worker starts from it. The optimizer is built first: its slots must
+    exist on every rank, or the broadcast pairs up different variables."""
+    model.optimizer.build(model.trainable_variables)
+    return hvd_elastic.TensorFlowKerasState(model, **attrs)
+
+
+def run_elastic(func):
+    """``func(state)`` again on the new set of workers after each reset, until it returns.
+
+    Horovod's own decorator knows a lost peer only by the op names of its
+    allreduce, allgather and broadcast; the grouped allreduce (BatchNorm
+    averaging) and the eager collectives of the callbacks fail with other
+    names. Any TensorFlow error of a Horovod op counts as a lost peer here."""
+    def wrapper(state):
+        try:
+            return func(state)
+        except tf.errors.OpError as err:
+            if "Horovod" not in (err.message or ""):
+                raise
+            log.info("elastic: a collective failed (%s): back to the last commit, then a new rendezvous",
+                     (err.message or "").splitlines()[0][:200])
+            raise HorovodInternalError(err) from err
+    return run_fn(wrapper, _elastic_reset)
+
+
+def _elastic_reset():
+    # A new rendezvous: ranks and size come from the workers that are left (or added).
+    hvd.shutdown()
+    log.info("elastic: shut down; waiting for the new rendezvous")
+    hvd.init()
+    log.info("elastic: rank %d of %d after the rendezvous", hvd.rank(), hvd.size())
 
 
 def scaled_lr(base_lr, size, rule="linear"):

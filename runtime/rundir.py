@@ -44,17 +44,23 @@ class RunDir:
 
     @classmethod
     def create(cls, cfg, ctx, prefix, resume=False):
-        """The run folder. A new run refuses an existing folder; ``resume`` requires one."""
+        """The run folder. A new run refuses an existing folder; ``resume`` requires one.
+
+        An elastic run (``cfg.elastic``, a given --run-name) continues its folder if it exists, and
+        decides it without a collective: a worker that joins later runs this too (training.elastic)."""
+        elastic = getattr(cfg, "elastic", False)
         name = cfg.run_name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-        name = distributed.broadcast_object(name)
-        path = os.path.join(cfg.runs_dir, name)
-        # Rank 0 decides and tells the others: it creates the folder, and a rank
-        # that looked after that would take the new run for an old one.
-        exists = distributed.broadcast_object(os.path.isfile(os.path.join(path, "metrics.jsonl")))
-        if exists and not resume:
-            raise UserError(f"{path} already holds a run: pick another --run-name, or pass --resume to continue it")
-        if resume and not exists:
-            raise UserError(f"{path} holds no run to resume: check --run-name and --runs-dir")
+        path = os.path.join(cfg.runs_dir, name if elastic else distributed.broadcast_object(name))
+        exists = os.path.isfile(os.path.join(path, "metrics.jsonl"))
+        if not elastic:
+            # Rank 0 decides and tells the others: it creates the folder, and a rank
+            # that looked after that would take the new run for an old one.
+            exists = distributed.broadcast_object(exists)
+            if exists and not resume:
+                raise UserError(f"{path} already holds a run: pick another --run-name, or pass --resume to "
+                                f"continue it")
+            if resume and not exists:
+                raise UserError(f"{path} holds no run to resume: check --run-name and --runs-dir")
         run = cls(path, ctx)
         if ctx.is_chief:
             os.makedirs(path, exist_ok=True)

@@ -16,7 +16,7 @@ MONITOR = "val_dice"  # picks best.npz and drives the plateau schedule
 
 @main_guard
 def main(argv=None):
-    cfg, ctx, log, manifest, steps = loop.start(SegmentationConfig, argv, "segmentation")
+    cfg, ctx, log, manifest = loop.start(SegmentationConfig, argv, "segmentation")
     import tf_keras as keras
     from segmentation import data, losses, model as seg_model, validation
     from training import benchmark
@@ -30,20 +30,25 @@ def main(argv=None):
     model.compile(optimizer, loss, jit_compile=ctx.jit_compile)
     log.info("%s: %d parameters at %dx%d", cfg.model, seg_model.count_params(model), size, size)
 
-    def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
-        return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.seed, first_epoch,
-                                  epochs, steps, cfg.shuffle_buffer, first_step)
+    def train_input(ctx):
+        steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch) if manifest else None
+
+        def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
+            return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.seed, first_epoch,
+                                      epochs, steps, cfg.shuffle_buffer, first_step)
+        return steps, train_data
 
     if cfg.benchmark:
-        return benchmark.run_benchmark(cfg, ctx, run, model, steps, train_data, (size, size, 3), (size, size, 1),
+        return benchmark.run_benchmark(cfg, ctx, run, model, *train_input(ctx), (size, size, 3), (size, size, 1),
                                        image_size=size, network=cfg.model)
 
-    val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch)
-    validator = validation.WholeSplitDice(val_ds, manifest.images("val"), loss)
-    model_info = {"model": cfg.model, "stored_size": size, "output": seg_model.OUTPUT_KIND, "loss": cfg.loss}
-    loop.fit(cfg, ctx, run, model, steps, train_data, [validator], model_info, MONITOR, "max",
-             columns=[("val Dice", "val_dice", ".4f"), ("val IoU", "val_iou", ".4f")])
+    def validators(ctx):
+        val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch)
+        return [validation.WholeSplitDice(val_ds, manifest.images("val"), loss)]
 
+    model_info = {"model": cfg.model, "stored_size": size, "output": seg_model.OUTPUT_KIND, "loss": cfg.loss}
+    loop.fit(cfg, ctx, run, model, train_input, validators, model_info, MONITOR, "max",
+             columns=[("val Dice", "val_dice", ".4f"), ("val IoU", "val_iou", ".4f")])
 
 if __name__ == "__main__":
     main()

@@ -113,6 +113,7 @@ class CheckpointSaver(keras.callbacks.Callback):
         self.best = best if best is not None else (-math.inf if mode == "max" else math.inf)
         self.model_info = model_info
         self.last_written = None  # (epochs done, step) of the last last.npz this run wrote
+        self.last_state = None    # and its state
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor, float("nan"))
@@ -129,5 +130,5 @@ class CheckpointSaver(keras.callbacks.Callback):
         state = {"epoch": epochs_done, "step": step, "lr": lr, "best": self.best, "monitor": self.monitor,
                  "plateau": self.plateau.state(), **self.model_info}
         self.run.save_atomic("last.npz", lambda tmp: save(tmp, self.model, state))
-        self.last_written = (epochs_done, step)
+        self.last_written, self.last_state = (epochs_done, step), state
         return state

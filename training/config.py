@@ -39,6 +39,9 @@ class TrainConfig(RuntimeConfig):
                                    "rank ends itself, and so the job: a frozen peer would hang it; 0: never")
     checkpoint_every_steps: int = field(0, "also write last.npz every N steps within an epoch, resumed at the "
                                         "exact step (0: at epoch ends only; a stop signal always writes one)")
+    elastic: bool = field(False, "elastic training under horovodrun --min-np/--max-np --host-discovery-script "
+                          "(Gloo): a lost worker leaves the others training from the last commit (each "
+                          "checkpoint), added workers join at the next one; needs --run-name (training.elastic)")
     tensorboard: bool = field(True, "write TensorBoard logs to <run>/tensorboard (rank 0)")
     timeline: bool = field(False, "record Horovod's timeline of collectives to <run>/horovod_timeline.json "
                            "(rank 0; Chrome-trace JSON, open in chrome://tracing or Perfetto)")
@@ -72,6 +75,8 @@ class TrainConfig(RuntimeConfig):
             self.profile_range()  # a bad value is refused before any work
             if not self.tensorboard:
                 raise UserError("--profile-steps writes into the TensorBoard folder: drop --no-tensorboard")
+        if self.elastic and not self.run_name:
+            raise UserError("--elastic needs --run-name: a worker that joins later must find the run's folder")
         if self.resume and not self.run_name:
             raise UserError("--resume needs --run-name: the run folder whose last checkpoint to continue")
         if not self.data_dir and not (self.benchmark and self.synthetic_input):

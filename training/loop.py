@@ -1,14 +1,15 @@
 """The training loop every trainer shares: start-up, resume, the callbacks in order, ``fit``, the tables.
 
-    cfg, ctx, log, manifest, steps = start(CheXNetConfig, argv, "chexnet")   # None, None for random input
-    fit(cfg, ctx, run, model, steps, train_data=lambda first_epoch: dataset,
-        validators=[WholeSplitAUC(...)], model_info={"classes": ..., "crop": ...},
+    cfg, ctx, log, manifest = start(CheXNetConfig, argv, "chexnet")   # manifest None for random input
+    fit(cfg, ctx, run, model, train_input=lambda ctx: (steps, lambda first_epoch, ...: dataset),
+        validators=lambda ctx: [WholeSplitAUC(...)], model_info={"classes": ..., "crop": ...},
         monitor="val_mean_auc", mode="max", columns=[("val mean AUC", "val_mean_auc", ".4f")])
 
-``model`` is compiled with the distributed optimizer. ``train_data(first_epoch,
-epochs, first_step)`` gives the batches from ``first_epoch`` (less its first
+``model`` is compiled with the distributed optimizer. ``train_input(ctx)``
+gives the steps per epoch on ``ctx``'s ranks and ``train_data(first_epoch,
+epochs, first_step)``, the batches from ``first_epoch`` (less its first
 ``first_step`` batches) to ``epochs - 1``: where a resumed run starts.
-``validators`` are callbacks that add the validation figures to the epoch
+``validators(ctx)`` are callbacks that add the validation figures to the epoch
 logs; the plateau schedule and the checkpoints act on ``monitor`` after them,
 then the epoch record is written (runtime.callbacks); last, the mid-epoch
 checkpoints and the agreed stop on a signal (training.interrupt).
@@ -33,7 +34,7 @@ def start(config_cls, argv, name):
     """Every trainer's first step: the flags, the runtime (Horovod, threads, precision), the manifest
     and the steps per epoch, checked before any run folder exists (a bad input leaves none behind).
 
-    The manifest and steps are None for ``--benchmark --synthetic-input``: random tensors need no data set.
+    The manifest is None for ``--benchmark --synthetic-input``: random tensors need no data set.
     """
     cfg = parse_args(config_cls, argv)
     ctx = distributed.init(cfg)
@@ -47,13 +48,13 @@ def start(config_cls, argv, name):
         # start-up has collectives too (the run folder's name, the resumed state).
         watchdog.start(cfg.stall_timeout_s, "training")
     if cfg.benchmark and cfg.synthetic_input:
-        return cfg, ctx, trainer_log, None, None
+        return cfg, ctx, trainer_log, None
     manifest = Manifest.load(cfg.data_dir)
-    steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)
+    manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)  # too few images for the ranks stop here
     manifest.check_records("train")  # a missing or truncated shard, or other sizes, stop the run here
     if not cfg.benchmark:
         manifest.files("val")  # so does a missing validation split
-    return cfg, ctx, trainer_log, manifest, steps
+    return cfg, ctx, trainer_log, manifest
 
 
 def resume_state(cfg, ctx, run, model, model_info):
@@ -73,7 +74,6 @@ def resume_state(cfg, ctx, run, model, model_info):
         raise UserError(state["error"])
     if state:
         model.optimizer.build(model.trainable_variables)  # same variables on every rank before the broadcast
-        keras.backend.set_value(model.optimizer.learning_rate, state["lr"])  # the rate is not a broadcast variable
     return state
 
 
@@ -106,17 +106,54 @@ def resume_position(state, ctx, cfg, steps):
         # ranks' slices differ at another size, so the rest of this epoch is not the
         # one an uninterrupted run would have seen (later epochs are unaffected).
         moved = min(step * saved[0] * saved[1] // (ctx.size * cfg.per_rank_batch), steps - 1)
-        log.warning("the checkpoint stopped at step %d of epoch %d with %d ranks x %d images; this run has "
-                    "%d x %d: continuing at step %d, the rest of this epoch in another order", step, epoch + 1,
-                    saved[0], saved[1], ctx.size, cfg.per_rank_batch, moved)
+        if ctx.is_chief:
+            log.warning("the checkpoint stopped at step %d of epoch %d with %d ranks x %d images; this run has "
+                        "%d x %d: continuing at step %d, the rest of this epoch in another order", step, epoch + 1,
+                        saved[0], saved[1], ctx.size, cfg.per_rank_batch, moved)
         step = moved
     return epoch, step
 
 
-def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode="max", columns=()):
-    """Train ``cfg.epochs`` epochs of ``steps`` steps (continuing a resumed run); rank 0 writes the tables."""
+def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode="max", columns=()):
+    """Train ``cfg.epochs`` epochs (continuing a resumed run); rank 0 writes the tables.
+
+    ``train_input(ctx)`` gives (steps per epoch, train_data) and ``validators(ctx)`` the validation
+    callbacks for the ranks of ``ctx``: an elastic run (--elastic, training.elastic) asks again after
+    every change of its workers."""
+    if cfg.elastic:
+        from training import elastic
+        return elastic.fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode, columns)
     requests = stop.install()
     state = resume_state(cfg, ctx, run, model, model_info)
+    steps, train_data = train_input(ctx)
+    if state:
+        keras.backend.set_value(model.optimizer.learning_rate, resumed_lr(cfg, state, ctx.size))
+    train(cfg, ctx, run, model, steps, train_data, validators(ctx), model_info, monitor, mode, state, requests)
+    finish(ctx, run, columns)
+
+
+def resumed_lr(cfg, state, size):
+    """The learning rate to go on with on ``size`` ranks from a checkpoint's ``state``.
+
+    On the ranks it was saved with, the saved rate. On others, the saved rate times the ratio of the
+    two sizes' scheduled rates (scaling rule and warm-up) at the saved point, so that a plateau cut
+    carries over and the scaling follows the new global batch."""
+    saved_size = state.get("ranks", size)
+    if saved_size == size:
+        return state["lr"]
+    saved_steps = state.get("steps_per_epoch")  # absent from checkpoints of older versions: epoch ends only
+    epochs_done = state["epoch"] + (state.get("step", 0) / saved_steps if saved_steps else 0)
+
+    def scheduled(n):
+        return callbacks.warmup_lr(epochs_done, cfg.warmup_epochs, cfg.base_lr,
+                                   distributed.scaled_lr(cfg.base_lr, n, cfg.lr_scaling))
+    return state["lr"] * scheduled(size) / scheduled(saved_size)
+
+
+def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode, state, requests,
+          extra_callbacks=()):
+    """The fit calls from ``state``'s position (None: a new run), with every callback in its order;
+    ``extra_callbacks`` run last (an elastic run's commit)."""
     first_epoch, first_step = resume_position(state, ctx, cfg, steps)
     log.info("%d ranks x %d images = global batch %d; %d steps/epoch; LR %.2e -> %.2e (%s scaling, %g warm-up "
              "epochs); precision %s (%s); epochs %d..%d%s; %s", ctx.size, cfg.per_rank_batch,
@@ -128,7 +165,8 @@ def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor
                                  factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr,
                                  verbose=0)
     saver = checkpoint.CheckpointSaver(run, plateau, dict(model_info, precision=ctx.compute_dtype, ranks=ctx.size,
-                                                          per_rank_batch=cfg.per_rank_batch),
+                                                          per_rank_batch=cfg.per_rank_batch,
+                                                          steps_per_epoch=steps),
                                        monitor, mode, best=state["best"] if state else None)
     saver.last_written = (first_epoch, first_step) if state else None  # the checkpoint resumed from
     epoch_end = [*validators, plateau, saver]
@@ -141,6 +179,7 @@ def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor
                                          epoch_end=epoch_end, initial_step=first_step)
     hooks.callbacks.append(interrupt.StepCheckpoints(run, saver, requests, steps, cfg.checkpoint_every_steps,
                                                      cfg.epochs, resumed_at=(first_epoch, first_step)))
+    hooks.callbacks.extend(cb(saver) for cb in extra_callbacks)
     if cfg.nvtx:  # first: its range closes before the stop allreduce and checkpoints of the batch end
         hooks.callbacks.insert(0, nvtx.StepRanges(initial_step=first_step))
     with timeline(cfg, ctx, run):
@@ -154,6 +193,9 @@ def fit(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor
         if first_epoch < cfg.epochs:
             model.fit(train_data(first_epoch), epochs=cfg.epochs, initial_epoch=first_epoch,
                       steps_per_epoch=steps, callbacks=hooks.callbacks, verbose=hooks.verbose)
+
+
+def finish(ctx, run, columns):
     watchdog.stop()  # rank 0 alone writes the tables
     if ctx.is_chief:
         report.write_training_tables(run, ctx.size, columns)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Usage: job_submissions/local/launch.sh [--np N] [--hostfile FILE] MODULE [FLAGS...]
+# Usage: job_submissions/local/launch.sh [--np N] [--hostfile FILE | --elastic MIN:MAX --discovery SCRIPT
+#                                        [--cooldown A:B]] MODULE [FLAGS...]
 #
 # Runs a project entry point on N ranks (default 2) with horovodrun: on this
 # machine, or on the hosts of FILE (one "host slots=K" a line, as for mpirun
@@ -9,19 +10,33 @@
 # the Slurm jobs take.
 #   job_submissions/local/launch.sh --np 4 chexnet.train --preset presets/chexnet_paper.json --data-dir data/chestxray14/tfrecords
 #   job_submissions/local/launch.sh --np 8 --hostfile hosts.txt segmentation.train --epochs 100
+# Elastic training (Gloo): start N workers, go on with as few as MIN, take up to
+# MAX. SCRIPT prints the hosts available now, one "host:slots" a line; a failed
+# worker's host is left out for a random A to B seconds (default 10:60), then
+# taken in again if SCRIPT still lists it. The trainer gets --elastic, and needs
+# --run-name and a --runs-dir every host sees (training/elastic.py):
+#   job_submissions/local/launch.sh --np 4 --elastic 2:8 --discovery ./hosts.sh chexnet.train --run-name cx ...
 # The same without this script:
 #   horovodrun -np 8 -hostfile hosts.txt python -m segmentation.train --epochs 100
 #   mpirun -np 8 --hostfile hosts.txt --bind-to none python -m segmentation.train --epochs 100
+#   horovodrun -np 4 --min-np 2 --max-np 8 --host-discovery-script ./hosts.sh \
+#       --blacklist-cooldown-range 10 60 python -m chexnet.train --elastic --run-name cx ...
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VENV=${MEDIMG_VENV:-$ROOT/.venv}
 NP=2
 HOSTFILE=""
+ELASTIC=""
+DISCOVERY=""
+COOLDOWN=10:60
 die() { echo "launch.sh: error: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --np) NP=${2:?--np needs a number}; shift 2 ;;
     --hostfile) HOSTFILE=${2:?--hostfile needs a file}; shift 2 ;;
+    --elastic) ELASTIC=${2:?--elastic needs MIN:MAX}; shift 2 ;;
+    --discovery) DISCOVERY=${2:?--discovery needs a script}; shift 2 ;;
+    --cooldown) COOLDOWN=${2:?--cooldown needs A:B}; shift 2 ;;
     -h|--help) sed -n '2,${/^#/!q;s/^# \{0,1\}//;p;}' "$0"; exit 0 ;;  # the leading comment block
     -*) die "unknown option '$1' before the module (see --help)" ;;
     *) break ;;
@@ -32,10 +47,24 @@ MODULE=${1:-}
 shift
 [[ "$NP" =~ ^[1-9][0-9]*$ ]] || die "--np must be a positive integer, got '$NP'"
 [ -z "$HOSTFILE" ] || [ -f "$HOSTFILE" ] || die "--hostfile $HOSTFILE not found"
+if [ -n "$ELASTIC$DISCOVERY" ]; then
+  [[ "$ELASTIC" =~ ^([1-9][0-9]*):([1-9][0-9]*)$ ]] && [ "${BASH_REMATCH[1]}" -le "$NP" ] && [ "$NP" -le "${BASH_REMATCH[2]}" ] \
+    || die "--elastic takes MIN:MAX with MIN <= --np ($NP) <= MAX, got '$ELASTIC'"
+  [ -n "$DISCOVERY" ] || die "--elastic needs --discovery SCRIPT, which prints the available hosts as host:slots lines"
+  [ -x "$DISCOVERY" ] || die "--discovery $DISCOVERY is not an executable file (chmod +x it)"
+  [ -z "$HOSTFILE" ] || die "--hostfile and --elastic do not go together: an elastic job's hosts come from --discovery"
+  [[ "$COOLDOWN" =~ ^([0-9]+):([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" -le "${BASH_REMATCH[2]}" ] \
+    || die "--cooldown takes A:B seconds with A <= B, got '$COOLDOWN'"
+fi
 [ -f "$ROOT/${MODULE//.//}.py" ] || die "no entry point $MODULE in $ROOT (e.g. chexnet.train, segmentation.evaluate)"
 [ -x "$VENV/bin/horovodrun" ] || die "$VENV/bin/horovodrun not found: run 'make setup' first (or set MEDIMG_VENV)"
 cd "$ROOT"
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 HOSTS=()
 [ -z "$HOSTFILE" ] || HOSTS=(-hostfile "$HOSTFILE")
+if [ -n "$ELASTIC" ]; then
+  HOSTS=(--min-np "${ELASTIC%%:*}" --max-np "${ELASTIC##*:}" --host-discovery-script "$(readlink -f "$DISCOVERY")"
+         --blacklist-cooldown-range "${COOLDOWN%%:*}" "${COOLDOWN##*:}")
+  set -- "$@" --elastic
+fi
 exec "$VENV/bin/horovodrun" -np "$NP" ${HOSTS[@]+"${HOSTS[@]}"} "$VENV/bin/python" -m "$MODULE" "$@"
