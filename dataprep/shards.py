@@ -29,6 +29,7 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 
 import numpy as np
 
@@ -169,8 +170,9 @@ def write_shard(job):
                 if figures is not None:
                     stats[writer.name(e)] = figures
 
+    started = time.time()
     atomic_write(final, write_records)  # temporary name, fsync, rename, fsync the folder
-    side = {"file": shard.filename, "split": shard.split, "rank": rank, "records": len(written),
+    side = {"file": shard.filename, "write_started": started, "write_finished": time.time(), "split": shard.split, "rank": rank, "records": len(written),
             "bytes": os.path.getsize(final), "sha256": sha256_of(final), "options": writer.fingerprint(),
             "planned": [writer.name(e) for e in shard.entries],
             "entries_sha256": writer.entries_sha256(shard.entries), "written": written, "rejected": rejected,
@@ -249,6 +251,18 @@ def shard_entries(sides):
     return [{"file": s["file"], "records": s["records"], "bytes": s["bytes"], "sha256": s["sha256"]} for s in sides]
 
 
+def writing_speed(sides, since):
+    """Images/s of the shards written from ``since`` (time.time()) on: records over the span from the
+    first shard's start to the last one's end, all writer processes together; process start-up,
+    planning and the manifest are outside it. None when no shard was written (a rerun that skipped)."""
+    fresh = [s for s in sides if s.get("write_started", 0) >= since]
+    if not fresh:
+        return None
+    span = max(s["write_finished"] for s in fresh) - min(s["write_started"] for s in fresh)
+    records = sum(s["records"] + len(s["rejected"]) for s in fresh)
+    return {"shards": len(fresh), "images": records, "seconds": span, "images_per_s": records / max(span, 1e-9)}
+
+
 def check_accounted(sides, rejected, named, what):
     """Every named image written exactly once or rejected; returns the manifest's counts."""
     written_names = [n for side in sides for n in side["written"]]
@@ -286,14 +300,17 @@ def start():
     return comm, rank, size
 
 
-def save_manifest(out_dir, manifest, t0):
-    """Rank 0: manifest.json, and a summary with the first rejections in the log."""
-    import time
+def save_manifest(out_dir, manifest, started, sides):
+    """Rank 0: manifest.json, with the writing speed of the shards written since ``started``
+    (time.time() at the stage's start), and a summary with the first rejections in the log."""
+    manifest["writing"] = writing_speed(sides, started)
     path = os.path.join(out_dir, "manifest.json")
     write_json(path, manifest)
     c = manifest["counts"]
-    log.info("manifest: %d written, %d rejected, of %d named; %s in %.1f s", c["written"], c["rejected"],
-             c["named_images"], path, time.perf_counter() - t0)
+    speed = manifest["writing"]
+    log.info("manifest: %d written, %d rejected, of %d named; %s in %.1f s%s", c["written"], c["rejected"],
+             c["named_images"], path, time.time() - started,
+             f" (shards written at {speed['images_per_s']:.1f} images/s)" if speed else "")
     for r in manifest["rejected"][:20]:
         log.warning("rejected %s: %s", r["name"], r["reason"])
     if c["written"] == 0:

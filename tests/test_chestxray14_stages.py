@@ -259,6 +259,11 @@ def test_manifest_counts_match_the_records_and_the_csv(data):
     images, positives, no_finding = from_csv["train"]
     assert 0 < no_finding < images and sum(p > 0 for p in positives.values()) >= 10  # counts worth comparing
     assert_manifest_counts(m, from_records)
+    # The writing speed covers every image of every shard, written or rejected.
+    rejected_by_shards = [r for r in m["rejected"] if "split" in r]  # the CSV's own rejections never reach one
+    assert rejected_by_shards and m["writing"]["images"] == m["counts"]["written"] + len(rejected_by_shards)
+    assert m["writing"]["shards"] == sum(len(info["shards"]) for info in m["splits"].values())
+    assert m["writing"]["images_per_s"] == pytest.approx(m["writing"]["images"] / m["writing"]["seconds"])
 
 
 def test_remainder_is_kept_in_balanced_shards(data):
@@ -275,6 +280,8 @@ def test_rerun_skips_complete_shards(data):
     proc = stage("write_tfrecords.sh", "--out", str(data["root"]), "--images-per-shard", "40")
     assert "already complete, skipped" in proc.stdout
     assert before == {p: os.stat(p).st_mtime_ns for p in before}
+    rerun = json.loads((data["tf_dir"] / "manifest.json").read_text())
+    assert rerun["writing"] is None  # nothing written: no speed to report
 
 
 def _copy_extracted(data, dst):

@@ -177,7 +177,10 @@ def test_a_frozen_rank_ends_the_job_through_the_watchdog(setup):
         job.proc.wait(120)
         elapsed = time.monotonic() - frozen_at
         stdout, stderr = job.output()
-    assert job.proc.returncode != 0 and 10 <= elapsed < 10 + KILLED_EXIT_S, f"{elapsed:.0f} s\n{stderr[-3000:]}"
+    # The watchdog counts from rank 0's last beat, which may come before the freeze (rank 0 may
+    # already wait in a collective): so the message's idle time, not the time since the freeze, is
+    # held to the 10 s.
+    assert job.proc.returncode != 0 and elapsed < 10 + KILLED_EXIT_S, f"{elapsed:.0f} s\n{stderr[-3000:]}"
     assert "Traceback" not in stderr, stderr[-3000:]
     assert re.search(r"error: no training progress on this rank \(pid \d+\) for 1\d s: it waits for another rank",
                      stderr), stderr[-3000:]

@@ -179,7 +179,7 @@ def parse_options(argv):
 def main(argv=None):
     opts = parse_options(argv)
     comm, rank, size = shards.start()
-    t0 = time.perf_counter()
+    started = time.time()
     splits, csv_rejected, images_dir, plan, named, per_shard = prepare(opts)
     if rank == 0:
         log.info("%s: %s; %d shards of about %d images, %d rank(s)", opts.data_dir,
@@ -187,7 +187,7 @@ def main(argv=None):
     sides = shards.write_all(Writer(images_dir, opts), plan, opts.out_dir, comm, opts.processes)
     if rank == 0:
         manifest = build_manifest(sides, splits, csv_rejected, opts, named)
-        shards.save_manifest(opts.out_dir, manifest, t0)
+        shards.save_manifest(opts.out_dir, manifest, started, sides)
 
 
 if __name__ == "__main__":

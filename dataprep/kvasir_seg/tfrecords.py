@@ -253,7 +253,7 @@ def parse_options(argv):
 def main(argv=None):
     opts = parse_options(argv)
     comm, rank, size = shards.start()
-    t0 = time.perf_counter()
+    started = time.time()
     splits, rejected, info, pairs, plan, named = prepare(opts)
     if rank == 0:
         log.info("%s: %s split: %s; %d shards, %d rank(s)", opts.data_dir, opts.split,
@@ -261,7 +261,7 @@ def main(argv=None):
     sides = shards.write_all(Writer(pairs, opts), plan, opts.out_dir, comm, opts.processes)
     if rank == 0:
         manifest = build_manifest(sides, splits, rejected, opts, info, named)
-        shards.save_manifest(opts.out_dir, manifest, t0)
+        shards.save_manifest(opts.out_dir, manifest, started, sides)
 
 
 if __name__ == "__main__":
