@@ -1,6 +1,6 @@
 """What the benchmark scripts share: running the project's commands, MPI launch, the machine's facts.
 
-(segmentation_models.py uses it; the older scripts still carry copies of ``sh`` and
+(segmentation_models.py and scaling.py use it; the older scripts still carry copies of ``sh`` and
 ``machine`` to move here.)
 
     from benchmarks.common import ROOT, sh, ranks_command, machine
@@ -30,9 +30,21 @@ def ranks_command(ranks, python_args):
 
 
 def sh(cmd, log=None, env=None):
-    """Run ``cmd`` in ROOT; its output goes to ``log`` (or nowhere), and a failure names the log."""
+    """Run ``cmd`` in ROOT; its output goes to ``log`` (or nowhere), and a failure names the log.
+
+    Interrupted (Ctrl-C, or an exception raised by a signal handler), it ends ``cmd`` before going on."""
     with open(log or os.devnull, "w") as fh:
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env or mpi_env()).returncode
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env or mpi_env())
+        try:
+            rc = proc.wait()
+        except BaseException:
+            proc.terminate()  # mpirun passes SIGTERM on to its ranks, and kills them if they linger
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
     if rc:
         sys.exit(f"{' '.join(cmd)} exited {rc}" + (f"; see {log}" if log else ""))
 

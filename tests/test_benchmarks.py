@@ -3,6 +3,8 @@ import csv
 import os
 import sys
 
+import pytest
+
 from helpers import run_job
 from runtime.metrics import read_events
 
@@ -65,3 +67,44 @@ def test_segmentation_model_comparison_has_a_row_per_network_built_from_its_runs
     run_job([sys.executable, "benchmarks/segmentation_models.py", "--tables-only", "--pairs", "24",
              "--image-size", "32", "--panels", "2", "--workdir", str(work), "--out", str(out)], timeout=300)
     assert open(str(out) + ".md").read() == md
+
+
+def test_scaling_study_builds_every_row_from_its_runs_records(tmp_path):
+    """Weak and strong scaling at 1 and 2 ranks on the segmentation trainer's U-Net at 32x32 (CheXNet's
+    DenseNet121 takes most of a minute to build per run: the same code path, too slow here). Three runs: the
+    2-rank batch-2 command serves both modes. Every figure is its record's, and --tables-only rebuilds it."""
+    out = tmp_path / "scaling"
+    study = [sys.executable, "benchmarks/scaling.py", "--workloads", "segmentation", "--seg-model", "unet",
+             "--seg-size", "32", "--out", str(out)]
+    proc = run_job([*study, "--global-batch", "3"], expect_rc=1, timeout=60)
+    assert proc.stderr.strip().splitlines() == ["--global-batch 3 (segmentation) does not divide over 2 ranks: "
+                                                "pick a multiple of 2 for --ranks 1,2"]
+    run_job([*study, "--ranks", "1,2", "--per-rank-batch", "2", "--global-batch", "4", "--steps", "2",
+             "--warmup-steps", "1", "--repeats", "1", "--workdir", str(tmp_path / "work")], timeout=600)
+    records = read_events(str(out / "metrics.jsonl"), "benchmark")
+    assert sorted((r["ranks"], r["per_rank_batch"], r["modes"]) for r in records) == \
+        [(1, 2, ["weak"]), (1, 4, ["strong"]), (2, 2, ["weak", "strong"])]
+    for r in records:  # the run's own record, copied, with its peak memory on every rank
+        own = read_events(os.path.join(r["run"], "metrics.jsonl"), "benchmark")[-1]
+        assert (r["images_per_s"], r["peak_rss_mb"]) == (own["images_per_s"], own["peak_rss_mb"])
+        assert len(r["peak_rss_mb_per_rank"]) == r["ranks"] and r["peak_rss_mb"] == max(r["peak_rss_mb_per_rank"]) > 0
+        assert r["precision"] == "float32" and r["input"] == "synthetic" and r["timed_steps"] == 2
+    with open(str(out) + ".csv") as fh:
+        rows = {(row["mode"], int(row["ranks"])): row for row in csv.DictReader(fh)}
+    assert sorted(rows) == [("strong", 1), ("strong", 2), ("weak", 1), ("weak", 2)]
+    by = {(r["ranks"], r["per_rank_batch"]): r for r in records}
+    for (mode, ranks), row in rows.items():
+        rec, base = by[ranks, int(row["per_rank_batch"])], float(rows[mode, 1]["images_per_s"])
+        assert int(row["global_batch"]) == (2 * ranks if mode == "weak" else 4) == rec["global_batch"]
+        assert float(row["images_per_s"]) == rec["images_per_s"]
+        assert float(row["images_per_s_per_rank"]) == pytest.approx(rec["images_per_s"] / ranks)
+        assert float(row["speedup"]) == pytest.approx(rec["images_per_s"] / base)
+        assert float(row["efficiency_pct"]) == pytest.approx(100 * float(row["speedup"]) / ranks)
+        assert float(row["epoch_time_s"]) == pytest.approx(880 / rec["images_per_s"])  # the official train list
+        assert float(row["peak_rss_mb"]) == rec["peak_rss_mb"]
+    md = open(str(out) + ".md").read()
+    assert len([line for line in md.splitlines() if line.startswith("| segmentation (unet, 32) |")]) == 4
+    assert "## PROJECTION" in md and os.path.getsize(str(out) + ".png") > 5_000
+    csv_text = open(str(out) + ".csv").read()
+    run_job([sys.executable, "benchmarks/scaling.py", "--tables-only", "--out", str(out)], timeout=120)
+    assert (open(str(out) + ".md").read(), open(str(out) + ".csv").read()) == (md, csv_text)

@@ -7,10 +7,13 @@ Times ``--benchmark-steps`` steps after ``--throughput-warmup-steps`` untimed
 ones, on the trainer's TFRecord input or on random tensors
 (``--synthetic-input``: no disk, no decoding, no data set needed), and writes
 one ``benchmark`` record: global and per-rank images/s, step-time
-p50/p90/p99, batch and precision settings, CPU model, and the trainer's
-``settings`` (input size, model).
+p50/p90/p99, peak resident memory (max over ranks and per rank, MB), the
+trainable parameters (the gradient an allreduce carries), batch and precision
+settings, CPU model, and the trainer's ``settings`` (input size, model).
 """
-from runtime import callbacks, nvtx
+import resource
+
+from runtime import callbacks, distributed, nvtx
 from training import shards
 
 
@@ -33,9 +36,13 @@ def time_steps(cfg, ctx, run, model, dataset, input_kind, **settings):
     meter = callbacks.Throughput(cfg.per_rank_batch, cfg.throughput_warmup_steps)
     model.fit(dataset, epochs=1, steps_per_epoch=total_steps(cfg), verbose=0,
               callbacks=([nvtx.StepRanges()] if cfg.nvtx else []) + [callbacks.BroadcastInitialState(), meter])
+    # A collective on every rank: each process's own peak, so the record shows the largest and each.
+    peak_mb = distributed.allgather_object(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KB on Linux
     record = dict(meter.last or {}, input=input_kind, **settings, per_rank_batch=cfg.per_rank_batch,
                   global_batch=cfg.per_rank_batch * ctx.size, precision=ctx.precision.policy, xla=cfg.xla,
-                  fp16_allreduce=cfg.fp16_allreduce, cpu_model=ctx.cpu_model)
+                  fp16_allreduce=cfg.fp16_allreduce, cpu_model=ctx.cpu_model,
+                  trainable_parameters=sum(int(v.shape.num_elements()) for v in model.trainable_variables),
+                  peak_rss_mb=max(peak_mb), peak_rss_mb_per_rank=peak_mb)
     run.stream.write("benchmark", **record)
     if ctx.is_chief and meter.last:
         print(f"benchmark: {meter.last['images_per_s']:.1f} images/s on {ctx.size} rank(s), {ctx.precision.policy}; "
