@@ -29,6 +29,22 @@ def ranks_command(ranks, python_args):
     return [shutil.which("mpirun") or "mpirun", "-np", str(ranks), "--oversubscribe", sys.executable, *python_args]
 
 
+def benchmark_flags(workload, size, per_rank_batch, steps, warmup_steps, runs_dir, name, seg_model="resunetpp",
+                    extra=()):
+    """A trainer's benchmark mode on random tensors: ``-m <workload>.train --benchmark ...``.
+
+    ``size``: CheXNet's crop (DenseNet121 with random weights: the same speed, no download) or the
+    segmentation input side (``seg_model``)."""
+    if workload == "chexnet":
+        model = ["--weights", "none", "--crop", str(size)]
+    else:
+        model = ["--model", seg_model, "--synthetic-size", str(size)]
+    return ["-m", f"{workload}.train", "--benchmark", "--synthetic-input", *model,
+            "--per-rank-batch", str(per_rank_batch), "--benchmark-steps", str(steps),
+            "--throughput-warmup-steps", str(warmup_steps), "--progress", "none", "--no-tensorboard",
+            "--runs-dir", runs_dir, "--run-name", name, *extra]
+
+
 def sh(cmd, log=None, env=None):
     """Run ``cmd`` in ROOT; its output goes to ``log`` (or nowhere), and a failure names the log.
 

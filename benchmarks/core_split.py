@@ -33,7 +33,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import machine, mpi_env, sh  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.common import benchmark_flags, machine, mpi_env, sh  # noqa: E402  (needs ROOT on sys.path)
 from runtime.metrics import MetricsStream, read_events  # noqa: E402
 
 # Horovod ranks of one thread each, and what each variant changes (environment, launcher).
@@ -49,15 +49,8 @@ VARIANTS = {
 
 
 def trainer_flags(args, threads, run_dir, name):
-    if args.workload == "chexnet":
-        model = ["--weights", "none", "--crop", str(args.size)]  # random weights: the same speed
-    else:
-        model = ["--model", args.seg_model, "--synthetic-size", str(args.size)]
-    return ["-m", f"{args.workload}.train", "--benchmark", "--synthetic-input", *model,
-            "--per-rank-batch", str(args.per_rank_batch),
-            "--benchmark-steps", str(args.steps), "--throughput-warmup-steps", str(args.warmup_steps),
-            "--precision", "float32", "--threads-per-rank", str(threads), "--progress", "none",
-            "--no-tensorboard", "--runs-dir", run_dir, "--run-name", name]
+    return benchmark_flags(args.workload, args.size, args.per_rank_batch, args.steps, args.warmup_steps, run_dir,
+                           name, args.seg_model, ["--precision", "float32", "--threads-per-rank", str(threads)])
 
 
 def last_benchmark(run_dir, name):

@@ -39,7 +39,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import machine, mpi_env, ranks_command, sh  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.common import benchmark_flags, machine, mpi_env, ranks_command, sh  # noqa: E402  (needs ROOT on sys.path)
 from runtime.metrics import MetricsStream, read_events  # noqa: E402
 from runtime.precision import choose, cpu_facts  # noqa: E402
 
@@ -113,14 +113,8 @@ def measure_peaks(args, stream, when):
 
 
 def trainer_flags(args, workload, run_dir, name, extra):
-    if workload == "chexnet":
-        model = ["--weights", "none", "--crop", str(args.size[workload])]  # random weights: the same speed
-    else:
-        model = ["--model", args.seg_model, "--synthetic-size", str(args.size[workload])]
-    return ["-m", f"{workload}.train", "--benchmark", "--synthetic-input", *model,
-            "--per-rank-batch", str(args.per_rank_batch[workload]), "--benchmark-steps", str(args.steps),
-            "--throughput-warmup-steps", str(args.warmup_steps), "--progress", "none", "--no-tensorboard",
-            "--runs-dir", run_dir, "--run-name", name, *extra]
+    return benchmark_flags(workload, args.size[workload], args.per_rank_batch[workload], args.steps,
+                           args.warmup_steps, run_dir, name, args.seg_model, extra)
 
 
 def run_study(args, stream):
