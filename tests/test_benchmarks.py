@@ -108,3 +108,75 @@ def test_scaling_study_builds_every_row_from_its_runs_records(tmp_path):
     csv_text = open(str(out) + ".csv").read()
     run_job([sys.executable, "benchmarks/scaling.py", "--tables-only", "--out", str(out)], timeout=120)
     assert (open(str(out) + ".md").read(), open(str(out) + ".csv").read()) == (md, csv_text)
+
+
+def test_inference_study_builds_its_tables_from_its_records_and_prunes_to_the_target(tmp_path):
+    """Both models at 32x32 (batches 1 and 2, 2 warm-up + 3 timed calls), each trained for a step on a tiny
+    synthetic set, then pruned to 80% while fine-tuning for one more (one target: a second adds 17 s of CPU):
+    a table row per configuration measured, every figure its record's, the stripped kernels as sparse as asked
+    (zeros counted here, in the weights file), and --tables-only rebuilds the same tables."""
+    import h5py
+    import numpy as np
+
+    from runtime.precision import cpu_facts
+    out = tmp_path / "inference"
+    study = [sys.executable, "benchmarks/inference.py", "--out", str(out)]
+    proc = run_job([*study, "--batches", "1,0"], expect_rc=1, timeout=60)
+    assert proc.stderr.strip().splitlines() == ["--batches takes comma-separated ints >= 1, e.g. 1,8,32; got '1,0'"]
+    run_job([*study, "--chexnet-sizes", "32", "--segmentation-sizes", "32", "--batches", "1,2", "--warmup", "2",
+             "--iters", "3", "--train-images", "40", "--train-pairs", "16", "--train-size", "32", "--train-crop", "32",
+             "--train-epochs", "1", "--fine-tune-epochs", "1", "--sparsities", "0.8", "--prune-batches", "1,2",
+             "--bootstrap", "10", "--workdir", str(tmp_path / "work")], timeout=600)
+    records = read_events(str(out / "metrics.jsonl"))
+    assert all(r["peak_rss_mb"] > 0 and r["cpu_model"] and r["versions"]["tfmot"] == "0.8.1" for r in records)
+    mixed = ["mixed"] if cpu_facts().native_bf16 else []  # without native bfloat16 it is skipped, never run
+    assert [r["precision"] for r in records if r["event"] == "skipped"] == ([] if mixed else ["mixed"] * 2)
+    md = open(f"{out}.md").read()
+    latency_md, pruning_md = md.split("## Magnitude pruning")
+
+    def table(suffix):
+        with open(f"{out}{suffix}") as fh:
+            return list(csv.DictReader(fh))
+
+    latency = {(r["model"], r["precision"], r["batch"]): r for r in records if r["event"] == "latency"}
+    assert sorted(latency) == sorted((m, p, b) for m in ("chexnet", "segmentation") for p in ["float32", *mixed]
+                                     for b in (1, 2))
+    rows = table("-latency.csv")
+    assert len(rows) == len(latency) == len([line for line in latency_md.splitlines() if "| 32x32 |" in line])
+    for row in rows:
+        r = latency[row["model"], row["precision"], int(row["batch"])]
+        assert r["iters"] == 3 and r["latency_p50_ms"] <= r["latency_p99_ms"]
+        for key in ("images_per_s", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms", "peak_rss_mb"):
+            assert float(row[key]) == r[key]
+        assert f"| {r['batch']} | {r['images_per_s']:.1f} | {r['images_per_s_p50']:.1f} | " in latency_md
+
+    pruned = {(r["model"], r["variant"]): r for r in records if r["event"] == "pruning"}
+    assert sorted(pruned) == sorted((m, v) for m in ("chexnet", "segmentation") for v in ("dense", "80%"))
+    timed = {(r["model"], r["variant"], r["batch"]): r for r in records if r["event"] == "pruned_latency"}
+    assert sorted(timed) == sorted((m, v, b) for m, v in pruned for b in (1, 2))
+    rows = table("-pruning.csv")
+    assert len(rows) == len(pruned) == len([line for line in pruning_md.splitlines()
+                                            if line.startswith(("| CheXNet", "| ResUNet++"))])
+    for row in rows:
+        r = pruned[row["model"], row["variant"]]
+        quality = ("mean_auc",) if r["model"] == "chexnet" else ("dice", "iou")
+        for key in ("sparsity_pruned_kernels", "gzip_mb", "weights_mb", *quality):
+            assert float(row[key]) == r[key]
+        for b in (1, 2):
+            assert float(row[f"latency_b{b}_p50_ms"]) == timed[r["model"], r["variant"], b]["latency_p50_ms"]
+        with h5py.File(r["weights_file"], "r") as f:
+            kernels = []
+            for name in r["pruned_layers"]:
+                f[name].visititems(lambda key, item: kernels.append(np.asarray(item)) if key.endswith("kernel:0")
+                                   else None)
+        assert len(kernels) == len(r["pruned_layers"]) and sum(k.size for k in kernels) == r["pruned_weights"]
+        zeros = sum(int((k == 0).sum()) for k in kernels)
+        assert abs(zeros / r["pruned_weights"] - r["target_sparsity"]) < 0.01
+        # Layer by layer too, where rounding to whole weights moves the share by under a point (50 or more).
+        assert all(abs((k == 0).mean() - r["target_sparsity"]) < 0.01 for k in kernels if k.size >= 50)
+    for model in ("chexnet", "segmentation"):  # 80% zeros: the weights file compresses to under 60%
+        assert pruned[model, "80%"]["gzip_mb"] < 0.6 * pruned[model, "dense"]["gzip_mb"]
+    assert os.path.getsize(f"{out}.png") > 5_000
+    texts = [open(f"{out}{suffix}").read() for suffix in (".md", "-latency.csv", "-pruning.csv")]
+    run_job([*study, "--tables-only"], timeout=120)
+    assert [open(f"{out}{suffix}").read() for suffix in (".md", "-latency.csv", "-pruning.csv")] == texts
