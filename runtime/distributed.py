@@ -106,9 +106,20 @@ STALL_DEFAULTS = {
 }
 
 
+MPI_DEFAULTS = {
+    # Open MPI polls while a rank waits for a peer in a collective, holding a core
+    # the other ranks' compute needs when ranks share a node's cores. Yielding the
+    # core while polling: DenseNet121 on 2 ranks x 1 thread on 2 cores ran at 16.9
+    # images/s against 12.2 with Open MPI's default (benchmarks/core_split.py,
+    # Intel Xeon, 2026-11-27, one round on a shared machine). Read at MPI_Init,
+    # inside hvd.init(); override in the environment.
+    "OMPI_MCA_mpi_yield_when_idle": "1",
+}
+
+
 def init(cfg):
     """Start Horovod and configure this process; call before building any model."""
-    for name, value in STALL_DEFAULTS.items():
+    for name, value in {**STALL_DEFAULTS, **MPI_DEFAULTS}.items():
         os.environ.setdefault(name, value)
     # Horovod marks each collective with an NVTX range; only --nvtx asks for them (off by default).
     os.environ.setdefault("HOROVOD_DISABLE_NVTX_RANGES", "0" if getattr(cfg, "nvtx", False) else "1")

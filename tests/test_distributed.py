@@ -24,6 +24,8 @@ def test_threads_split_cores_between_local_ranks(collectives):
     cores = os.cpu_count()
     # 2 ranks on one node may use at most all cores between them.
     assert sum(c["threads"] for c in collectives) <= max(2, cores)
+    # Set before MPI starts: a rank waiting in a collective gives its core back (runtime.distributed).
+    assert all(c["mpi_yield_when_idle"] == "1" for c in collectives)
 
 
 def test_allreduce_mean_is_true_mean_on_every_rank(collectives):

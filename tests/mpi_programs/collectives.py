@@ -20,7 +20,8 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     ctx = distributed.init(RuntimeConfig(precision="float32"))
-    result = {"rank": ctx.rank, "size": ctx.size, "threads": ctx.intra_op_threads}
+    result = {"rank": ctx.rank, "size": ctx.size, "threads": ctx.intra_op_threads,
+              "mpi_yield_when_idle": os.environ.get("OMPI_MCA_mpi_yield_when_idle")}
     result["mean"] = distributed.allreduce_mean({"a": ctx.rank + 1.0, "b": 10.0 * ctx.rank})
 
     logs = {"loss": float(ctx.rank), "accuracy": 0.5 + 0.25 * ctx.rank}
