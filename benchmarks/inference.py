@@ -657,9 +657,9 @@ def pruning_markdown(rows, batches, records):
     lines = ["## Magnitude pruning", ""]
     pruned = {r["model"]: r for r in of(records, "pruning") if r["fine_tune"]}
     lines += [method_line(r) for r in pruned.values()]
-    size = rows[0]["latency_size"]
+    sizes = ", ".join(dict.fromkeys(f"{NAMES[r['model']]} at {r['latency_size']}x{r['latency_size']}" for r in rows))
     lines += ["", f"Quality on the {rows[0]['split']} split with 95% bootstrap intervals, float32. "
-              f"Latency: float32 at {size}x{size}, p50 of the timed calls, dense and pruned calls interleaved; "
+              f"Latency: float32, {sizes}, p50 of the timed calls, dense and pruned calls interleaved; "
               f"(x) is the ratio to dense. MB = 10^6 bytes.", "",
               "| model | variant | sparsity, pruned kernels | sparsity, all weights | quality (95% CI) | "
               "vs dense | .h5 MB | gzip MB | gzip vs dense | " +
