@@ -1,9 +1,10 @@
 """What the benchmark scripts share: running the project's commands, MPI launch, the machine's facts.
 
-(segmentation_models.py and scaling.py use it; the older scripts still carry copies of ``sh`` and
-``machine`` to move here.)
+(the older tfrecord_write.py, lr_scaling.py and segmentation_input.py still carry copies of ``sh``
+and ``machine`` to move here.)
 
-    from benchmarks.common import ROOT, sh, ranks_command, machine
+    from benchmarks.common import ROOT, sh, ranks_command, machine, start_records
+    stream = start_records("benchmarks/results/x", repeats=3)   # fresh x/metrics.jsonl, its study record
     sh(["bash", "write_tfrecords.sh", ...], log="/tmp/w.log")     # exits naming the log on failure
     sh(ranks_command(2, ["-m", "segmentation.train", ...]), log, env=mpi_env())
     machine()                                                     # CPU model, cores, versions
@@ -13,6 +14,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,3 +75,17 @@ def machine():
     from runtime.precision import cpu_facts
     return {"cpu": cpu_facts().model, "cores": os.cpu_count(), "python": platform.python_version(),
             "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__, "horovod": horovod.__version__}
+
+
+def start_records(out, **facts):
+    """A fresh ``<out>/metrics.jsonl`` opened by the study's record: its command, date, machine and ``facts``.
+
+    A study rewrites its own records file, so the tables built from it describe one run."""
+    from runtime.metrics import MetricsStream
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "metrics.jsonl")
+    open(path, "w").close()
+    stream = MetricsStream(path)
+    stream.write("study", command=" ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
+                 date=time.strftime("%Y-%m-%d"), machine=machine(), **facts)
+    return stream

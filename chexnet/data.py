@@ -22,7 +22,7 @@ def class_positives(manifest, split):
 
 
 def train_dataset(manifest, rank, size, per_rank_batch, crop, seed, first_epoch, epochs, steps,
-                  shuffle_buffer=10000, first_step=0):
+                  pipeline=shards.Pipeline(), first_step=0):
     n_classes = len(manifest.classes)
 
     def parse(serialized, aug_seed):
@@ -30,10 +30,10 @@ def train_dataset(manifest, rank, size, per_rank_batch, crop, seed, first_epoch,
         return preprocess(image, crop, training=True, seed=aug_seed), labels
 
     return shards.train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
-                                shuffle_buffer, first_step=first_step)
+                                pipeline, first_step=first_step)
 
 
-def eval_dataset(manifest, split, rank, size, batch, crop):
+def eval_dataset(manifest, split, rank, size, batch, crop, pipeline=shards.Pipeline()):
     """(images, labels, names) batches of this rank's records of ``split``; nothing dropped."""
     n_classes = len(manifest.classes)
 
@@ -41,4 +41,4 @@ def eval_dataset(manifest, split, rank, size, batch, crop):
         image, labels, name, _ = records.parse(serialized, n_classes)
         return preprocess(image, crop, training=False), labels, name
 
-    return shards.eval_batches(manifest, split, rank, size, batch, parse)
+    return shards.eval_batches(manifest, split, rank, size, batch, parse, pipeline)

@@ -36,7 +36,7 @@ def main(argv=None):
 
         def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
             return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.crop, cfg.seed,
-                                      first_epoch, epochs, steps, cfg.shuffle_buffer, first_step)
+                                      first_epoch, epochs, steps, cfg.pipeline(), first_step)
         return steps, train_data
 
     if cfg.benchmark:
@@ -44,7 +44,7 @@ def main(argv=None):
                                        (len(classes),), crop=cfg.crop, network="densenet121")
 
     def validators(ctx):
-        val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch, cfg.crop)
+        val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch, cfg.crop, cfg.pipeline())
         return [validation.WholeSplitAUC(val_ds, manifest.images("val"), classes, w_pos, w_neg)]
 
     model_info = {"classes": classes, "stored_size": manifest.stored_size, "crop": cfg.crop,

@@ -15,17 +15,17 @@ from segmentation.preprocess import augment, normalize
 from training import shards
 
 
-def train_dataset(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, shuffle_buffer=10000,
-                  first_step=0):
+def train_dataset(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps,
+                  pipeline=shards.Pipeline(), first_step=0):
     def parse(serialized, aug_seed):
         image, mask, _ = records.parse_segmentation(serialized)
         return augment(image, mask, aug_seed)
 
     return shards.train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
-                                shuffle_buffer, first_step=first_step)
+                                pipeline, first_step=first_step)
 
 
-def eval_dataset(manifest, split, rank, size, batch):
+def eval_dataset(manifest, split, rank, size, batch, pipeline=shards.Pipeline()):
     """(images, masks, names) batches of this rank's records of ``split``; nothing dropped."""
     side = manifest.stored_size
 
@@ -35,4 +35,4 @@ def eval_dataset(manifest, split, rank, size, batch):
         return (tf.ensure_shape(normalize(image), [side, side, 3]),
                 tf.ensure_shape(tf.cast(mask, tf.float32), [side, side, 1]), name)
 
-    return shards.eval_batches(manifest, split, rank, size, batch, parse)
+    return shards.eval_batches(manifest, split, rank, size, batch, parse, pipeline)

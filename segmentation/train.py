@@ -35,7 +35,7 @@ def main(argv=None):
 
         def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
             return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.seed, first_epoch,
-                                      epochs, steps, cfg.shuffle_buffer, first_step)
+                                      epochs, steps, cfg.pipeline(), first_step)
         return steps, train_data
 
     if cfg.benchmark:
@@ -43,7 +43,7 @@ def main(argv=None):
                                        image_size=size, network=cfg.model)
 
     def validators(ctx):
-        val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch)
+        val_ds = data.eval_dataset(manifest, "val", ctx.rank, ctx.size, cfg.eval_batch, cfg.pipeline())
         return [validation.WholeSplitDice(val_ds, manifest.images("val"), loss)]
 
     model_info = {"model": cfg.model, "stored_size": size, "output": seg_model.OUTPUT_KIND, "loss": cfg.loss}

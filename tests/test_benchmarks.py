@@ -179,3 +179,39 @@ def test_inference_study_builds_its_tables_from_its_records_and_prunes_to_the_ta
     texts = [open(f"{out}{suffix}").read() for suffix in (".md", "-latency.csv", "-pruning.csv")]
     run_job([*study, "--tables-only"], timeout=120)
     assert [open(f"{out}{suffix}").read() for suffix in (".md", "-latency.csv", "-pruning.csv")] == texts
+
+
+def test_input_pipeline_study_measures_every_input_and_sizes_the_buffer_in_bytes(tmp_path):
+    from training.config import Pipeline
+    out, work = tmp_path / "ip", tmp_path / "work"
+    run_job([sys.executable, "benchmarks/input_pipeline.py", "--images", "24", "--source-size", "128",
+             "--stored-size", "64", "--crop", "56", "--chexnet-batch", "4", "--pairs", "12", "--seg-source-size", "240",
+             "--seg-size", "64", "--seg-batch", "2", "--encodings", "raw", "--threads", "1,auto", "--batches", "3",
+             "--warmup", "1", "--repeats", "1", "--shuffle-mb", "0.05,0.2", "--shuffle-images", "60",
+             "--workdir", str(work), "--out", str(out)], timeout=900)
+    path = str(out / "metrics.jsonl")
+    runs = read_events(path, "pipeline")
+    assert sorted((r["workload"], r["input"], r["threads"]) for r in runs) == sorted(
+        (w, i, t) for w in ("chexnet", "segmentation") for i in ("raw", "sources") for t in (1, 0))
+    assert all(r["images_per_s"] > 0 and r["peak_rss_mb"] >= r["rss_after_import_mb"] > 0 for r in runs)
+    limits = read_events(path, "limit")
+    assert sorted((r["workload"], r["input"]) for r in limits) == sorted(
+        (w, i) for w in ("chexnet", "segmentation") for i in ("raw", "sources"))
+    assert all(r["processes"] == os.cpu_count() and r["images_per_s"] > 0 for r in limits)
+    # The buffer holds the megabytes asked for, in records of the set's measured size.
+    shuffle = sorted(read_events(path, "shuffle"), key=lambda r: r["shuffle_mb"])
+    assert [r["shuffle_mb"] for r in shuffle] == [0.05, 0.2]
+    assert all(r["buffer_records"] == Pipeline(r["shuffle_mb"]).records_for(r["record_kb"] * 1024) for r in shuffle)
+    assert shuffle[0]["buffer_records"] < shuffle[1]["buffer_records"]
+    text = (tmp_path / "ip.md").read_text()
+    assert "**chexnet**" in text and "**segmentation**" in text and "**shuffle buffer**" in text
+    with open(str(out) + ".csv") as fh:
+        rows = list(csv.DictReader(fh))
+    by = {(r["workload"], r["input"], r["threads"]): r for r in rows}
+    for r in runs:  # every figure of the table is its record's (one round: the median is the sample)
+        assert float(by[(r["workload"], r["input"], "auto" if r["threads"] == 0 else "1")]["images_per_s_median"]) \
+            == pytest.approx(r["images_per_s"], abs=0.01)
+    assert (tmp_path / "ip.png").stat().st_size > 0
+    (tmp_path / "ip.md").unlink()
+    run_job([sys.executable, "benchmarks/input_pipeline.py", "--tables-only", "--out", str(out)], timeout=120)
+    assert (tmp_path / "ip.md").read_text() == text

@@ -1,5 +1,6 @@
 """CheXNet pieces on tiny inputs: loss weighting, AUC, preprocessing, sharding arithmetic."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from chexnet import auc, losses
 from chexnet.data import train_dataset
+from training.config import Pipeline
 from training.shards import Manifest, rank_pieces, rank_records
 from chexnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess, to_stored_form
 
@@ -139,21 +141,27 @@ def test_an_epoch_leaves_out_less_than_one_global_batch(size, batch):
     assert 0 <= 38917 - steps * size * batch < size * batch
 
 
-def test_ranks_read_every_record_once_from_real_files(tmp_path):
-    """Write uneven shard files, read each rank's train stream: together they hold every record once."""
+def _write_shards(tmp_path, counts):
+    """Uneven raw 8x8 shard files, record j of file i named i_j.png; their Manifest (no bytes listed)."""
     from dataprep import records
-    counts = [7, 5, 5, 2]
     shards = []
     for i, n in enumerate(counts):
-        path = tmp_path / f"train-{i:05d}-of-00004.tfrecord"
+        path = tmp_path / f"train-{i:05d}-of-{len(counts):05d}.tfrecord"
         with tf.io.TFRecordWriter(str(path)) as writer:
             for j in range(n):
                 img = np.full((8, 8), 10 * i + j, np.uint8)
                 writer.write(records.serialize(img.tobytes(), [j % 2], f"{i}_{j}.png", str(i), "raw", 8))
         shards.append({"file": path.name, "records": n})
-    m = Manifest(str(tmp_path), {"class_order": ["A"], "options": {"image_size": 8},
-                                 "splits": {"train": {"images": sum(counts), "shards": shards,
-                                                      "positives": {"A": 9}}}})
+    return Manifest(str(tmp_path), {"class_order": ["A"], "options": {"image_size": 8},
+                                    "splits": {"train": {"images": sum(counts), "shards": shards,
+                                                         "positives": {"A": 9}}}})
+
+
+def test_ranks_read_every_record_once_from_real_files(tmp_path):
+    """Write uneven shard files, read each rank's train stream: together they hold every record once."""
+    from dataprep import records
+    counts = [7, 5, 5, 2]
+    m = _write_shards(tmp_path, counts)
     for epoch in range(2):
         order = np.random.default_rng([0, epoch]).permutation(len(counts))
         seen = []
@@ -170,6 +178,32 @@ def test_ranks_read_every_record_once_from_real_files(tmp_path):
     resumed = list(train_dataset(m, 1, 3, 2, 8, seed=0, first_epoch=0, epochs=2, steps=steps, first_step=2))
     assert len(resumed) == len(whole) - 2
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(whole[2:], resumed))
+
+
+def test_the_shuffle_buffer_is_sized_in_bytes_of_the_records():
+    assert Pipeline(shuffle_mb=256).records_for(64 * 1024) == 4096
+    assert Pipeline(shuffle_mb=256).records_for(256 * 1024) == 1024  # colour frames: fewer records, same memory
+    assert Pipeline(shuffle_mb=0.001).records_for(64 * 1024) == 1   # never an empty buffer
+
+
+def test_record_bytes_and_capped_threads_leave_the_batches_unchanged(tmp_path):
+    counts = [7, 5, 5, 2]
+    m = _write_shards(tmp_path, counts)
+    on_disk = sum(os.path.getsize(p) for p in m.files("train"))
+    assert m.record_bytes("train") == pytest.approx(on_disk / sum(counts))  # from the files: no bytes listed
+    steps = m.steps_per_epoch("train", 1, 2)
+    batches = {threads: list(train_dataset(m, 0, 1, 2, 8, seed=0, first_epoch=0, epochs=2, steps=steps,
+                                           pipeline=Pipeline(threads=threads))) for threads in (0, 1, 3)}
+    for threads in (1, 3):  # deterministic parallel maps: the threads change the speed, not the data
+        assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+                   for a, b in zip(batches[0], batches[threads]))
+    # A one-record buffer keeps the rank's record order; a larger one reorders it.
+    names = {}
+    for mb in (1e-6, 1.0):
+        ds = train_dataset(m, 0, 1, 1, 8, seed=0, first_epoch=0, epochs=1, steps=sum(counts),
+                           pipeline=Pipeline(shuffle_mb=mb))
+        names[mb] = [float(x[0, 0, 0, 0]) for x, _ in ds]
+    assert names[1e-6] != names[1.0] and sorted(names[1e-6]) == sorted(names[1.0])
 
 
 def test_too_few_images_for_the_batch_is_a_clear_error():

@@ -17,6 +17,22 @@ from runtime.config import RuntimeConfig, field
 from runtime.errors import UserError
 
 
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """What a rank's input pipeline may hold and use: shuffle-buffer memory, and its threads.
+
+    The buffer holds serialized records, so its size in records follows from the
+    data set's mean record size (``records_for``): the same memory for 64 KB raw
+    X-rays as for 35 KB PNG ones or 256 KB colour frames.
+    """
+    shuffle_mb: float = 256.0  # benchmarks/README.md: a rank's RSS grows by the buffer's bytes
+    threads: int = 0           # tf.data threads and parallel decodes per rank; 0: TensorFlow's autotuning
+
+    def records_for(self, record_bytes):
+        """Records the buffer holds: at least 1."""
+        return max(1, int(self.shuffle_mb * 2 ** 20 // max(1.0, record_bytes)))
+
+
 @dataclasses.dataclass
 class TrainConfig(RuntimeConfig):
     """Train a model on TFRecords written by write_tfrecords.sh."""
@@ -31,7 +47,11 @@ class TrainConfig(RuntimeConfig):
     plateau_factor: float = field(0.1, "LR multiplier on a plateau")
     min_lr: float = field(1e-6, "floor for plateau reductions")
     eval_batch: int = field(32, "images per rank per step when predicting the validation split")
-    shuffle_buffer: int = field(10000, "records in each rank's shuffle buffer")
+    shuffle_buffer_mb: float = field(256.0, "MB of serialized records in each rank's shuffle buffer; the record "
+                                     "count follows from the records' mean size in manifest.json (256 MB: 4,096 "
+                                     "raw 256x256 X-rays)")
+    data_threads: int = field(0, "tf.data threads (and parallel decodes) per rank; 0: TensorFlow's autotuning "
+                              "over all cores. Ranks sharing a node may cap it (benchmarks/input_pipeline.py)")
     bn_momentum: float = field(0.99, "BatchNorm moving-average momentum; 0.99 needs thousands of steps "
                                "to settle, short runs (demo, tests) want 0.9")
     resume: bool = field(False, "continue the run in --run-name from its last checkpoint")
@@ -53,13 +73,20 @@ class TrainConfig(RuntimeConfig):
     benchmark_steps: int = field(50, "steps per rank timed in --benchmark mode (after the warm-up steps)")
     synthetic_input: bool = field(False, "--benchmark on random tensors instead of the TFRecords (no data needed)")
 
-    POSITIVE = ("epochs", "per_rank_batch", "eval_batch", "benchmark_steps", "shuffle_buffer")
+    POSITIVE = ("epochs", "per_rank_batch", "eval_batch", "benchmark_steps")
+
+    def pipeline(self):
+        return Pipeline(self.shuffle_buffer_mb, self.data_threads)
 
     def validate(self):
         super().validate()
         for name in self.POSITIVE:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.shuffle_buffer_mb <= 0:
+            raise UserError(f"--shuffle-buffer-mb must be > 0, got {self.shuffle_buffer_mb}")
+        if self.data_threads < 0:
+            raise UserError(f"--data-threads must be >= 0 (0: autotuned), got {self.data_threads}")
         if self.stall_timeout_s < 0:
             raise UserError(f"--stall-timeout-s must be >= 0 (0: no limit), got {self.stall_timeout_s}")
         if self.checkpoint_every_steps < 0:

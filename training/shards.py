@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from runtime import nvtx
 from runtime.errors import UserError
+from training.config import Pipeline
 
 
 class Manifest:
@@ -111,6 +112,13 @@ class Manifest:
     def record_counts(self, name):
         return [s["records"] for s in self.split(name)["shards"]]
 
+    def record_bytes(self, name):
+        """Mean serialized bytes of the split's records (the shards' sizes over their records)."""
+        shards = self.split(name)["shards"]
+        sizes = [s["bytes"] if s.get("bytes") is not None else os.path.getsize(os.path.join(self.folder, s["file"]))
+                 for s in shards]
+        return sum(sizes) / max(1, sum(s["records"] for s in shards))
+
     def steps_per_epoch(self, name, size, per_rank_batch):
         """Steps every rank runs: the smallest rank share (N // size) in whole batches."""
         steps = (sum(self.record_counts(name)) // size) // per_rank_batch
@@ -118,6 +126,18 @@ class Manifest:
             raise UserError(f"the {name} split has {self.images(name)} images: too few for "
                             f"{size} ranks x --per-rank-batch {per_rank_batch}; lower the batch")
         return steps
+
+
+def parallel(pipeline):
+    return pipeline.threads or tf.data.AUTOTUNE
+
+
+def pipeline_options(pipeline):
+    options = tf.data.Options()
+    if pipeline.threads:
+        # A private pool: ranks that share a node's cores cap their input threads here.
+        options.threading.private_threadpool_size = pipeline.threads
+    return options
 
 
 def rank_pieces(counts, rank, size, order=None):
@@ -141,7 +161,7 @@ def rank_pieces(counts, rank, size, order=None):
     return pieces
 
 
-def rank_records(files, counts, rank, size, order=None):
+def rank_records(files, counts, rank, size, order=None, parallel=tf.data.AUTOTUNE):
     """This rank's serialized records: its pieces, interleaved in a fixed order."""
     pieces = rank_pieces(counts, rank, size, order)
     if not pieces:
@@ -151,20 +171,22 @@ def rank_records(files, counts, rank, size, order=None):
     takes = tf.constant([t for _, _, t in pieces], tf.int64)
     return tf.data.Dataset.from_tensor_slices((paths, skips, takes)).interleave(
         lambda path, skip, take: tf.data.TFRecordDataset(path).skip(skip).take(take),
-        cycle_length=min(4, len(pieces)), deterministic=True, num_parallel_calls=tf.data.AUTOTUNE)
+        cycle_length=min(4, len(pieces)), deterministic=True, num_parallel_calls=parallel)
 
 
 def train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
-                  shuffle_buffer=10000, split="train", first_step=0):
+                  pipeline=Pipeline(), split="train", first_step=0):
     """Epochs ``first_epoch..epochs-1`` of this rank's training batches, ``steps`` per epoch.
 
     ``parse(serialized, seed)``: one record -> (x, y); ``seed`` is an int64 pair
     unique to (seed, rank, epoch, record index) for stateless augmentation.
     ``first_step``: batches of ``first_epoch`` already trained (a mid-epoch
     checkpoint); they are skipped before decoding, and the rest of the epoch
-    is what an uninterrupted run would have seen.
+    is what an uninterrupted run would have seen. ``pipeline``: the shuffle
+    buffer's memory and the input threads (``training.config.Pipeline``).
     """
     files, counts = manifest.files(split), manifest.record_counts(split)
+    buffer = pipeline.records_for(manifest.record_bytes(split))
     ranged = nvtx.annotate(parse, "decode+augment")  # parse itself unless --nvtx
 
     def epoch_stream(epoch, skip_steps=0):
@@ -172,25 +194,25 @@ def train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epoch
         # a new one each epoch (so a rank's share changes).
         order = np.random.default_rng([seed, epoch]).permutation(len(files))
         epoch_seed = seed * 1_000_003 + rank * 10_007 + epoch  # distinct per rank and epoch
-        ds = rank_records(files, counts, rank, size, order)
-        ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        ds = rank_records(files, counts, rank, size, order, parallel(pipeline))
+        ds = ds.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
         ds = ds.take(steps * per_rank_batch).enumerate().skip(skip_steps * per_rank_batch)
         ds = ds.map(lambda index, serialized: ranged(serialized, tf.stack([tf.constant(epoch_seed, tf.int64), index])),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                    num_parallel_calls=parallel(pipeline), deterministic=True)
         return ds.batch(per_rank_batch, drop_remainder=True)
 
     # One stream per epoch, concatenated: epoch e depends only on (seed, rank, e).
     stream = epoch_stream(first_epoch, first_step)
     for epoch in range(first_epoch + 1, epochs):
         stream = stream.concatenate(epoch_stream(epoch))
-    return stream.prefetch(tf.data.AUTOTUNE)
+    return stream.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(pipeline))
 
 
-def eval_batches(manifest, split, rank, size, batch, parse):
+def eval_batches(manifest, split, rank, size, batch, parse, pipeline=Pipeline()):
     """This rank's records of ``split`` as ``parse(serialized)`` batches; nothing dropped."""
-    ds = rank_records(manifest.files(split), manifest.record_counts(split), rank, size)
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch).prefetch(
-        tf.data.AUTOTUNE)
+    ds = rank_records(manifest.files(split), manifest.record_counts(split), rank, size, parallel=parallel(pipeline))
+    return ds.map(parse, num_parallel_calls=parallel(pipeline), deterministic=True).batch(batch).prefetch(
+        tf.data.AUTOTUNE).with_options(pipeline_options(pipeline))
 
 
 def random_batches(per_rank_batch, input_shape, target_shape, seed, positive_rate=0.1):
