@@ -34,8 +34,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import benchmark_flags, machine, mpi_env, sh  # noqa: E402  (needs ROOT on sys.path)
-from runtime.metrics import MetricsStream, read_events  # noqa: E402
+from benchmarks.common import benchmark_flags, mpi_env, sh, start_records  # noqa: E402  (needs ROOT on sys.path)
+from runtime.metrics import read_events  # noqa: E402
 
 # Horovod ranks of one thread each, and what each variant changes (environment, launcher).
 VARIANTS = {
@@ -179,14 +179,10 @@ def main(argv=None):
     args = parse_args(argv)
     path = os.path.join(args.out, "metrics.jsonl")
     if not args.tables_only:
-        os.makedirs(args.out, exist_ok=True)
-        open(path, "w").close()  # this study's own records, rewritten by each run
-        stream = MetricsStream(path)
-        stream.write("study", command=" ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
-                     date=time.strftime("%Y-%m-%d"), machine=machine(), cores=args.cores, workload=args.workload,
-                     size=args.size, seg_model=args.seg_model if args.workload == "segmentation" else None,
-                     per_rank_batch=args.per_rank_batch, steps=args.steps, warmup_steps=args.warmup_steps,
-                     repeats=args.repeats)
+        stream = start_records(args.out, cores=args.cores, workload=args.workload, size=args.size,
+                               seg_model=args.seg_model if args.workload == "segmentation" else None,
+                               per_rank_batch=args.per_rank_batch, steps=args.steps, warmup_steps=args.warmup_steps,
+                               repeats=args.repeats)
         run_study(args, stream)
     text = table(path)
     with open(args.out + ".md", "w") as fh:

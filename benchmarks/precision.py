@@ -39,8 +39,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import benchmark_flags, machine, mpi_env, ranks_command, sh  # noqa: E402  (needs ROOT on sys.path)
-from runtime.metrics import MetricsStream, read_events  # noqa: E402
+from benchmarks.common import benchmark_flags, mpi_env, ranks_command, sh, start_records  # noqa: E402  (needs ROOT on sys.path)
+from runtime.metrics import read_events  # noqa: E402
 from runtime.precision import choose, cpu_facts  # noqa: E402
 
 WORKLOADS = ("chexnet", "segmentation")
@@ -235,15 +235,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if not args.tables_only:
-        os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, "metrics.jsonl")
-        open(path, "w").close()  # this study's own records, rewritten by each run
-        stream = MetricsStream(path)
         auto = choose("auto", cpu=cpu_facts())
-        stream.write("study", command=" ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
-                     date=time.strftime("%Y-%m-%d"), machine=machine(), repeats=args.repeats, steps=args.steps,
-                     warmup_steps=args.warmup_steps, matmul_n=args.matmul_n, sizes=args.size,
-                     per_rank_batch=args.per_rank_batch, auto={"policy": auto.policy, "reason": auto.reason})
+        stream = start_records(args.out, repeats=args.repeats, steps=args.steps, warmup_steps=args.warmup_steps,
+                               matmul_n=args.matmul_n, sizes=args.size, per_rank_batch=args.per_rank_batch,
+                               auto={"policy": auto.policy, "reason": auto.reason})
         measure_peaks(args, stream, "start")
         run_study(args, stream)
         measure_peaks(args, stream, "end")

@@ -43,9 +43,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import machine, ranks_command, sh  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.common import ranks_command, sh, start_records  # noqa: E402  (needs ROOT on sys.path)
 from dataprep.kvasir_seg import facts as kvasir  # noqa: E402
-from runtime.metrics import MetricsStream, fmt, read_events  # noqa: E402
+from runtime.metrics import fmt, read_events  # noqa: E402
 from runtime.precision import REQUESTS, cpu_facts  # noqa: E402
 
 WORKLOADS = ("chexnet", "segmentation")
@@ -207,17 +207,12 @@ def run_all(args, stream):
 
 def start_stream(args):
     """A fresh <out>/metrics.jsonl that opens with the study's settings and the allreduce figures it uses."""
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "metrics.jsonl")
-    open(path, "w").close()  # this study's own records file, rewritten by each new study
-    stream = MetricsStream(path)
     facts, meta = cpu_facts(), os.path.join(os.path.dirname(args.allreduce_records), "meta.json")
-    stream.write("study", command=" ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
-                 date=time.strftime("%Y-%m-%d"), machine=machine(), native_bf16=facts.native_bf16,
-                 amx=sorted(f for f in facts.flags if f.startswith("amx")),
-                 epoch_images={**EPOCH_IMAGES, **args.epoch_images}, repeats=args.repeats,
-                 steps=args.steps, warmup_steps=args.warmup_steps, input=args.input,
-                 allreduce_meta=json.load(open(meta)) if os.path.exists(meta) else {})
+    stream = start_records(args.out, native_bf16=facts.native_bf16,
+                           amx=sorted(f for f in facts.flags if f.startswith("amx")),
+                           epoch_images={**EPOCH_IMAGES, **args.epoch_images}, repeats=args.repeats,
+                           steps=args.steps, warmup_steps=args.warmup_steps, input=args.input,
+                           allreduce_meta=json.load(open(meta)) if os.path.exists(meta) else {})
     if os.path.exists(args.allreduce_records):
         for r in read_events(args.allreduce_records, "allreduce"):
             if (r["impl"], r["controller"]) == ("horovod", "mpi"):
