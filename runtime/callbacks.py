@@ -215,17 +215,19 @@ class EpochLog(keras.callbacks.Callback):
     Place it after MetricAverage (global figures) and Throughput (its record).
     """
 
-    def __init__(self, stream, throughput_cb=None):
+    def __init__(self, stream, throughput_cb=None, ranks=None):
         super().__init__()
-        self.stream, self.throughput_cb = stream, throughput_cb
+        self.stream, self.throughput_cb, self.ranks = stream, throughput_cb, ranks
         self._t0 = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        # ranks: those that ran the epoch's end (an elastic run's size changes; a short resumed part
+        # of an epoch may have no throughput figure to tell it)
         record = {"epoch": epoch + 1, "epoch_time_s": time.perf_counter() - self._t0,
-                  "lr": current_lr(self.model)}
+                  "lr": current_lr(self.model), "ranks": self.ranks}
         record.update({k: v for k, v in (logs or {}).items() if k != "images_per_s"})
         if self.throughput_cb is not None and self.throughput_cb.last:
             record["throughput"] = self.throughput_cb.last
@@ -296,7 +298,7 @@ def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_e
                            initial_batch=initial_epoch * steps_per_epoch + initial_step),
         meter,
         *epoch_end,
-        EpochLog(run.stream, meter),
+        EpochLog(run.stream, meter, ctx.size),
     ]
     mode = progress_mode(cfg.progress, ctx.is_chief, sys.stdout.isatty(),
                          under_mpi="OMPI_COMM_WORLD_SIZE" in os.environ or "PMI_SIZE" in os.environ)

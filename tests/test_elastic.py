@@ -93,9 +93,10 @@ def test_a_lost_worker_leaves_the_others_training_and_its_host_is_taken_in_again
     epochs = read_events(str(metrics), "epoch")
     assert [e["epoch"] for e in epochs] == list(range(1, EPOCHS + 1))
     for e in epochs:  # the rate of the ranks that ran the epoch's last part (sqrt scaling, no warm-up)
-        ranks = len(e["throughput"]["images_per_s_per_rank"])
-        assert e["lr"] == pytest.approx(1e-3 * math.sqrt(ranks), rel=1e-5)
-    assert len(epochs[-1]["throughput"]["images_per_s_per_rank"]) == 3
+        assert e["lr"] == pytest.approx(1e-3 * math.sqrt(e["ranks"]), rel=1e-5)
+        if "throughput" in e:  # absent where a resumed part of an epoch was shorter than the warm-up steps
+            assert len(e["throughput"]["images_per_s_per_rank"]) == e["ranks"]
+    assert epochs[-1]["ranks"] == 3
     with np.load(runs / "el" / "last.npz") as ckpt:
         assert json.loads(ckpt["state_json"].tobytes())["epoch"] == EPOCHS
 
