@@ -134,19 +134,20 @@ def table(path):
     for r in records:  # images/s of a configuration in one round: the processes' sum (apart) or the job's
         key = (r["kind"], r["variant"], r["repeat"])
         per_round[key] = per_round.get(key, 0.0) + r["images_per_s"]
-    medians, steps = {}, {}
+    medians, steps, rss = {}, {}, {}
     for (kind, variant, _), value in per_round.items():
         medians.setdefault((kind, variant), []).append(value)
     for r in records:
         steps.setdefault((r["kind"], r["variant"]), []).append(r["step_time_p50_s"])
+        rss.setdefault((r["kind"], r["variant"]), []).append(r.get("peak_rss_mb") or 0)
     reference = statistics.median(medians[("alone", None)])
     lines = [f"| configuration | images/s (median of the rounds) | of 1 x {cores} threads | "
-             f"step p50 (s) | samples |", "|---|---|---|---|---|"]
+             f"step p50 (s) | samples | peak RSS per process (MB) |", "|---|---|---|---|---|---|"]
     for (kind, variant), values in medians.items():
         m = statistics.median(values)
         lines.append(f"| {label(kind, variant, cores)} | {m:.2f} | {m / reference:.0%} | "
                      f"{statistics.median(steps[(kind, variant)]):.2f} | "
-                     f"{', '.join(f'{v:.2f}' for v in values)} |")
+                     f"{', '.join(f'{v:.2f}' for v in values)} | {max(rss[(kind, variant)]):,.0f} |")
     return "\n".join(lines) + "\n"
 
 
