@@ -88,7 +88,9 @@ def make_data(args, work):
                 "--image-size", str(args.seg_size), "--images-per-shard", "25", "--split", "random"],
                os.path.join(logs, f"seg-{enc}.log"))
             folders["segmentation"][enc] = out
-    if args.shuffle_mb:
+    if args.shuffle_mb and not args.shuffle_images:  # the ChestX-ray14 raw records serve (tests: one data set less)
+        folders["shuffle"] = folders["chexnet"]["raw"]
+    elif args.shuffle_mb:
         data = os.path.join(work, "shuffle-data")
         sh(["bash", "download_dataset.sh", "--out", data, "--synthetic", str(args.shuffle_images), "--image-size",
             str(args.stored_size)], os.path.join(logs, "shuffle-download.log"))
@@ -488,7 +490,8 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, default=30, help="timed batches per pipeline")
     p.add_argument("--warmup", type=int, default=5, help="untimed batches before them (the first one included)")
     p.add_argument("--shuffle-mb", default="8,32,128", help="shuffle buffer sizes to measure ('' skips)")
-    p.add_argument("--shuffle-images", type=int, default=3000, help="images of the shuffle study's set (256x256)")
+    p.add_argument("--shuffle-images", type=int, default=3000,
+                   help="images of the shuffle study's set (256x256); 0: the ChestX-ray14 raw records above")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", default="/tmp/input-pipeline")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "input_pipeline"))
@@ -507,6 +510,8 @@ def parse_args(argv=None):
         p.error(f"--threads takes numbers or 'auto', --shuffle-mb numbers: got {args.threads!r}, {args.shuffle_mb!r}")
     if any(t < 0 for t in args.threads) or any(v <= 0 for v in args.shuffle_mb) or args.warmup < 1:
         p.error("--threads must be >= 1 or auto, --shuffle-mb > 0 and --warmup >= 1")
+    if args.shuffle_mb and not args.shuffle_images and not {"chexnet", "raw"} <= {*args.workloads, *args.encodings}:
+        p.error("--shuffle-images 0 reads the chexnet raw records: keep chexnet in --workloads and raw in --encodings")
     args.cores = os.cpu_count() or 1
     return args
 
