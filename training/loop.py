@@ -54,9 +54,9 @@ def start(config_cls, argv, name):
     manifest.check_records("train")  # a missing or truncated shard, or other sizes, stop the run here
     if not cfg.benchmark:
         manifest.files("val")  # so does a missing validation split
-    record_kb = manifest.record_bytes("train") / 1024
+    record_bytes = manifest.record_bytes("train")
     trainer_log.info("input: shuffle buffer of %d records per rank (%g MB of %.1f KB records); data threads %s",
-                     cfg.pipeline().records_for(record_kb * 1024), cfg.shuffle_buffer_mb, record_kb,
+                     cfg.pipeline().records_for(record_bytes), cfg.shuffle_buffer_mb, record_bytes / 1024,
                      cfg.data_threads or "autotuned")
     return cfg, ctx, trainer_log, manifest
 
