@@ -16,7 +16,11 @@ import os
 
 import horovod.tensorflow as hvd
 import horovod.tensorflow.elastic as hvd_elastic
-import horovod.tensorflow.keras as hvd_keras
+# Not horovod.tensorflow.keras: it imports Keras 3 (`from keras import backend`, with sklearn and
+# pyplot) for helpers this project does not use, 2.7 s of the 9.2 s each rank took to import a
+# trainer (Intel Xeon, median of 4). Its DistributedOptimizer is a check of arguments this
+# project never sets, then this call (horovod 0.28.1, pinned).
+from horovod._keras import create_distributed_optimizer
 from horovod.common.elastic import run_fn
 from horovod.common.exceptions import HorovodInternalError
 import numpy as np
@@ -210,9 +214,10 @@ def distributed_optimizer(optimizer, cfg):
     """Wrap a Keras optimizer so gradients are averaged across ranks each step."""
     # fp16 halves allreduce bytes; worth it when the network, not compute, limits.
     compression = hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none
-    return hvd_keras.DistributedOptimizer(
-        optimizer,
-        compression=compression,
+    return create_distributed_optimizer(
+        keras, optimizer, name=None, device_dense="", device_sparse="", compression=compression,
+        sparse_as_dense=False, gradient_predivide_factor=1.0, op=hvd.Average, groups=None,
+        process_set=hvd.global_process_set, scale_local_gradients=True,
         # Accumulating N local batches per allreduce emulates an N times larger
         # batch with N times fewer (latency-bound) allreduces; averaged so the
         # learning rate means the same as without accumulation.

@@ -90,6 +90,16 @@ def test_importing_tensorflow_through_runtime_prints_no_stub_lines():
         pytest.skip("this TensorFlow wheel prints no CUDA-stub lines: nothing to filter")
 
 
+def test_no_entry_point_of_a_rank_imports_keras_3():
+    """Every rank imports its trainer or evaluator: Keras 3 (and the sklearn and pyplot it pulls in)
+    would add about 2.7 s to each rank's start-up (runtime/distributed.py)."""
+    code = ("import runtime, sys\nimport chexnet.train, chexnet.evaluate, segmentation.train, segmentation.evaluate\n"
+            "print(sorted(m for m in sys.modules if m == 'keras' or m.startswith('keras.')))")
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 # ------------------------------------------------------------------ warm-up
 def _fit_recording_lr(warmup, epochs=2, steps=4, at_epoch_end=None, initial_lr=1.0):
     """Fit a 1-weight model; returns the LR in force at each batch."""
