@@ -219,8 +219,12 @@ def cell(row, key, spec):
 
 def markdown(rows, meta):
     first = rows[0]
+    budget = f"{first['epochs']} epochs on {first['ranks']} rank(s)"
+    if any((r["epochs"], r["ranks"]) != (first["epochs"], first["ranks"]) for r in rows):  # a reused run's own
+        budget = "budgets differ: " + ", ".join(f"{r['name']} {r['epochs']} epochs on {r['ranks']} rank(s)"
+                                                 for r in rows)
     lines = [f"{first['split']} split of {first['images']} images, {first['image_size']}x{first['image_size']}, "
-             f"{first['epochs']} epochs on {first['ranks']} rank(s), graded at {first['checkpoint']}; "
+             f"{budget}, graded at {first['checkpoint']}; "
              f"{meta['machine']['cpu']}, {meta['machine']['cores']} cores, {first['precision']}.", "",
              "| " + " | ".join(c[0] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r, key, spec) for _, key, spec in COLUMNS) + " |" for r in rows]

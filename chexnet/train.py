@@ -29,7 +29,7 @@ def main(argv=None):
         if manifest else losses.uniform_weights(len(classes))
     model = cx_model.build_model(cfg.crop, len(classes), cfg.weights, cfg.bn_momentum)
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
-    model.compile(optimizer, losses.weighted_bce(w_pos, w_neg), jit_compile=ctx.jit_compile)
+    loop.compile_model(model, optimizer, losses.weighted_bce(w_pos, w_neg), ctx)
 
     def train_input(ctx):
         steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch) if manifest else None

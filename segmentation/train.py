@@ -27,7 +27,7 @@ def main(argv=None):
     model = seg_model.build_model(cfg.model, size, bn_momentum=cfg.bn_momentum)
     loss = losses.build_loss(cfg.loss)
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
-    model.compile(optimizer, loss, jit_compile=ctx.jit_compile)
+    loop.compile_model(model, optimizer, loss, ctx)
     log.info("%s: %d parameters at %dx%d", cfg.model, seg_model.count_params(model), size, size)
 
     def train_input(ctx):

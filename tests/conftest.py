@@ -1,7 +1,15 @@
 """Loaded by pytest before any test module: select legacy Keras before TensorFlow
-is imported, and make sure no process a test started outlives the session."""
+is imported, make sure no process a test started outlives the session, the
+data sets and trained runs that tests of several modules share (each made once),
+and which tests run together in one pytest-xdist worker.
+
+pytest.ini runs the suite in 2 workers (``-n 0`` runs it in one process): a
+module's tests stay in one worker, so its fixtures are built once, and so do
+the modules that share a session fixture below. The longest groups start first.
+"""
 import contextlib
 import ctypes
+import json
 import sys
 
 import runtime  # noqa: F401
@@ -9,7 +17,7 @@ import runtime  # noqa: F401
 import psutil
 import pytest
 
-from helpers import stop_processes
+from helpers import horovodrun, make_kvasir, run_ranks, stop_processes
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
@@ -25,6 +33,34 @@ def _become_child_subreaper():
 
 
 _become_child_subreaper()
+
+# The session fixtures below that modules share: a module using one joins its worker group.
+SHARED = ("resunetpp_run", "small_kvasir")
+# Groups measured longest (seconds in one process, Intel Xeon, 2026-11-27): started first, so that
+# the two workers end close together. The rest follow in collection order.
+LONGEST_FIRST = ("resunetpp_run",      # test_benchmarks 360 + test_segmentation_train 194
+                 "small_kvasir",       # test_stopping 269 + test_elastic 123
+                 "test_chexnet_train",  # 335
+                 "test_job_submissions",  # 224
+                 "test_benchmarks_compute")  # 139
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(config, items):
+    modules = {}
+    for item in items:
+        modules.setdefault(item.module.__name__, []).append(item)
+    group = {}
+    for module, tests in modules.items():
+        shared = [f for f in SHARED if any(f in t.fixturenames for t in tests)]
+        group[module] = shared[0] if shared else module
+        for t in tests:
+            t.add_marker(pytest.mark.xdist_group(group[module]))
+
+    def rank(item):
+        g = group[item.module.__name__]
+        return LONGEST_FIRST.index(g) if g in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: collection order within a rank
 
 
 def _pytests_own_helper(p):
@@ -52,3 +88,28 @@ def no_process_outlives_the_session(request):
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         for line in lines:
             reporter.write_line(line, red=True)
+
+
+@pytest.fixture(scope="session")
+def small_kvasir(tmp_path_factory):
+    """90 synthetic Kvasir-SEG pairs stored at 32x32 (72 train images), for the runs that stop and
+    resume (test_stopping.py, test_elastic.py): read only."""
+    return make_kvasir(tmp_path_factory.mktemp("kvasir-small"), pairs=90, largest=96, stored=32, seed=5)
+
+
+@pytest.fixture(scope="session")
+def resunetpp_run(tmp_path_factory):
+    """ResUNet++ trained on 2 ranks over uneven shards (400 pairs at 48x48, 5 epochs, no warm-up, float32:
+    no test may depend on the CPU's bfloat16 units), then val graded on last.npz; read only
+    (test_segmentation_train.py, and the model comparison in test_benchmarks.py copies it)."""
+    root = tmp_path_factory.mktemp("resunetpp")
+    data = make_kvasir(root, pairs=400, largest=96, stored=48)
+    runs, epochs = root / "runs", 5
+    horovodrun(2, ["-m", "segmentation.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(runs),
+                   "--run-name", "t", "--epochs", str(epochs), "--per-rank-batch", "8", "--bn-momentum", "0.9",
+                   "--warmup-epochs", "0", "--precision", "float32"], timeout=1200)
+    run = runs / "t"
+    run_ranks(2, ["-m", "segmentation.evaluate", "--run", str(run), "--split", "val", "--checkpoint", "last.npz",
+                  "--bootstrap", "200"], timeout=600)
+    manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
+    return {"data": data, "run": run, "manifest": manifest, "epochs": epochs}

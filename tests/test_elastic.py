@@ -19,7 +19,6 @@ import pytest
 
 from helpers import JOB_VAR, marked_processes, started_job, tail
 from runtime.metrics import read_events
-from test_segmentation_train import make_data
 
 BATCH, EPOCHS, EVERY = 5, 4, 2
 
@@ -51,13 +50,13 @@ def _wait_for_first_epoch(metrics, job, timeout=300):
         time.sleep(0.2)
 
 
-def test_a_lost_worker_leaves_the_others_training_and_its_host_is_taken_in_again(tmp_path):
+def test_a_lost_worker_leaves_the_others_training_and_its_host_is_taken_in_again(tmp_path, small_kvasir):
     """Rank 0 (the one writing the records and checkpoints) is killed during epoch 2 of 3 workers:
     the 2 survivors go on from the last commit (a checkpoint every 2 steps), with the steps per epoch
     and the learning rate of 2 ranks; the new rank 0 writes the records. After the 3-5 s cool-down
     the killed worker's host is listed again, a new worker joins at the next commit, and the run
     ends its 4 epochs on 3 ranks, each epoch recorded once."""
-    data = make_data(tmp_path, pairs=90, stored=32, seed=5)
+    data = small_kvasir
     train_images = json.loads((data / "tfrecords" / "manifest.json").read_text())["splits"]["train"]["images"]
     hosts = tmp_path / "hosts"
     hosts.write_text("".join(f"{name}:1\n" for name in local_host_names()))

@@ -11,36 +11,16 @@ import os
 import cv2
 import pytest
 
-from helpers import horovodrun, run_job, run_ranks
+from helpers import run_job, run_ranks
 from runtime.metrics import read_events
 
-PAIRS, LARGEST, STORED, EPOCHS = 400, 96, 48, 5
 FAST = ["--precision", "float32"]  # no test may depend on the CPU's bfloat16 units
 
 
-def make_data(root, pairs=PAIRS, stored=STORED, seed=0):
-    for script, extra in (("download_dataset.sh", ["--synthetic", str(pairs), "--image-size", str(LARGEST),
-                                                   "--seed", str(seed)]),
-                          ("extract_images.sh", []),
-                          ("write_tfrecords.sh", ["--image-size", str(stored), "--images-per-shard", "40"])):
-        run_job(["bash", script, "--dataset", "kvasir-seg", "--out", str(root), *extra], timeout=600)
-    return root / "kvasir-seg"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """ResUNet++ on 2 ranks over uneven shards, no warm-up; then evaluate val (last.npz)."""
-    root = tmp_path_factory.mktemp("seg")
-    data = make_data(root)
-    runs = root / "runs"
-    horovodrun(2, ["-m", "segmentation.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(runs),
-                   "--run-name", "t", "--epochs", str(EPOCHS), "--per-rank-batch", "8", "--bn-momentum", "0.9",
-                   "--warmup-epochs", "0", *FAST], timeout=1200)
-    run = runs / "t"
-    run_ranks(2, ["-m", "segmentation.evaluate", "--run", str(run), "--split", "val", "--checkpoint", "last.npz",
-                  "--bootstrap", "200"], timeout=600)
-    manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
-    return {"data": data, "run": run, "manifest": manifest}
+@pytest.fixture
+def trained(resunetpp_run):
+    """ResUNet++ on 2 ranks over uneven shards, no warm-up; then evaluate val (last.npz): conftest.py."""
+    return resunetpp_run
 
 
 def _epochs(trained):
@@ -53,14 +33,14 @@ def _eval(trained):
 
 def test_two_rank_resunetpp_learns_the_polyps(trained):
     dice = [e["val_dice"] for e in _epochs(trained)]
-    assert len(dice) == EPOCHS
+    assert len(dice) == trained["epochs"]
     # A model that predicts nothing scores 0 here; one that marks the whole frame about 0.2.
     assert max(dice) >= 0.8, dice
 
 
 def test_logged_validation_figures_are_the_saved_checkpoints(trained):
     last, ev = _epochs(trained)[-1], _eval(trained)
-    assert ev["checkpoint"] == "last.npz" and ev["epoch"] == EPOCHS
+    assert ev["checkpoint"] == "last.npz" and ev["epoch"] == trained["epochs"]
     for figure in ("dice", "iou", "precision", "recall"):
         assert ev[f"mean_{figure}"] == pytest.approx(last[f"val_{figure}"], abs=1e-9), figure
     assert ev["loss"] == pytest.approx(last["val_loss"], rel=1e-5)
@@ -118,7 +98,8 @@ def test_benchmark_mode_on_the_records(trained, tmp_path):
                          "--throughput-warmup-steps", "2", "--nvtx", *FAST], timeout=600)
     rec = read_events(str(tmp_path / "b" / "metrics.jsonl"), "benchmark")[0]
     assert rec["input"] == "tfrecords" and rec["ranks"] == 2 and rec["timed_steps"] == 4
-    assert rec["network"] == "unet" and rec["image_size"] == STORED and rec["images"] == 2 * 4 * 4
+    assert rec["network"] == "unet" and rec["image_size"] == trained["manifest"]["options"]["image_size"]
+    assert rec["images"] == 2 * 4 * 4
     assert "benchmark: " in proc.stdout
     assert read_events(str(tmp_path / "b" / "metrics.jsonl"), "config")[0]["config"]["nvtx"] is True
 

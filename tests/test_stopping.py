@@ -22,18 +22,16 @@ import pytest
 
 from helpers import marked_processes, JOB_VAR, run_ranks, started_job
 from runtime.metrics import read_events
-from test_segmentation_train import make_data
 
 FAST = ["--precision", "float32"]
 EPOCHS = 3
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, small_kvasir):
     """The data, the flags every run shares, and one uninterrupted run ("whole")."""
-    root = tmp_path_factory.mktemp("stop")
-    data = make_data(root, pairs=90, stored=32, seed=5)  # 72 train images: 9 steps of 2 x 4
-    runs = root / "runs"
+    data = small_kvasir  # 72 train images: 9 steps of 2 x 4
+    runs = tmp_path_factory.mktemp("stop") / "runs"
     common = ["-m", "segmentation.train", "--model", "unet", "--data-dir", str(data / "tfrecords"),
               "--runs-dir", str(runs), "--per-rank-batch", "4", "--deterministic", "--no-tensorboard",
               "--warmup-epochs", "1.5", "--throughput-warmup-steps", "1", *FAST]
