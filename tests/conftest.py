@@ -34,40 +34,33 @@ def _become_child_subreaper():
 
 _become_child_subreaper()
 
-# The session fixtures below that modules share: a module using one joins its worker group.
+# The session fixtures below that tests of several modules use: those tests share a worker.
 SHARED = ("resunetpp_run", "small_kvasir")
 # Groups measured longest (seconds in one process, Intel Xeon, 2026-11-27): started first, so that
 # the two workers end close together. The rest follow in collection order.
-LONGEST_FIRST = ("resunetpp_run",      # test_benchmarks 360 + test_segmentation_train 194
-                 "small_kvasir",       # test_stopping 269 + test_elastic 123
-                 "test_chexnet_train",  # 335
-                 "test_job_submissions",  # 224
+LONGEST_FIRST = ("resunetpp_run",          # test_segmentation_train 194 + the model comparison 53
+                 "small_kvasir",           # test_stopping 269 + test_elastic 123
+                 "test_chexnet_train",     # 335
+                 "test_benchmarks",        # 307 without the model comparison
+                 "test_job_submissions",   # 224
                  "test_benchmarks_compute")  # 139
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
-def pytest_collection_modifyitems(config, items):
-    modules = {}
-    for item in items:
-        modules.setdefault(item.module.__name__, []).append(item)
-    group = {}
-    for module, tests in modules.items():
-        shared = [f for f in SHARED if any(f in t.fixturenames for t in tests)]
-        group[module] = shared[0] if shared else module
-        for t in tests:
-            t.add_marker(pytest.mark.xdist_group(group[module]))
+def _group(item):
+    """A test's worker group: the first shared fixture it uses, else its module (whose fixtures it may share)."""
+    return next((f for f in SHARED if f in item.fixturenames), item.module.__name__)
 
+
+def pytest_itemcollected(item):
+    # Marked as each test is collected, before any pytest_collection_modifyitems (xdist's makes the groups).
+    item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
+def pytest_collection_modifyitems(config, items):
     def rank(item):
-        g = group[item.module.__name__]
+        g = _group(item)
         return LONGEST_FIRST.index(g) if g in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=rank)  # stable: collection order within a rank
-
-
-def _pytests_own_helper(p):
-    # multiprocessing's resource tracker or fork server, if a test used
-    # multiprocessing in-process: it ends with pytest and is no leak.
-    return any("multiprocessing.resource_tracker" in a or "multiprocessing.forkserver" in a
-               for a in p.cmdline())
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -113,3 +106,4 @@ def resunetpp_run(tmp_path_factory):
                   "--bootstrap", "200"], timeout=600)
     manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
     return {"data": data, "run": run, "manifest": manifest, "epochs": epochs}
+

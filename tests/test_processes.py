@@ -109,7 +109,7 @@ def _inner_pytest(tmp_path, marker, timeout):
     test.write_text(INNER_TEST.format(tests=os.path.join(ROOT, "tests"), timeout=timeout, sleeper=SLEEPER,
                                       ready=str(ready), marker=marker))
     args = ["-c", os.path.join(ROOT, "pytest.ini"), "--rootdir", str(tmp_path), "-p", "no:cacheprovider", "-q",
-            str(test)]
+            "-n", "0", str(test)]  # in its own process, as a user's one test runs
     # Ctrl-C must reach it as KeyboardInterrupt even where this suite runs with
     # SIGINT ignored (a background job of a non-interactive shell), which Python
     # would otherwise inherit: restore the handler first.
