@@ -72,6 +72,9 @@ class RuntimeConfig(ProcessConfig):
         super().validate()
         if self.grad_accum_steps < 1:
             raise UserError(f"--grad-accum-steps must be >= 1, got {self.grad_accum_steps}")
+        if self.xla and self.grad_accum_steps > 1:  # --xla trains without Horovod's optimizer wrapper
+            raise UserError("--grad-accum-steps is done by Horovod's optimizer wrapper, which XLA cannot compile: "
+                            "drop --xla or --grad-accum-steps")
         if self.warmup_epochs < 0:
             raise UserError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
         if self.throughput_warmup_steps < 0:

@@ -212,6 +212,10 @@ def scaled_lr(base_lr, size, rule="linear"):
 
 def distributed_optimizer(optimizer, cfg):
     """Wrap a Keras optimizer so gradients are averaged across ranks each step."""
+    if cfg.xla:
+        # One rank (init refuses more): nothing to average, and XLA cannot compile the wrapper's
+        # allreduce even in the branch a single rank never takes ("tf2xla conversion failed").
+        return optimizer
     # fp16 halves allreduce bytes; worth it when the network, not compute, limits.
     compression = hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none
     return create_distributed_optimizer(

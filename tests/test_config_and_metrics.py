@@ -32,6 +32,8 @@ def test_every_field_is_a_flag_with_its_type():
 def test_bad_values_are_one_line_errors():
     with pytest.raises(UserError, match="--grad-accum-steps must be >= 1, got 0"):
         parse_args(DemoConfig, ["--grad-accum-steps", "0"])
+    with pytest.raises(UserError, match="drop --xla or --grad-accum-steps"):
+        parse_args(DemoConfig, ["--xla", "--grad-accum-steps", "2"])
     with pytest.raises(SystemExit):  # argparse: wrong type / choice
         parse_args(DemoConfig, ["--progress", "fancy"])
     with pytest.raises(SystemExit):

@@ -7,6 +7,7 @@ on the records (stopping and resuming: test_stopping.py).
 import csv
 import json
 import os
+import sys
 
 import cv2
 import pytest
@@ -102,6 +103,19 @@ def test_benchmark_mode_on_the_records(trained, tmp_path):
     assert rec["images"] == 2 * 4 * 4
     assert "benchmark: " in proc.stdout
     assert read_events(str(tmp_path / "b" / "metrics.jsonl"), "config")[0]["config"]["nvtx"] is True
+
+
+def test_xla_trains_one_rank_on_the_records(trained, tmp_path):
+    """--xla compiles the train step (one rank: Horovod's allreduce has no XLA kernel, so no wrapper);
+    with --elastic it is refused in one line."""
+    common = ["-m", "segmentation.train", "--model", "unet", "--data-dir", str(trained["data"] / "tfrecords"),
+              "--runs-dir", str(tmp_path), "--xla", *FAST]
+    run_job([sys.executable, *common, "--run-name", "x", "--benchmark", "--per-rank-batch", "4",
+             "--benchmark-steps", "2", "--throughput-warmup-steps", "1"], timeout=600)
+    rec = read_events(str(tmp_path / "x" / "metrics.jsonl"), "benchmark")[0]
+    assert rec["xla"] is True and rec["ranks"] == 1 and rec["timed_steps"] == 2
+    proc = run_job([sys.executable, *common, "--run-name", "e", "--elastic"], expect_rc=2, timeout=300)
+    assert proc.stderr.strip().splitlines()[-1].endswith("cannot join an elastic job: drop --xla or --elastic")
 
 
 def test_resume_without_a_checkpoint_stops_every_rank_with_one_line(trained, tmp_path):

@@ -104,6 +104,8 @@ class TrainConfig(RuntimeConfig):
                 raise UserError("--profile-steps writes into the TensorBoard folder: drop --no-tensorboard")
         if self.elastic and not self.run_name:
             raise UserError("--elastic needs --run-name: a worker that joins later must find the run's folder")
+        if self.xla and self.elastic:  # --xla trains one rank without Horovod's optimizer wrapper
+            raise UserError("--xla trains one rank only and cannot join an elastic job: drop --xla or --elastic")
         if self.resume and not self.run_name:
             raise UserError("--resume needs --run-name: the run folder whose last checkpoint to continue")
         if not self.data_dir and not (self.benchmark and self.synthetic_input):
