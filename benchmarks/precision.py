@@ -31,6 +31,7 @@ import argparse
 import csv
 import io
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -129,18 +130,40 @@ def run_study(args, stream):
         if name == "mixed" and name in args.variants and mixed is None:
             stream.write("skipped", variant=name, reason=why_not)
     runs = [(w, v) for w, v in runs if not (v[0] == "mixed" and mixed is None)]
+    failed = set()
     for repeat in range(1, args.repeats + 1):
         shift = (repeat - 1) % len(runs)  # each round starts one run later: load spreads over all
         for workload, (variant, ranks, extra) in runs[shift:] + runs[:shift]:
             name = f"{workload}-{variant.replace(' ', '_')}-r{repeat}"
             print(f"[round {repeat}/{args.repeats}] {name}", flush=True)
+            if (workload, variant) in failed:
+                continue
             flags = trainer_flags(args, workload, run_dir, name, mixed if variant == "mixed" else extra)
-            sh(ranks_command(ranks, flags), os.path.join(run_dir, name + ".log"))
+            log = os.path.join(run_dir, name + ".log")
+            try:
+                sh(ranks_command(ranks, flags), log)
+            except SystemExit:  # one variant that cannot run here (XLA without a kernel) ends only itself
+                failed.add((workload, variant))
+                stream.write("failed", workload=workload, variant=variant, reason=failure_reason(log), log=log)
+                print(f"  {name} failed: {failure_reason(log)}", flush=True)
+                continue
             r = read_events(os.path.join(run_dir, name, "metrics.jsonl"), "benchmark")[-1]
             stream.write("precision", workload=workload, variant=variant, ranks=ranks, repeat=repeat,
                          images_per_s=r["images_per_s"], step_time_p50_s=r["step_time_p50_s"],
                          compute_dtype=r["precision"].replace("mixed_", ""), peak_rss_mb=r.get("peak_rss_mb"),
                          load_avg_1m=os.getloadavg()[0])  # how shared the machine was
+
+
+def failure_reason(log):
+    """The line of a failed run's log that says why: XLA's unsupported operation, or the trainer's error."""
+    with open(log, errors="replace") as fh:
+        lines = fh.read().splitlines()
+    for line in lines:
+        m = re.search(r"Detected unsupported operations[^:]*: (\w+)", line)
+        if m:
+            return f"XLA on CPU has no kernel for {m.group(1)}"
+    errors = [line for line in lines if line.startswith("error: ")]
+    return errors[-1][len("error: "):] if errors else f"it failed; see {log}"
 
 
 # ------------------------------------------------------------------ the table, from the records only
@@ -178,6 +201,8 @@ def markdown(path, rows):
              + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in sorted(peaks.items())) + ".", ""]
     for r in read_events(path, "skipped"):
         lines += [f"Skipped: {r['variant']} ({r['reason']}).", ""]
+    for r in read_events(path, "failed"):
+        lines += [f"Failed: {r['workload']} {r['variant']} ({r['reason']}).", ""]
     lines += [f"| workload | variant | ranks | compute | images/s (median of {study['repeats']}) | vs float32 | "
               "training GFLOP/s | of the matmul peak | peak RSS per rank (MB) |",
               "|---|---|---|---|---|---|---|---|---|"]
