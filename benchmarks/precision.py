@@ -134,18 +134,19 @@ def run_study(args, stream):
     for repeat in range(1, args.repeats + 1):
         shift = (repeat - 1) % len(runs)  # each round starts one run later: load spreads over all
         for workload, (variant, ranks, extra) in runs[shift:] + runs[:shift]:
-            name = f"{workload}-{variant.replace(' ', '_')}-r{repeat}"
-            print(f"[round {repeat}/{args.repeats}] {name}", flush=True)
             if (workload, variant) in failed:
                 continue
+            name = f"{workload}-{variant.replace(' ', '_')}-r{repeat}"
+            print(f"[round {repeat}/{args.repeats}] {name}", flush=True)
             flags = trainer_flags(args, workload, run_dir, name, mixed if variant == "mixed" else extra)
             log = os.path.join(run_dir, name + ".log")
             try:
                 sh(ranks_command(ranks, flags), log)
             except SystemExit:  # one variant that cannot run here (XLA without a kernel) ends only itself
                 failed.add((workload, variant))
-                stream.write("failed", workload=workload, variant=variant, reason=failure_reason(log), log=log)
-                print(f"  {name} failed: {failure_reason(log)}", flush=True)
+                reason = failure_reason(log)
+                stream.write("failed", workload=workload, variant=variant, reason=reason, log=log)
+                print(f"  {name} failed: {reason}", flush=True)
                 continue
             r = read_events(os.path.join(run_dir, name, "metrics.jsonl"), "benchmark")[-1]
             stream.write("precision", workload=workload, variant=variant, ranks=ranks, repeat=repeat,

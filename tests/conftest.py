@@ -56,6 +56,13 @@ def pytest_itemcollected(item):
     item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
+def _pytests_own_helper(p):
+    # multiprocessing's resource tracker or fork server, if a test used
+    # multiprocessing in-process: it ends with pytest and is no leak.
+    return any("multiprocessing.resource_tracker" in a or "multiprocessing.forkserver" in a
+               for a in p.cmdline())
+
+
 def pytest_collection_modifyitems(config, items):
     def rank(item):
         g = _group(item)
@@ -106,4 +113,3 @@ def resunetpp_run(tmp_path_factory):
                   "--bootstrap", "200"], timeout=600)
     manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
     return {"data": data, "run": run, "manifest": manifest, "epochs": epochs}
-
