@@ -216,6 +216,10 @@ def distributed_optimizer(optimizer, cfg):
         # One rank (init refuses more): nothing to average, and XLA cannot compile the wrapper's
         # allreduce even in the branch a single rank never takes ("tf2xla conversion failed").
         return optimizer
+    if hvd.size() == 1 and cfg.grad_accum_steps == 1 and os.environ.get("HOROVOD_ELASTIC") != "1":
+        # One rank for the whole run: nothing to average, and the wrapper's tf.cond per gradient
+        # costs graph building (DenseNet121: 15 s of CPU per process, for an identity).
+        return optimizer
     # fp16 halves allreduce bytes; worth it when the network, not compute, limits.
     compression = hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none
     return create_distributed_optimizer(
@@ -240,6 +244,8 @@ def stop_timeline():
 
 
 def broadcast_variables(variables, root_rank=0):
+    if hvd.size() == 1:  # an identity, whose graph costs DenseNet121 about 5 s to build
+        return
     hvd.broadcast_variables(variables, root_rank=root_rank)
 
 

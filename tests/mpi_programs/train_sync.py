@@ -2,6 +2,8 @@
 
     mpirun -np 2 python tests/mpi_programs/train_sync.py --mode runtime --out DIR
 
+(and on 1 rank, which trains with Keras's own optimizer unless it accumulates).
+
 Ranks start from deliberately different weights and read different data.
 ``--mode runtime`` trains through the runtime (broadcast, distributed
 optimizer, warm-up); ``--mode plain`` without it, the control that must diverge.
@@ -52,7 +54,7 @@ def main():
     digests = distributed.allgather_object(distributed.weights_digest(model.trainable_variables))
     if ctx.rank == 0:
         with open(os.path.join(args.out, "result.json"), "w") as fh:
-            json.dump({"digests": digests, "lr": seen_lr,
+            json.dump({"digests": digests, "lr": seen_lr, "wrapped": type(optimizer) is not keras.optimizers.Adam,
                        "in_sync": distributed.replicas_in_sync(model.trainable_variables)}, fh)
     else:
         distributed.replicas_in_sync(model.trainable_variables)  # collective: all ranks call
