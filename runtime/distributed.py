@@ -216,9 +216,11 @@ def distributed_optimizer(optimizer, cfg):
         # One rank (init refuses more): nothing to average, and XLA cannot compile the wrapper's
         # allreduce even in the branch a single rank never takes ("tf2xla conversion failed").
         return optimizer
-    if hvd.size() == 1 and cfg.grad_accum_steps == 1 and os.environ.get("HOROVOD_ELASTIC") != "1":
-        # One rank for the whole run: nothing to average, and the wrapper's tf.cond per gradient
-        # costs graph building (DenseNet121: 15 s of CPU per process, for an identity).
+    # Not elastic (whose size changes) and not accumulating (the wrapper's helper does that).
+    fixed_size = cfg.grad_accum_steps == 1 and os.environ.get("HOROVOD_ELASTIC") != "1"
+    if fixed_size and hvd.size() == 1:
+        # Nothing to average, and the wrapper's tf.cond per gradient costs graph building
+        # (DenseNet121: 15 s of CPU per process, for an identity).
         return optimizer
     # fp16 halves allreduce bytes; worth it when the network, not compute, limits.
     compression = hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none
@@ -232,10 +234,10 @@ def distributed_optimizer(optimizer, cfg):
         backward_passes_per_step=cfg.grad_accum_steps,
         average_aggregated_gradients=True,
     )
-    if cfg.grad_accum_steps == 1 and os.environ.get("HOROVOD_ELASTIC") != "1":
-        # A job whose size is fixed: Horovod's function puts each gradient's allreduce in a
-        # tf.cond (for an elastic job that may shrink to one rank), whose two branch graphs cost
-        # DenseNet121 about 10 s of start-up per rank; the same allreduce, without the cond.
+    if fixed_size:
+        # Horovod's function puts each gradient's allreduce in a tf.cond (for an elastic job that
+        # may shrink to one rank), whose two branch graphs cost DenseNet121 about 10 s of start-up
+        # per rank; the same allreduce, without the cond.
         wrapped._allreduce_grads = _fixed_size_allreduce_grads(wrapped._name, compression)
     return wrapped
 
