@@ -54,6 +54,7 @@ def run_job(cmd, timeout=600, expect_rc=0, **env):
             job.stop()
             pytest.fail(f"{' '.join(cmd)} was stopped after {timeout} s (its timeout), still running\n"
                         f"{tail(*job.output())}")
+        job.settle(2.0)
         left = job.stop()
         if left:  # none after a clean mpirun or horovodrun: a leak worth knowing of
             warnings.warn(f"{' '.join(cmd)} exited {job.proc.returncode} but left {len(left)} process(es) running;"
@@ -127,6 +128,13 @@ class Job:
             with contextlib.suppress(psutil.Error):
                 found += psutil.Process(self.proc.pid).children(recursive=True)
         return list({p.pid: p for p in found if p.pid != self.proc.pid}.values())
+
+    def settle(self, seconds):
+        """Wait up to ``seconds`` for the job's processes to end on their own: multiprocessing's resource
+        tracker, for one, exits only once it reads the end of its pipe, just after the root."""
+        deadline = time.monotonic() + seconds
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def stop(self):
         """End the root and every process of the job (SIGTERM, GRACE_S, SIGKILL) and reap them.
