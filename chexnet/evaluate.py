@@ -2,8 +2,9 @@
 
     python -m chexnet.evaluate --run runs/cx                    # best.npz on the test split
     mpirun -np 2 python -m chexnet.evaluate --run runs/cx --split val --checkpoint last.npz
+    mpirun -np 2 python -m chexnet.evaluate --run runs/cx --split val,test    # both, one model load
 
-Writes <run>/eval-<split>/{auc.md, auc.csv, roc.csv, roc.png, predictions.csv}, appends
+Writes, for each split, <run>/eval-<split>/{auc.md, auc.csv, roc.csv, roc.png, predictions.csv}, appends
 an ``eval`` record to <run>/metrics.jsonl, and prints the table (rank 0).
 """
 import os
@@ -41,23 +42,17 @@ def write_predictions(path, names, probs, labels, classes):
             fh.write(n + "," + ",".join(f"{v:.17g}" for v in p) + "," + ",".join(str(int(v)) for v in y) + "\n")
 
 
-@main_guard
-def main(argv=None):
-    cfg = parse_args(EvalConfig, argv, description="Evaluate a CheXNet checkpoint: per-pathology AUC table, "
-                                                   "bootstrap intervals, ROC curves.")
-    ev = start(cfg, "evaluate")
-    from chexnet import auc, data, losses, model as cx_model, validation
-    from training import checkpoint
-    from training.gather import Predictor
+def gather_split(ev, predictor):
+    """Collective: (logits, labels, names) of every image of ``ev.split``, gathered on every rank."""
+    from chexnet import data, validation
+    ds = data.eval_dataset(ev.manifest, ev.split, ev.ctx.rank, ev.ctx.size, ev.cfg.eval_batch, ev.state["crop"])
+    return validation.gather_logits(predictor, ds, ev.manifest.images(ev.split))
 
-    classes = ev.manifest.classes
-    cx_model.check_checkpoint(ev.state, ev.checkpoint_path, classes, ev.manifest.stored_size)
-    model = cx_model.build_model(ev.state["crop"], len(classes))
-    checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
-    ds = data.eval_dataset(ev.manifest, cfg.split, ev.ctx.rank, ev.ctx.size, cfg.eval_batch, ev.state["crop"])
-    logits, labels, names = validation.gather_logits(Predictor(model), ds, ev.manifest.images(cfg.split))
-    if not ev.ctx.is_chief:
-        return
+
+def write_split(ev, logits, labels, names):
+    """Rank 0: the split's tables, curves and predictions in <run>/eval-<split>/, and its ``eval`` record."""
+    from chexnet import auc, losses
+    cfg, classes = ev.cfg, ev.manifest.classes
     probs = losses.sigmoid(logits)
     rows = auc.auc_table(labels, logits, classes, n_boot=cfg.bootstrap, seed=cfg.seed)
     out, title = ev.out_dir(), ev.title(len(names))
@@ -73,6 +68,26 @@ def main(argv=None):
               auc={r["pathology"]: r["auc"] for r in rows[:-1]})
     print(f"## Per-pathology AUC: {title}\n\n{auc.markdown(rows)}\n\n(saved in {out}/)", flush=True)
     ev.log.info("evaluation written to %s", out)
+
+
+@main_guard
+def main(argv=None):
+    cfg = parse_args(EvalConfig, argv, description="Evaluate a CheXNet checkpoint: per-pathology AUC table, "
+                                                   "bootstrap intervals, ROC curves.")
+    ev = start(cfg, "evaluate")
+    from chexnet import model as cx_model
+    from training import checkpoint
+    from training.gather import Predictor
+
+    cx_model.check_checkpoint(ev.state, ev.checkpoint_path, ev.manifest.classes, ev.manifest.stored_size)
+    model = cx_model.build_model(ev.state["crop"], len(ev.manifest.classes))
+    checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
+    predictor = Predictor(model)  # one traced predict step for every split
+    # Every split's collectives first: no rank then waits in one while rank 0 bootstraps a table.
+    gathered = [(one, gather_split(one, predictor)) for one in ev.each_split()]
+    if ev.ctx.is_chief:
+        for one, split_rows in gathered:
+            write_split(one, *split_rows)
 
 
 if __name__ == "__main__":

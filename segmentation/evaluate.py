@@ -2,8 +2,9 @@
 
     python -m segmentation.evaluate --run runs/seg --split val           # best.npz
     mpirun -np 2 python -m segmentation.evaluate --run runs/seg --split val --checkpoint last.npz
+    mpirun -np 2 python -m segmentation.evaluate --run runs/seg --split val,test    # both, one model load
 
-Writes <run>/eval-<split>/{metrics.md, metrics.csv, per_image.csv, panels.png},
+Writes, for each split, <run>/eval-<split>/{metrics.md, metrics.csv, per_image.csv, panels.png},
 appends an ``eval`` record (the figures, their intervals and the inference
 images/s) to <run>/metrics.jsonl, and prints the table (rank 0). Figures are
 per image on predictions thresholded at 0.5, then averaged (segmentation.metrics).
@@ -34,7 +35,7 @@ def panels_png(path, images, masks, logits, names):
     plt.close(fig)
 
 
-def timed_gather(ev, model, ds, loss):
+def timed_gather(ev, predictor, ds, loss):
     """(counts, losses, names, inference images/s over all ranks: images / slowest rank's time).
 
     The time covers reading, decoding and predicting the split after one
@@ -42,13 +43,12 @@ def timed_gather(ev, model, ds, loss):
     """
     from runtime import distributed
     from segmentation import validation
-    from training.gather import Predictor, gather_exactly_once
-    predictor = Predictor(model)
+    from training.gather import gather_exactly_once
     predictor.warm_up(ds)
     t0 = time.perf_counter()
     local, names = predictor.local(ds, validation.per_image_rows(loss))
     elapsed = max(distributed.allgather_object(time.perf_counter() - t0))
-    rows, all_names = gather_exactly_once(local, names, ev.manifest.images(ev.cfg.split))
+    rows, all_names = gather_exactly_once(local, names, ev.manifest.images(ev.split))
     return rows["counts"], rows["loss"], all_names, len(all_names) / elapsed
 
 
@@ -66,28 +66,22 @@ def write_tables(out, title, rows, counts, names):
                      ",".join(str(int(v)) for v in counts[i]) + "\n")
 
 
-@main_guard
-def main(argv=None):
-    cfg = parse_args(EvalConfig, argv, description="Evaluate a segmentation checkpoint: Dice, IoU, precision, "
-                                                   "recall with bootstrap intervals, and image panels.")
-    ev = start(cfg, "evaluate")
-    from segmentation import data, losses, metrics, model as seg_model
-    from training import checkpoint
+def split_dataset(ev):
+    from segmentation import data
+    return data.eval_dataset(ev.manifest, ev.split, ev.ctx.rank, ev.ctx.size, ev.cfg.eval_batch)
 
-    seg_model.check_checkpoint(ev.state, ev.checkpoint_path, ev.manifest.stored_size)
-    model = seg_model.build_model(ev.state["model"], ev.state["stored_size"])
-    checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
-    ds = data.eval_dataset(ev.manifest, cfg.split, ev.ctx.rank, ev.ctx.size, cfg.eval_batch)
-    counts, per_image_loss, names, images_per_s = timed_gather(ev, model, ds, losses.build_loss(ev.state["loss"]))
-    if not ev.ctx.is_chief:
-        return
+
+def write_split(ev, predictor, counts, per_image_loss, names, images_per_s):
+    """Rank 0: the split's tables and panels in <run>/eval-<split>/, and its ``eval`` record."""
+    from segmentation import metrics
+    cfg, ds = ev.cfg, split_dataset(ev)
     rows = metrics.table(counts, n_boot=cfg.bootstrap, seed=cfg.seed)
     out, title = ev.out_dir(), ev.title(len(names))
     write_tables(out, title, rows, counts, names)
     sample = next(iter(ds.unbatch().batch(PANELS)), None)  # rank 0's first images
     if sample is not None:
         x, y, shown = sample
-        panels_png(os.path.join(out, "panels.png"), x.numpy(), y.numpy(), model.predict(x, verbose=0),
+        panels_png(os.path.join(out, "panels.png"), x.numpy(), y.numpy(), predictor.model.predict(x, verbose=0),
                    [n.decode() for n in shown.numpy()])
     ev.record(len(names), **{f"mean_{r['figure']}": r["mean"] for r in rows},
               **{f"mean_{r['figure']}_ci": [r["ci_low"], r["ci_high"]] for r in rows},
@@ -95,6 +89,26 @@ def main(argv=None):
     print(f"## Segmentation: {title}\n\n{metrics.markdown(rows)}\n\ninference: {images_per_s:.1f} images/s on "
           f"{ev.ctx.size} rank(s), batch {cfg.eval_batch}\n(saved in {out}/)", flush=True)
     ev.log.info("evaluation written to %s", out)
+
+
+@main_guard
+def main(argv=None):
+    cfg = parse_args(EvalConfig, argv, description="Evaluate a segmentation checkpoint: Dice, IoU, precision, "
+                                                   "recall with bootstrap intervals, and image panels.")
+    ev = start(cfg, "evaluate")
+    from segmentation import losses, model as seg_model
+    from training import checkpoint
+    from training.gather import Predictor
+
+    seg_model.check_checkpoint(ev.state, ev.checkpoint_path, ev.manifest.stored_size)
+    model = seg_model.build_model(ev.state["model"], ev.state["stored_size"])
+    checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
+    predictor, loss = Predictor(model), losses.build_loss(ev.state["loss"])  # built once for every split
+    # Every split's collectives first: no rank then waits in one while rank 0 bootstraps a table.
+    gathered = [(one, timed_gather(one, predictor, split_dataset(one), loss)) for one in ev.each_split()]
+    if ev.ctx.is_chief:
+        for one, split_rows in gathered:
+            write_split(one, predictor, *split_rows)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def small_kvasir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def resunetpp_run(tmp_path_factory):
     """ResUNet++ trained on 2 ranks over uneven shards (400 pairs at 48x48, 5 epochs, no warm-up, float32:
-    no test may depend on the CPU's bfloat16 units), then val graded on last.npz; read only
+    no test may depend on the CPU's bfloat16 units), then train and val graded on last.npz in one job; read only
     (test_segmentation_train.py, and the model comparison in test_benchmarks.py copies it)."""
     root = tmp_path_factory.mktemp("resunetpp")
     data = make_kvasir(root, pairs=400, largest=96, stored=48)
@@ -109,7 +109,7 @@ def resunetpp_run(tmp_path_factory):
                    "--run-name", "t", "--epochs", str(epochs), "--per-rank-batch", "8", "--bn-momentum", "0.9",
                    "--warmup-epochs", "0", "--precision", "float32"], timeout=1200)
     run = runs / "t"
-    run_ranks(2, ["-m", "segmentation.evaluate", "--run", str(run), "--split", "val", "--checkpoint", "last.npz",
+    run_ranks(2, ["-m", "segmentation.evaluate", "--run", str(run), "--split", "train,val", "--checkpoint", "last.npz",
                   "--bootstrap", "200"], timeout=600)
     manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
     return {"data": data, "run": run, "manifest": manifest, "epochs": epochs}

@@ -40,6 +40,18 @@ def test_bad_values_are_one_line_errors():
         parse_args(DemoConfig, ["--precision", "float8"])
 
 
+def test_evaluate_takes_one_split_or_several_each_once(tmp_path):
+    from training.evaluation import EvalConfig
+    (tmp_path / "config.json").write_text("{}")
+    run = ["--run", str(tmp_path)]
+    assert parse_args(EvalConfig, run).split == "test"
+    assert parse_args(EvalConfig, [*run, "--split", "val,test"]).split == "val,test"
+    for bad in ("val,val", "dev", "val,", "val test"):
+        with pytest.raises(UserError, match=f"^--split '{bad}': give train, val or test, or several of them "
+                                            "comma-separated and each once, e.g. val,test$"):
+            parse_args(EvalConfig, [*run, "--split", bad])
+
+
 def test_a_preset_sets_defaults_and_flags_override_it(tmp_path):
     preset = tmp_path / "exp.json"
     preset.write_text(json.dumps({"epochs": 7, "base_lr": 1, "xla": True, "lr_scaling": "none"}))

@@ -20,7 +20,7 @@ FAST = ["--precision", "float32"]  # no test may depend on the CPU's bfloat16 un
 
 @pytest.fixture
 def trained(resunetpp_run):
-    """ResUNet++ on 2 ranks over uneven shards, no warm-up; then evaluate val (last.npz): conftest.py."""
+    """ResUNet++ on 2 ranks over uneven shards, no warm-up; then evaluate train and val (last.npz): conftest.py."""
     return resunetpp_run
 
 
@@ -28,8 +28,8 @@ def _epochs(trained):
     return read_events(str(trained["run"] / "metrics.jsonl"), "epoch")
 
 
-def _eval(trained):
-    return [r for r in read_events(str(trained["run"] / "metrics.jsonl"), "eval") if r["split"] == "val"][0]
+def _eval(trained, split="val"):
+    return [r for r in read_events(str(trained["run"] / "metrics.jsonl"), "eval") if r["split"] == split][0]
 
 
 def test_two_rank_resunetpp_learns_the_polyps(trained):
@@ -57,6 +57,20 @@ def test_every_validation_image_is_counted_once_and_every_epoch_uses_the_train_s
     assert len({s["records"] for s in split["train"]["shards"]}) > 1  # files of unequal length
     for e in _epochs(trained):
         assert n - 2 * 8 < e["train_images_seen"] <= n
+
+
+def test_one_evaluate_job_grades_each_split_asked_for_once(trained):
+    """--split train,val (the official Kvasir-SEG lists have no test split): a record and a folder per split,
+    each split's images counted once, none in both."""
+    assert sorted(r["split"] for r in read_events(str(trained["run"] / "metrics.jsonl"), "eval")) == ["train", "val"]
+    names = {}
+    for split in ("train", "val"):
+        with open(trained["run"] / f"eval-{split}" / "per_image.csv") as fh:
+            names[split] = [row["image"] for row in csv.DictReader(fh)]
+        assert len(names[split]) == len(set(names[split])) == _eval(trained, split)["images"] == \
+            trained["manifest"]["splits"][split]["images"]
+        assert _eval(trained, split)["epoch"] == trained["epochs"]
+    assert not set(names["train"]) & set(names["val"])
 
 
 def test_evaluation_writes_tables_and_panels(trained):

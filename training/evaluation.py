@@ -2,13 +2,16 @@
 
     cfg = parse_args(EvalConfig, argv, description="Evaluate a CheXNet checkpoint ...")
     ev = start(cfg, "evaluate")              # checkpoint read, Horovod up in the checkpoint's precision
-    ev.state["epoch"], ev.manifest.images(cfg.split), ev.ctx.rank
-    out = ev.out_dir()                       # <run>/eval-<split>/, rank 0
-    ev.record(120, mean_auc=0.91)            # an ``eval`` record (120 images) in <run>/metrics.jsonl, rank 0
+    for one in ev.each_split():              # --split val,test: one job, one model, both splits
+        n = one.manifest.images(one.split)   # one.state["epoch"], one.ctx.rank, one.cfg.bootstrap
+        out = one.out_dir()                  # <run>/eval-<split>/, rank 0
+        one.record(120, mean_auc=0.91)       # an ``eval`` record (120 images) in <run>/metrics.jsonl, rank 0
 
 Evaluation runs in the precision the checkpoint was trained and validated in
 (``--precision checkpoint``, the default), so it reproduces the training log's
-figures; the data defaults to the folder the run trained on.
+figures; the data defaults to the folder the run trained on. ``--split val,test``
+grades several splits in one job: one queue wait on a cluster, and one start,
+model build and restore for all of them.
 """
 import dataclasses
 import json
@@ -22,6 +25,8 @@ from runtime.metrics import MetricsStream
 from training import checkpoint
 from training.shards import Manifest
 
+SPLITS = ("train", "val", "test")
+
 
 @dataclasses.dataclass
 class EvalConfig(ProcessConfig):
@@ -32,7 +37,8 @@ class EvalConfig(ProcessConfig):
                            choices=["checkpoint", *PRECISIONS])
     run: str = field("", "run folder of the trainer (holds config.json and the checkpoints)")
     checkpoint: str = field("best.npz", "checkpoint file in the run folder (or a path)")
-    split: str = field("test", "split of the manifest to evaluate", choices=["train", "val", "test"])
+    split: str = field("test", "split(s) of the manifest to evaluate: train, val or test, or several "
+                       "comma-separated (val,test), graded in turn by one model load")
     data_dir: str = field("", "TFRecord folder (default: the one the run trained on)")
     eval_batch: int = field(32, "images per rank per step")
     bootstrap: int = field(1000, "bootstrap resamples for the 95% intervals")
@@ -41,6 +47,10 @@ class EvalConfig(ProcessConfig):
         super().validate()
         if not os.path.isfile(os.path.join(self.run, "config.json")):
             raise UserError(f"--run {self.run!r}: no config.json there; pass the folder the trainer wrote")
+        names = self.split.split(",")
+        if not set(names) <= set(SPLITS) or len(set(names)) != len(names):
+            raise UserError(f"--split {self.split!r}: give train, val or test, or several of them comma-separated "
+                            f"and each once, e.g. val,test")
         if self.eval_batch < 1 or self.bootstrap < 1:
             raise UserError(f"--eval-batch and --bootstrap must be >= 1, got {self.eval_batch}, {self.bootstrap}")
 
@@ -53,20 +63,25 @@ class Evaluation:
     checkpoint_path: str
     state: dict
     manifest: Manifest
+    split: str  # the one being graded: each_split() gives one Evaluation per --split name
+
+    def each_split(self):
+        for name in self.cfg.split.split(","):
+            yield dataclasses.replace(self, split=name)
 
     def out_dir(self):
-        path = os.path.join(self.cfg.run, f"eval-{self.cfg.split}")
+        path = os.path.join(self.cfg.run, f"eval-{self.split}")
         os.makedirs(path, exist_ok=True)
         return path
 
     def title(self, images):
-        return (f"{self.cfg.split} split, {images} images, checkpoint {os.path.basename(self.checkpoint_path)} "
+        return (f"{self.split} split, {images} images, checkpoint {os.path.basename(self.checkpoint_path)} "
                 f"(epoch {self.state['epoch']})")
 
     def record(self, images, **figures):
         """The ``eval`` record (rank 0 calls this)."""
         MetricsStream(os.path.join(self.cfg.run, "metrics.jsonl")).write(
-            "eval", split=self.cfg.split, images=images, checkpoint=os.path.basename(self.checkpoint_path),
+            "eval", split=self.split, images=images, checkpoint=os.path.basename(self.checkpoint_path),
             epoch=self.state["epoch"], precision=self.ctx.precision.policy, **figures)
 
 
@@ -83,4 +98,7 @@ def start(cfg, logger_name):
     with open(os.path.join(cfg.run, "config.json"), encoding="utf-8") as fh:
         trained = json.load(fh)["config"]
     manifest = Manifest.load(cfg.data_dir or trained["data_dir"])
-    return Evaluation(cfg, ctx, log, path, state, manifest)
+    splits = cfg.split.split(",")
+    for name in splits:  # a split the records lack stops the job before any is graded
+        manifest.split(name)
+    return Evaluation(cfg, ctx, log, path, state, manifest, splits[0])
