@@ -141,3 +141,16 @@ def test_resume_without_a_checkpoint_stops_every_rank_with_one_line(trained, tmp
                          "--resume", *FAST], timeout=300, expect_rc=None)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "last.npz not found: nothing to resume" in proc.stderr
+
+
+def test_a_split_the_records_lack_stops_evaluate_before_any_split_is_graded(trained):
+    """--split val,test on records with the official lists (no test split): one line naming the manifest and
+    its splits, and val is not graded first (no new eval record)."""
+    metrics = str(trained["run"] / "metrics.jsonl")
+    before = len(read_events(metrics, "eval"))
+    proc = run_job([sys.executable, "-m", "segmentation.evaluate", "--run", str(trained["run"]), "--split", "val,test"],
+                   timeout=120, expect_rc=2)
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {trained['data'] / 'tfrecords'}/manifest.json has no test images (its splits: train, val): pick "
+        "one of those, or rewrite the TFRecords with that split")
+    assert "Traceback" not in proc.stderr and len(read_events(metrics, "eval")) == before
