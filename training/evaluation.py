@@ -47,12 +47,16 @@ class EvalConfig(ProcessConfig):
         super().validate()
         if not os.path.isfile(os.path.join(self.run, "config.json")):
             raise UserError(f"--run {self.run!r}: no config.json there; pass the folder the trainer wrote")
-        names = self.split.split(",")
+        names = self.splits()
         if not set(names) <= set(SPLITS) or len(set(names)) != len(names):
             raise UserError(f"--split {self.split!r}: give train, val or test, or several of them comma-separated "
-                            f"and each once, e.g. val,test")
+                            "and each once, e.g. val,test")
         if self.eval_batch < 1 or self.bootstrap < 1:
             raise UserError(f"--eval-batch and --bootstrap must be >= 1, got {self.eval_batch}, {self.bootstrap}")
+
+    def splits(self):
+        """The --split names in the order given."""
+        return self.split.split(",")
 
 
 @dataclasses.dataclass
@@ -66,7 +70,7 @@ class Evaluation:
     split: str  # the one being graded: each_split() gives one Evaluation per --split name
 
     def each_split(self):
-        for name in self.cfg.split.split(","):
+        for name in self.cfg.splits():
             yield dataclasses.replace(self, split=name)
 
     def out_dir(self):
@@ -98,7 +102,6 @@ def start(cfg, logger_name):
     with open(os.path.join(cfg.run, "config.json"), encoding="utf-8") as fh:
         trained = json.load(fh)["config"]
     manifest = Manifest.load(cfg.data_dir or trained["data_dir"])
-    splits = cfg.split.split(",")
-    for name in splits:  # a split the records lack stops the job before any is graded
+    for name in cfg.splits():  # a split the records lack stops the job before any is graded
         manifest.split(name)
-    return Evaluation(cfg, ctx, log, path, state, manifest, splits[0])
+    return Evaluation(cfg, ctx, log, path, state, manifest, cfg.splits()[0])
