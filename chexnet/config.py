@@ -5,7 +5,6 @@
 import dataclasses
 
 from runtime.config import field
-from runtime.errors import UserError
 from training.config import TrainConfig
 
 
@@ -15,13 +14,10 @@ class CheXNetConfig(TrainConfig):
 
     data_dir: str = field("data/chestxray14/tfrecords", TrainConfig.DATA_DIR_HELP)
     base_lr: float = field(1e-3, "single-rank Adam learning rate (CheXNet: 1e-3 at batch 16); scaled for "
-                           "N ranks by --lr-scaling")
-    eval_batch: int = field(64, "images per rank per step when predicting the validation split")
+                           "N ranks by --lr-scaling", above=0, at_most=10)
+    eval_batch: int = field(64, "images per rank per step when predicting the validation split", at_least=1,
+                            at_most=65536)
     weights: str = field("imagenet", "backbone start: imagenet (as in CheXNet; downloaded once, needs internet), "
                          "none (random) or a local .h5 PATH of DenseNet121 no-top weights")
-    crop: int = field(224, "side of the crop fed to the network (random when training, centre otherwise)")
-
-    def validate(self):
-        super().validate()
-        if self.crop < 32:
-            raise UserError(f"--crop must be >= 32 (DenseNet121's smallest input), got {self.crop}")
+    crop: int = field(224, "side of the crop fed to the network (random when training, centre otherwise); "
+                      "DenseNet121 takes 32 and up", at_least=32, at_most=4096)

@@ -21,9 +21,43 @@ import typing
 from runtime.errors import UserError
 
 
-def field(default, help_text, choices=None):
-    """A dataclass field with the help text (and choices) its flag shows."""
-    return dataclasses.field(default=default, metadata={"help": help_text, "choices": choices})
+def field(default, help_text, choices=None, at_least=None, above=None, at_most=None):
+    """A dataclass field with the help text (and choices) its flag shows.
+
+    A number declares its range (``at_least``/``above`` below, ``at_most`` above): ``check_bounds``
+    refuses a value outside it in one line, and a test holds every numeric field to having one.
+    """
+    return dataclasses.field(default=default, metadata={"help": help_text, "choices": choices,
+                                                        "at_least": at_least, "above": above, "at_most": at_most})
+
+
+def flag_name(name):
+    return "--" + name.replace("_", "-")
+
+
+BOUNDS = (("at_least", ">=", lambda v, b: v >= b), ("above", ">", lambda v, b: v > b),
+          ("at_most", "<=", lambda v, b: v <= b))
+
+
+def bounds_text(meta):
+    """'>= 1', '> 0 and <= 1', ... of a field's metadata ('' for none)."""
+    return " and ".join(f"{op} {_number(meta[key])}" for key, op, _ in BOUNDS if meta.get(key) is not None)
+
+
+def _number(value):
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def check_bounds(cfg):
+    """One line for the first numeric setting of ``cfg`` outside its declared range (NaN is outside any)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        for key, op, holds in BOUNDS:
+            bound = f.metadata.get(key)
+            if bound is not None and not holds(value, bound):
+                raise UserError(f"{flag_name(f.name)} must be {op} {_number(bound)}, got {value!r}")
 
 
 PRECISION_HELP = ("compute precision: auto = float16 on tensor-core GPUs, bfloat16 on CPUs with AMX/AVX512-BF16, "
@@ -36,15 +70,16 @@ PRECISIONS = ["auto", "mixed", "float32", "bfloat16", "float16"]
 class ProcessConfig:
     """Settings of every process that runs a model (training, evaluation): seed, precision, threads."""
 
-    seed: int = field(0, "seed for weights (rank 0's are broadcast) and data order (offset by rank)")
+    seed: int = field(0, "seed for weights (rank 0's are broadcast) and data order (offset by rank)",
+                      at_least=0, at_most=2 ** 31 - 1)
     precision: str = field("auto", PRECISION_HELP, choices=PRECISIONS)
     xla: bool = field(False, "compile the train step with XLA (one rank only with horovod 0.28.1)")
-    threads_per_rank: int = field(0, "TensorFlow intra-op threads per rank (0: cores / local ranks)")
+    threads_per_rank: int = field(0, "TensorFlow intra-op threads per rank (0: cores / local ranks)",
+                                  at_least=0, at_most=1024)
     deterministic: bool = field(False, "deterministic TensorFlow ops (slower): bit-identical reruns and resumes")
 
     def validate(self):
-        if self.threads_per_rank < 0:
-            raise UserError(f"--threads-per-rank must be >= 0, got {self.threads_per_rank}")
+        check_bounds(self)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -57,28 +92,25 @@ class RuntimeConfig(ProcessConfig):
     run_name: str = field("", "folder under --runs-dir for this run (default: <trainer>-<time>)")
     runs_dir: str = field("runs", "parent folder of run folders")
     fp16_allreduce: bool = field(False, "compress gradients to float16 for the allreduce")
-    grad_accum_steps: int = field(1, "batches whose gradients are summed locally before one allreduce")
+    grad_accum_steps: int = field(1, "batches whose gradients are summed locally before one allreduce",
+                                  at_least=1, at_most=1024)
     lr_scaling: str = field("sqrt", "learning rate for N ranks: base_lr x sqrt(N) (Adam-like optimizers), "
                             "x N (Goyal et al., SGD), or none", choices=["sqrt", "linear", "none"])
     warmup_epochs: float = field(1.0, "epochs over which the learning rate ramps up from base_lr to the "
-                                 "scaled rate (0: the scaled rate from the first step)")
-    throughput_warmup_steps: int = field(5, "steps per epoch left out of throughput figures")
+                                 "scaled rate (0: the scaled rate from the first step)", at_least=0, at_most=1000)
+    throughput_warmup_steps: int = field(5, "steps per epoch left out of throughput figures", at_least=0,
+                                         at_most=10 ** 6)
     progress: str = field("auto", "rank 0 progress: Keras bar, a log line every --progress-every-s, "
                           "or none; auto = bar on an interactive terminal outside MPI, else log",
                           choices=["auto", "bar", "log", "none"])
-    progress_every_s: float = field(30.0, "seconds between progress log lines (--progress log)")
+    progress_every_s: float = field(30.0, "seconds between progress log lines (--progress log)", at_least=0.1,
+                                    at_most=86400)
 
     def validate(self):
         super().validate()
-        if self.grad_accum_steps < 1:
-            raise UserError(f"--grad-accum-steps must be >= 1, got {self.grad_accum_steps}")
         if self.xla and self.grad_accum_steps > 1:  # --xla trains without Horovod's optimizer wrapper
             raise UserError("--grad-accum-steps is done by Horovod's optimizer wrapper, which XLA cannot compile: "
                             "drop --xla or --grad-accum-steps")
-        if self.warmup_epochs < 0:
-            raise UserError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
-        if self.throughput_warmup_steps < 0:
-            raise UserError(f"--throughput-warmup-steps must be >= 0, got {self.throughput_warmup_steps}")
 
 
 def _flag_type(tp):
@@ -91,7 +123,7 @@ def build_parser(cls, description=None):
     parser = argparse.ArgumentParser(description=description or cls.__doc__)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_name(f.name)
         help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if hints[f.name] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
@@ -99,8 +131,12 @@ def build_parser(cls, description=None):
         else:
             parser.add_argument(flag, dest=f.name, type=_flag_type(hints[f.name]), default=f.default,
                                 choices=f.metadata.get("choices"),
-                                help=f"{help_text} (default: {f.default!r})")
+                                help=f"{help_text} (default: {f.default!r}"
+                                     f"{'; ' + bounds_text(f.metadata) if bounds_text(f.metadata) else ''})")
     return parser
+
+
+RUN_FOLDER_SETTINGS = ("run_name", "resume")
 
 
 def load_preset(path, cls):
@@ -112,6 +148,9 @@ def load_preset(path, cls):
         raise UserError(f"--preset {path}: cannot read it as JSON ({err})") from None
     if not isinstance(values, dict):
         raise UserError(f"--preset {path}: must hold one JSON object of settings, e.g. {{\"epochs\": 3}}")
+    if isinstance(values.get("config"), dict) and "environment" in values:
+        # A run's own config.json: its settings, less the folder it names (a preset says how, not where).
+        values = {k: v for k, v in values["config"].items() if k not in RUN_FOLDER_SETTINGS}
     hints = typing.get_type_hints(cls)
     choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(cls)}
     for key, value in values.items():

@@ -19,10 +19,12 @@ class SegmentationConfig(TrainConfig):
     model: str = field("resunetpp", "network", choices=sorted(MODELS))
     loss: str = field("dice_bce", "per-image loss: Dice + BCE, Dice, or BCE (all from logits)",
                       choices=list(LOSSES))
-    per_rank_batch: int = field(8, "images per rank per step; global batch = this x ranks")
-    eval_batch: int = field(16, "images per rank per step when predicting the validation split")
+    per_rank_batch: int = field(8, "images per rank per step; global batch = this x ranks", at_least=1,
+                                at_most=65536)
+    eval_batch: int = field(16, "images per rank per step when predicting the validation split", at_least=1,
+                            at_most=65536)
     synthetic_size: int = field(256, "image side of --benchmark --synthetic-input (otherwise the network "
-                                "takes the stored size of the records)")
+                                "takes the stored size of the records)", at_least=32, at_most=4096)
 
     def validate(self):
         super().validate()

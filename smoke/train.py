@@ -16,18 +16,15 @@ from runtime.rundir import RunDir
 class SmokeConfig(RuntimeConfig):
     """Smoke test of the distributed runtime on synthetic stripes."""
 
-    epochs: int = field(3, "passes of --steps-per-epoch batches")
-    steps_per_epoch: int = field(40, "batches per rank per epoch (the same on every rank)")
-    per_rank_batch: int = field(32, "images per rank per step; global batch = this x ranks")
-    image_size: int = field(32, "side of the square synthetic images")
-    base_lr: float = field(2e-3, "single-rank Adam learning rate; scaled by the number of ranks")
-    eval_images: int = field(1024, "held-out images, split across ranks")
-
-    def validate(self):
-        super().validate()
-        for name in ("epochs", "steps_per_epoch", "per_rank_batch", "image_size", "eval_images"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+    epochs: int = field(3, "passes of --steps-per-epoch batches", at_least=1, at_most=100_000)
+    steps_per_epoch: int = field(40, "batches per rank per epoch (the same on every rank)", at_least=1,
+                                 at_most=10 ** 6)
+    per_rank_batch: int = field(32, "images per rank per step; global batch = this x ranks", at_least=1,
+                                at_most=65536)
+    image_size: int = field(32, "side of the square synthetic images", at_least=8, at_most=4096)
+    base_lr: float = field(2e-3, "single-rank Adam learning rate; scaled by the number of ranks", above=0,
+                           at_most=10)
+    eval_images: int = field(1024, "held-out images, split across ranks", at_least=1, at_most=10 ** 7)
 
 
 @main_guard

@@ -153,3 +153,12 @@ def test_atomic_write_temp_keeps_extension(tmp_path):
     atomic_write(str(tmp_path / "last.keras"), lambda tmp: (seen.append(tmp), open(tmp, "w").close()))
     assert seen[0].endswith(".keras") and os.path.dirname(seen[0]) == str(tmp_path)
     assert (tmp_path / "last.keras").exists()
+
+
+def test_a_runs_own_config_json_is_a_preset_for_its_trainer_less_the_run_folder(tmp_path):
+    from chexnet.config import CheXNetConfig
+    trained = parse_args(CheXNetConfig, ["--epochs", "7", "--base-lr", "0.002", "--run-name", "old", "--resume"])
+    run_config = tmp_path / "config.json"  # as runtime.rundir writes it
+    run_config.write_text(json.dumps({"config": trained.to_dict(), "ranks": 2, "environment": {"python": "3"}}))
+    again = parse_args(CheXNetConfig, ["--preset", str(run_config), "--epochs", "9"])
+    assert (again.epochs, again.base_lr, again.run_name, again.resume) == (9, 0.002, "", False)

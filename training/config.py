@@ -40,25 +40,32 @@ class TrainConfig(RuntimeConfig):
     DATA_DIR_HELP = "folder with manifest.json and the shards of write_tfrecords.sh"
 
     data_dir: str = field("", DATA_DIR_HELP)
-    epochs: int = field(10, "training epochs")
-    per_rank_batch: int = field(16, "images per rank per step; global batch = this x ranks")
-    base_lr: float = field(1e-3, "single-rank Adam learning rate; scaled for N ranks by --lr-scaling")
-    plateau_patience: int = field(1, "epochs without a better monitored validation figure before the LR drops")
-    plateau_factor: float = field(0.1, "LR multiplier on a plateau")
-    min_lr: float = field(1e-6, "floor for plateau reductions")
-    eval_batch: int = field(32, "images per rank per step when predicting the validation split")
+    epochs: int = field(10, "training epochs", at_least=1, at_most=100_000)
+    per_rank_batch: int = field(16, "images per rank per step; global batch = this x ranks", at_least=1,
+                                at_most=65536)
+    base_lr: float = field(1e-3, "single-rank Adam learning rate; scaled for N ranks by --lr-scaling", above=0,
+                           at_most=10)
+    plateau_patience: int = field(1, "epochs without a better monitored validation figure before the LR drops",
+                                  at_least=0, at_most=100_000)
+    plateau_factor: float = field(0.1, "LR multiplier on a plateau", above=0, at_most=0.999)
+    min_lr: float = field(1e-6, "floor for plateau reductions (at most --base-lr)", at_least=0, at_most=10)
+    eval_batch: int = field(32, "images per rank per step when predicting the validation split", at_least=1,
+                            at_most=65536)
     shuffle_buffer_mb: float = field(256.0, "MB of serialized records in each rank's shuffle buffer; the record "
                                      "count follows from the records' mean size in manifest.json (256 MB: 4,096 "
-                                     "raw 256x256 X-rays)")
+                                     "raw 256x256 X-rays)", above=0, at_most=1_048_576)
     data_threads: int = field(0, "tf.data threads (and parallel decodes) per rank; 0: TensorFlow's autotuning "
-                              "over all cores. Ranks sharing a node may cap it (benchmarks/input_pipeline.py)")
+                              "over all cores. Ranks sharing a node may cap it (benchmarks/input_pipeline.py)",
+                              at_least=0, at_most=1024)
     bn_momentum: float = field(0.99, "BatchNorm moving-average momentum; 0.99 needs thousands of steps "
-                               "to settle, short runs (demo, tests) want 0.9")
+                               "to settle, short runs (demo, tests) want 0.9", above=0, at_most=0.9999)
     resume: bool = field(False, "continue the run in --run-name from its last checkpoint")
     stall_timeout_s: float = field(600.0, "seconds without progress (a step, a validation batch) after which a "
-                                   "rank ends itself, and so the job: a frozen peer would hang it; 0: never")
+                                   "rank ends itself, and so the job: a frozen peer would hang it; 0: never",
+                                   at_least=0, at_most=7 * 86400)
     checkpoint_every_steps: int = field(0, "also write last.npz every N steps within an epoch, resumed at the "
-                                        "exact step (0: at epoch ends only; a stop signal always writes one)")
+                                        "exact step (0: at epoch ends only; a stop signal always writes one)",
+                                        at_least=0, at_most=10 ** 9)
     elastic: bool = field(False, "elastic training under horovodrun --min-np/--max-np --host-discovery-script "
                           "(Gloo): a lost worker leaves the others training from the last commit (each "
                           "checkpoint), added workers join at the next one; needs --run-name (training.elastic)")
@@ -70,32 +77,18 @@ class TrainConfig(RuntimeConfig):
     nvtx: bool = field(False, "NVTX ranges for nsys profile (GPU): each train step, each record's decode, and "
                        "Horovod's collectives (runtime.nvtx)")
     benchmark: bool = field(False, "time --benchmark-steps steps (no validation) and write a benchmark record")
-    benchmark_steps: int = field(50, "steps per rank timed in --benchmark mode (after the warm-up steps)")
+    benchmark_steps: int = field(50, "steps per rank timed in --benchmark mode (after the warm-up steps)",
+                                 at_least=1, at_most=10 ** 6)
     synthetic_input: bool = field(False, "--benchmark on random tensors instead of the TFRecords (no data needed)")
-
-    POSITIVE = ("epochs", "per_rank_batch", "eval_batch", "benchmark_steps")
 
     def pipeline(self):
         return Pipeline(self.shuffle_buffer_mb, self.data_threads)
 
     def validate(self):
         super().validate()
-        for name in self.POSITIVE:
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.shuffle_buffer_mb <= 0:
-            raise UserError(f"--shuffle-buffer-mb must be > 0, got {self.shuffle_buffer_mb}")
-        if self.data_threads < 0:
-            raise UserError(f"--data-threads must be >= 0 (0: autotuned), got {self.data_threads}")
-        if self.stall_timeout_s < 0:
-            raise UserError(f"--stall-timeout-s must be >= 0 (0: no limit), got {self.stall_timeout_s}")
-        if self.checkpoint_every_steps < 0:
-            raise UserError(f"--checkpoint-every-steps must be >= 0 (0: epoch ends only), got "
-                            f"{self.checkpoint_every_steps}")
-        if not 0 < self.bn_momentum < 1:
-            raise UserError(f"--bn-momentum must be in (0, 1), got {self.bn_momentum}")
-        if not 0 < self.plateau_factor < 1:
-            raise UserError(f"--plateau-factor must be in (0, 1), got {self.plateau_factor}")
+        if self.min_lr > self.base_lr:
+            raise UserError(f"--min-lr {self.min_lr:g} is above --base-lr {self.base_lr:g}: plateau cuts would "
+                            f"raise the learning rate; lower --min-lr")
         if self.synthetic_input and not self.benchmark:
             raise UserError("--synthetic-input only goes with --benchmark (training needs the TFRecords)")
         if self.profile_steps:

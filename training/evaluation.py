@@ -40,8 +40,8 @@ class EvalConfig(ProcessConfig):
     split: str = field("test", "split(s) of the manifest to evaluate: train, val or test, or several "
                        "comma-separated (val,test), graded in turn by one model load")
     data_dir: str = field("", "TFRecord folder (default: the one the run trained on)")
-    eval_batch: int = field(32, "images per rank per step")
-    bootstrap: int = field(1000, "bootstrap resamples for the 95% intervals")
+    eval_batch: int = field(32, "images per rank per step", at_least=1, at_most=65536)
+    bootstrap: int = field(1000, "bootstrap resamples for the 95% intervals", at_least=1, at_most=1_000_000)
 
     def validate(self):
         super().validate()
@@ -51,8 +51,6 @@ class EvalConfig(ProcessConfig):
         if not set(names) <= set(SPLITS) or len(set(names)) != len(names):
             raise UserError(f"--split {self.split!r}: give train, val or test, or several of them comma-separated "
                             "and each once, e.g. val,test")
-        if self.eval_batch < 1 or self.bootstrap < 1:
-            raise UserError(f"--eval-batch and --bootstrap must be >= 1, got {self.eval_batch}, {self.bootstrap}")
 
     def splits(self):
         """The --split names in the order given."""
