@@ -5,21 +5,24 @@
     python -m chexnet.train --benchmark --synthetic-input --crop 224 --weights none
 """
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from runtime import distributed
 from runtime.errors import main_guard
-from runtime.rundir import RunDir
 from chexnet.config import CheXNetConfig
-from training import loop
+from training.preflight import preflight
 
 MONITOR = "val_mean_auc"  # picks best.npz and drives the plateau schedule (CheXNet: validation AUC)
 
 
 @main_guard
 def main(argv=None):
-    cfg, ctx, log, manifest = loop.start(CheXNetConfig, argv, "chexnet")
+    cfg, manifest = preflight(CheXNetConfig, argv, "chestxray14", "chexnet.train")
+    # TensorFlow and Horovod load from here on, once the flags and the records' manifest passed.
     import tf_keras as keras
+    from runtime import distributed
+    from runtime.rundir import RunDir
     from chexnet import data, losses, model as cx_model, validation
-    from training import benchmark
+    from training import benchmark, loop
+
+    ctx, log = loop.start(cfg, manifest, "chexnet")
 
     if manifest:
         manifest.check_crop(cfg.crop, log)

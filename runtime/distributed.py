@@ -271,6 +271,24 @@ def broadcast_object(obj, root_rank=0):
     return hvd.broadcast_object(obj, root_rank=root_rank)
 
 
+def on_chief(fn, *args, collective=True):
+    """``fn(*args)`` on rank 0, its result on every rank; a UserError there is raised on every rank (a rank
+    that went on alone would wait in the next collective forever). ``collective=False`` (an elastic worker,
+    which may run no collective before the elastic loop): every rank calls ``fn`` itself."""
+    if not collective:
+        return fn(*args)
+    outcome = None
+    if hvd.rank() == 0:
+        try:
+            outcome = ("ok", fn(*args))
+        except UserError as err:
+            outcome = ("error", str(err))
+    kind, value = broadcast_object(outcome)
+    if kind == "error":
+        raise UserError(value)
+    return value
+
+
 def allreduce_mean(values):
     """Mean over ranks of each value of a dict; every rank must pass the same keys."""
     keys = sorted(values)  # identical order on every rank, or the allreduces mismatch

@@ -11,6 +11,22 @@ import os
 from runtime.errors import UserError
 
 
+def check_writable_folder(path, flag):
+    """Refuse, before any work, an output folder that cannot be made or written (read-only, a file, no rights)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder: pick another {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if _read_only(existing) else "is not writable by this user"
+        raise UserError(f"{flag} {path}: {existing} {why}: pick a writable {flag}")
+
+
+def _read_only(path):
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
 def fsync_path(path):
     """Flush ``path`` (a file or a folder) from the page cache to the disk."""
     fd = os.open(path, os.O_RDONLY)

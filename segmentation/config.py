@@ -6,8 +6,7 @@ import dataclasses
 
 from runtime.config import field
 from runtime.errors import UserError
-from segmentation.losses import LOSSES
-from segmentation.model import MODELS, size_problem
+from segmentation.catalog import DOWNSAMPLING, LOSS_NAMES, size_problem
 from training.config import TrainConfig
 
 
@@ -16,9 +15,9 @@ class SegmentationConfig(TrainConfig):
     """Train a polyp segmentation network (ResUNet++, U-Net, FCN-8s or SegNet) on Kvasir-SEG TFRecords."""
 
     data_dir: str = field("data/kvasir-seg/tfrecords", TrainConfig.DATA_DIR_HELP)
-    model: str = field("resunetpp", "network", choices=sorted(MODELS))
+    model: str = field("resunetpp", "network", choices=sorted(DOWNSAMPLING))
     loss: str = field("dice_bce", "per-image loss: Dice + BCE, Dice, or BCE (all from logits)",
-                      choices=list(LOSSES))
+                      choices=list(LOSS_NAMES))
     per_rank_batch: int = field(8, "images per rank per step; global batch = this x ranks", at_least=1,
                                 at_most=65536)
     eval_batch: int = field(16, "images per rank per step when predicting the validation split", at_least=1,

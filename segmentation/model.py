@@ -43,10 +43,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from runtime.errors import UserError
+from segmentation.catalog import DOWNSAMPLING, size_problem  # noqa: F401  (re-exported)
 
 L = keras.layers
-# How many times smaller the deepest feature map is: the image side must be a multiple of it.
-DOWNSAMPLING = {"resunetpp": 8, "unet": 16, "fcn8s": 32, "segnet": 32}
 
 
 def conv_bn_relu(x, filters):
@@ -119,15 +118,6 @@ def attention_block(skip, x):
     from_skip = L.MaxPooling2D(2)(bn_relu_conv(skip, filters))
     summed = L.Add()([from_skip, bn_relu_conv(x, filters)])
     return L.Multiply()([bn_relu_conv(summed, filters), x])
-
-
-def size_problem(size, name):
-    """Why ``name`` cannot take ``size`` x ``size`` images, or None."""
-    factor = DOWNSAMPLING[name]
-    if size < 32 or size % factor:
-        return (f"{name} needs a multiple of {factor}, at least 32 (it halves the image "
-                f"{factor.bit_length() - 1} times); e.g. {max(32, size // factor * factor)}")
-    return None
 
 
 def _check_size(size, name):

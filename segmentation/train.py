@@ -5,24 +5,26 @@
     python -m segmentation.train --benchmark --synthetic-input --model unet
 """
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from runtime import distributed
 from runtime.errors import main_guard
-from runtime.rundir import RunDir
 from segmentation.config import SegmentationConfig, check_size
-from training import loop
+from training.preflight import preflight
 
 MONITOR = "val_dice"  # picks best.npz and drives the plateau schedule
 
 
 @main_guard
 def main(argv=None):
-    cfg, ctx, log, manifest = loop.start(SegmentationConfig, argv, "segmentation")
-    import tf_keras as keras
-    from segmentation import data, losses, model as seg_model, validation
-    from training import benchmark
-
+    cfg, manifest = preflight(SegmentationConfig, argv, "kvasir-seg", "segmentation.train")
     size = manifest.stored_size if manifest else cfg.synthetic_size
     check_size(size, cfg.model, f"{cfg.data_dir}: records of")
+    # TensorFlow and Horovod load from here on, once the flags and the records' manifest passed.
+    import tf_keras as keras
+    from runtime import distributed
+    from runtime.rundir import RunDir
+    from segmentation import data, losses, model as seg_model, validation
+    from training import benchmark, loop
+
+    ctx, log = loop.start(cfg, manifest, "segmentation")
     run = RunDir.create(cfg, ctx, "segmentation", resume=cfg.resume)
     model = seg_model.build_model(cfg.model, size, bn_momentum=cfg.bn_momentum)
     loss = losses.build_loss(cfg.loss)

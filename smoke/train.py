@@ -5,11 +5,9 @@
 import dataclasses
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from runtime import callbacks, distributed
 from runtime.config import RuntimeConfig, field, parse_args
 from runtime.errors import UserError, main_guard
 from runtime.logs import setup_logging
-from runtime.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -30,6 +28,8 @@ class SmokeConfig(RuntimeConfig):
 @main_guard
 def main(argv=None):
     cfg = parse_args(SmokeConfig, argv)
+    from runtime import callbacks, distributed  # TensorFlow and Horovod: after the flags passed
+    from runtime.rundir import RunDir
     ctx = distributed.init(cfg)
     log = setup_logging(ctx.rank, "smoke")
     from smoke import data, model as smoke_model  # after init: TF threads are set

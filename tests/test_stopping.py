@@ -9,6 +9,7 @@ compared bit for bit; the BatchNorm moving statistics within float rounding
 (a mid-epoch checkpoint averages them over the ranks, which the epoch end
 would have done, in another order of additions).
 """
+import hashlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import marked_processes, JOB_VAR, run_ranks, started_job
+from helpers import marked_processes, JOB_VAR, run_job, run_ranks, started_job
 from runtime.metrics import read_events
 
 FAST = ["--precision", "float32"]
@@ -204,6 +205,41 @@ def test_resuming_with_another_model_is_refused_on_every_rank(setup):
                          "--model", "resunetpp"], timeout=300, expect_rc=None)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.count("last.npz was trained with model 'unet', this run has 'resunetpp'") == 2
+
+
+def digests(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+def test_resuming_a_run_with_no_epochs_left_changes_nothing(setup):
+    """--epochs below the epochs trained is refused in one line; as many is a no-op that says so. Neither
+    rewrites config.json, metrics.jsonl or a checkpoint."""
+    runs, common = setup
+    before = digests(runs / "whole")
+    fewer = run_job([sys.executable, *common, "--run-name", "whole", "--resume", "--epochs", "2"], timeout=300,
+                    expect_rc=2)
+    assert fewer.stderr.strip().splitlines()[-1] == (
+        f"error: {runs / 'whole'} already trained 3 epochs; --epochs 2 asks for fewer: pass --epochs above 3 to "
+        f"train on (--resume continues a run, it does not cut it)")
+    same = run_job([sys.executable, *common, "--run-name", "whole", "--resume", "--epochs", str(EPOCHS)], timeout=300)
+    assert "already trained all 3 epochs: nothing to do" in same.stderr + same.stdout
+    after = digests(runs / "whole")
+    assert {k: v for k, v in after.items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
+
+
+def test_a_second_trainer_on_a_run_folder_in_use_is_refused_naming_the_holder(setup):
+    """A relaunch with --resume while the run still trains: refused in one line with the holder's host and pid,
+    before it writes anything; the first run goes on."""
+    runs, common = setup
+    with started_job([sys.executable, *common, "--run-name", "busy", "--epochs", "50"]) as job:
+        _wait_for(runs / "busy" / "config.json", job)
+        config = (runs / "busy" / "config.json").read_bytes()
+        second = run_job([sys.executable, *common, "--run-name", "busy", "--resume", "--epochs", "60"], timeout=300,
+                         expect_rc=2)
+        assert re.fullmatch(rf"error: {runs / 'busy'} is in use by segmentation on host {os.uname().nodename}, pid "
+                            rf"\d+, since [0-9: -]+: two writers would interleave its records and checkpoints; wait "
+                            rf"for that run to end, or pick another --run-name", second.stderr.strip().splitlines()[-1])
+        assert job.proc.poll() is None and (runs / "busy" / "config.json").read_bytes() == config
 
 
 def test_a_timeline_cut_off_mid_event_is_repaired(tmp_path):

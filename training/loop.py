@@ -1,6 +1,7 @@
 """The training loop every trainer shares: start-up, resume, the callbacks in order, ``fit``, the tables.
 
-    cfg, ctx, log, manifest = start(CheXNetConfig, argv, "chexnet")   # manifest None for random input
+    cfg, manifest = preflight(CheXNetConfig, argv, "chestxray14", "chexnet.train")  # before TensorFlow loads
+    ctx, log = start(cfg, manifest, "chexnet")   # manifest None for random input
     fit(cfg, ctx, run, model, train_input=lambda ctx: (steps, lambda first_epoch, ...: dataset),
         validators=lambda ctx: [WholeSplitAUC(...)], model_info={"classes": ..., "crop": ...},
         monitor="val_mean_auc", mode="max", columns=[("val mean AUC", "val_mean_auc", ".4f")])
@@ -21,22 +22,18 @@ import os
 import tf_keras as keras
 
 from runtime import callbacks, distributed, nvtx, stop, trace, watchdog
-from runtime.config import parse_args
 from runtime.errors import UserError
 from runtime.logs import setup_logging
 from training import checkpoint, interrupt, report
-from training.shards import Manifest
+from training.preflight import splits_read
 
 log = logging.getLogger(__name__)
 
 
-def start(config_cls, argv, name):
-    """Every trainer's first step: the flags, the runtime (Horovod, threads, precision), the manifest
-    and the steps per epoch, checked before any run folder exists (a bad input leaves none behind).
-
-    The manifest is None for ``--benchmark --synthetic-input``: random tensors need no data set.
-    """
-    cfg = parse_args(config_cls, argv)
+def start(cfg, manifest, name):
+    """Every trainer's first step after ``training.preflight``: the runtime (Horovod, threads, precision),
+    then the records checked against the manifest by rank 0 (every shard's record count and first
+    record), all before any run folder exists (a bad input leaves none behind)."""
     ctx = distributed.init(cfg)
     nvtx.enable(cfg.nvtx)  # before any dataset is built: the record ranges are added when it is
     trainer_log = setup_logging(ctx.rank, name)
@@ -47,18 +44,23 @@ def start(config_cls, argv, name):
         # From here a rank whose peers stop answering ends itself (runtime.watchdog):
         # start-up has collectives too (the run folder's name, the resumed state).
         watchdog.start(cfg.stall_timeout_s, "training")
-    if cfg.benchmark and cfg.synthetic_input:
-        return cfg, ctx, trainer_log, None
-    manifest = Manifest.load(cfg.data_dir)
+    if manifest is None:
+        return ctx, trainer_log
     manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)  # too few images for the ranks stop here
-    manifest.check_records("train")  # a missing or truncated shard, or other sizes, stop the run here
-    if not cfg.benchmark:
-        manifest.files("val")  # so does a missing validation split
+    # One reader of every shard's record headers, not one per rank; an elastic worker checks alone.
+    distributed.on_chief(check_data, manifest, splits_read(cfg), collective=not cfg.elastic)
     record_bytes = manifest.record_bytes("train")
     trainer_log.info("input: shuffle buffer of %d records per rank (%g MB of %.1f KB records); data threads %s",
                      cfg.pipeline().records_for(record_bytes), cfg.shuffle_buffer_mb, record_bytes / 1024,
                      cfg.data_threads or "autotuned")
-    return cfg, ctx, trainer_log, manifest
+    return ctx, trainer_log
+
+
+def check_data(manifest, splits):
+    """Each split's shards hold the records the manifest promises, of the manifest's image size."""
+    for split in splits:
+        manifest.check_counts(split)
+        manifest.check_records(split)
 
 
 def compile_model(model, optimizer, loss, ctx):
@@ -135,11 +137,30 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
         return elastic.fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode, columns)
     requests = stop.install()
     state = resume_state(cfg, ctx, run, model, model_info)
+    if state and not epochs_left(cfg, ctx, run, state):
+        return
+    if state:
+        run.write_config(cfg, ctx)  # the settings it goes on with, once they are known to be good
     steps, train_data = train_input(ctx)
     if state:
         keras.backend.set_value(model.optimizer.learning_rate, resumed_lr(cfg, state, ctx.size))
     train(cfg, ctx, run, model, steps, train_data, validators(ctx), model_info, monitor, mode, state, requests)
     finish(ctx, run, columns)
+
+
+def epochs_left(cfg, ctx, run, state):
+    """Whether a resumed run has epochs to train: fewer --epochs than it trained is refused, as many is a no-op."""
+    done = state["epoch"]
+    if done > cfg.epochs:
+        raise UserError(f"{run.path} already trained {done} epochs; --epochs {cfg.epochs} asks for fewer: pass "
+                        f"--epochs above {done} to train on (--resume continues a run, it does not cut it)")
+    if done == cfg.epochs:
+        watchdog.stop()
+        if ctx.is_chief:
+            log.warning("%s already trained all %d epochs: nothing to do (pass --epochs above %d to train on)",
+                        run.path, done, done)
+        return False
+    return True
 
 
 def resumed_lr(cfg, state, size):

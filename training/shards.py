@@ -24,108 +24,12 @@ Determinism: epoch ``e`` is built from (seed, rank, e) alone, and ``parse``
 gets a per-record seed for stateless augmentation, so a run resumed at epoch
 ``e`` sees what an uninterrupted run would have seen.
 """
-import json
-import os
-
 import numpy as np
 import tensorflow as tf
 
 from runtime import nvtx
-from runtime.errors import UserError
 from training.config import Pipeline
-
-
-class Manifest:
-    """``manifest.json`` of a TFRecord folder: splits, their shards and record counts, the stored size,
-    and the class order (empty for a data set without classes)."""
-
-    def __init__(self, folder, data):
-        self.folder, self.data = folder, data
-        self.stored_size = data["options"]["image_size"]
-        self.classes = data.get("class_order", [])
-
-    @classmethod
-    def load(cls, folder):
-        path = os.path.join(folder, "manifest.json")
-        if not os.path.isfile(path):
-            raise UserError(f"{path} not found: run write_tfrecords.sh first (or pass --data-dir)")
-        with open(path, encoding="utf-8") as fh:
-            return cls(folder, json.load(fh))
-
-    def check_crop(self, crop, log):
-        """The crop must fit the stored images and should cover most of them (224 of 256 does)."""
-        if crop > self.stored_size:
-            raise UserError(f"--crop {crop} is larger than the stored {self.stored_size}x{self.stored_size} "
-                            f"images of {self.folder}: lower --crop or rewrite with a larger --image-size")
-        if crop < 0.6 * self.stored_size:
-            log.warning("--crop %d sees only the central %.0f%% of each %dx%d image: findings near the "
-                        "edges are cut off; rewrite the TFRecords with --image-size near %d",
-                        crop, 100 * (crop / self.stored_size) ** 2, self.stored_size, self.stored_size,
-                        round(crop * 256 / 224))
-
-    def split(self, name):
-        info = self.data["splits"].get(name)
-        if not info or not info["images"]:
-            present = ", ".join(s for s, v in self.data["splits"].items() if v["images"]) or "none"
-            raise UserError(f"{self.folder}/manifest.json has no {name} images (its splits: {present}): pick "
-                            f"one of those, or rewrite the TFRecords with that split")
-        return info
-
-    def images(self, name):
-        return self.split(name)["images"]
-
-    def files(self, name):
-        """The split's shard paths, each checked against the size write_tfrecords.sh recorded: a
-        truncated or replaced shard is refused here, not met as a DataLossError in the middle of an epoch."""
-        paths = []
-        for shard in self.split(name)["shards"]:
-            path = os.path.join(self.folder, shard["file"])
-            if not os.path.isfile(path):
-                raise UserError(f"{path} is missing ({self.folder}/manifest.json lists it): run "
-                                f"write_tfrecords.sh again, it rewrites missing shards")
-            expected, size = shard.get("bytes"), os.path.getsize(path)
-            if expected is not None and size != expected:
-                raise UserError(f"{path} holds {size} bytes, manifest.json says {expected}: truncated or changed "
-                                f"since it was written; run write_tfrecords.sh again, it rewrites such shards")
-            paths.append(path)
-        return paths
-
-    def check_records(self, name):
-        """The first record of the split's first shard must hold images of the manifest's size (a
-        manifest left over from another write would otherwise crash mid-epoch, or train on another field
-        of view without a word)."""
-        path = self.files(name)[0]
-        spec = {"height": tf.io.FixedLenFeature([], tf.int64), "width": tf.io.FixedLenFeature([], tf.int64)}
-        try:
-            first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
-            sides = None if first is None else tf.io.parse_single_example(first, spec)
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as err:
-            raise UserError(f"{path}: its first record is unreadable ({err.message.splitlines()[0]}): run "
-                            f"write_tfrecords.sh again") from None
-        if sides is not None:
-            found = (int(sides["height"]), int(sides["width"]))
-            if found != (self.stored_size, self.stored_size):
-                raise UserError(f"{path} holds {found[1]}x{found[0]} images, {self.folder}/manifest.json says "
-                                f"image_size {self.stored_size}: the manifest belongs to another write; run "
-                                f"write_tfrecords.sh again")
-
-    def record_counts(self, name):
-        return [s["records"] for s in self.split(name)["shards"]]
-
-    def record_bytes(self, name):
-        """Mean serialized bytes of the split's records (the shards' sizes over their records)."""
-        shards = self.split(name)["shards"]
-        sizes = [s["bytes"] if s.get("bytes") is not None else os.path.getsize(os.path.join(self.folder, s["file"]))
-                 for s in shards]
-        return sum(sizes) / max(1, sum(s["records"] for s in shards))
-
-    def steps_per_epoch(self, name, size, per_rank_batch):
-        """Steps every rank runs: the smallest rank share (N // size) in whole batches."""
-        steps = (sum(self.record_counts(name)) // size) // per_rank_batch
-        if steps < 1:
-            raise UserError(f"the {name} split has {self.images(name)} images: too few for "
-                            f"{size} ranks x --per-rank-batch {per_rank_batch}; lower the batch")
-        return steps
+from training.manifest import Manifest  # noqa: F401  (re-exported: the data modules read it from here)
 
 
 def parallel(pipeline):

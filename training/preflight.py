@@ -1,0 +1,29 @@
+"""What a trainer checks before TensorFlow and Horovod load: a typo or a wrong folder costs no start-up.
+
+    cfg, manifest = preflight(CheXNetConfig, argv, dataset="chestxray14", trainer="chexnet.train")
+    from training import loop            # TensorFlow loads here
+    ctx, log = loop.start(cfg, manifest, "chexnet")
+
+The manifest is None for ``--benchmark --synthetic-input``: random tensors need no data set.
+"""
+from runtime.config import parse_args
+from runtime.files import check_writable_folder
+from training.manifest import Manifest
+
+
+def preflight(config_cls, argv, dataset, trainer):
+    """The flags, the records' manifest (its data set, its shards' presence and sizes) and the runs folder."""
+    cfg = parse_args(config_cls, argv)
+    check_writable_folder(cfg.runs_dir, "--runs-dir")
+    if cfg.benchmark and cfg.synthetic_input:
+        return cfg, None
+    manifest = Manifest.load(cfg.data_dir)
+    manifest.expect_dataset(dataset, trainer)
+    for split in splits_read(cfg):
+        manifest.files(split)  # a missing split or shard, or one of another size in bytes, stops here
+    return cfg, manifest
+
+
+def splits_read(cfg):
+    """The splits a run reads: validation too, unless it only times steps."""
+    return ("train",) if cfg.benchmark else ("train", "val")
