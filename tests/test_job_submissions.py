@@ -6,6 +6,7 @@ jobs run the project's own entry points on a small synthetic Kvasir-SEG.
 """
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -146,6 +147,21 @@ def test_job_script_has_its_sbatch_header_first_and_a_usage_line(script):
     sbatch = [i for i, line in enumerate(lines) if line.startswith("#SBATCH")]
     assert sbatch and max(sbatch) < first_command and lines[first_command] == "set -euo pipefail"
     assert any(line.startswith("# Usage: sbatch") for line in lines[:first_command])
+
+
+OWN_SOURCE_LINE = ["train.sbatch", "evaluate.sbatch", "benchmark.sbatch"]  # find common.sh beside themselves
+
+
+@pytest.mark.parametrize("script", sorted(f for f in os.listdir(JOBS) if f.endswith(".sbatch")))
+def test_a_job_script_run_with_bash_says_to_submit_it_with_sbatch(script, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MEDIMG_"))}
+    places = [ROOT] + ([str(tmp_path)] if script in OWN_SOURCE_LINE else [])
+    for cwd in places:
+        proc = subprocess.run(["bash", os.path.join(JOBS, script), "segmentation"], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and proc.stdout == "", (cwd, proc.stdout, proc.stderr)
+        assert proc.stderr == (f"{script}: error: not inside a Slurm job (no SLURM_JOB_ID): submit with sbatch, "
+                               f"or use job_submissions/local/launch.sh\n"), cwd
 
 
 def test_local_launcher_runs_an_entry_point_on_two_ranks(tmp_path):
