@@ -3,34 +3,35 @@
     model = build_model(crop=224, num_classes=14, weights="none", bn_momentum=0.99)
     model.output_shape   # (None, 14): logits; probabilities = sigmoid(logits)
 
-No Horovod here. ``weights``: "none" (random init), "imagenet" (Keras
-downloads them: needs internet), or a path to an .h5 weights file of the
-backbone.
+No Horovod here. ``weights``: "none" (random init), "imagenet" (fetched once
+per node into Keras's cache: needs internet; chexnet.weights), or a path to an
+.h5 of DenseNet121 no-top weights. A value that cannot be such weights is a
+one-line UserError.
 """
-import os
-
 import tf_keras as keras
 
+from chexnet.weights import check_weights_flag, imagenet_path
 from runtime.errors import UserError
 
 
 def _backbone(crop, weights):
-    kwargs = dict(include_top=False, input_shape=(crop, crop, 3), pooling="avg")
-    if weights == "none":
-        return keras.applications.DenseNet121(weights=None, **kwargs)
-    if weights == "imagenet":
-        try:
-            return keras.applications.DenseNet121(weights="imagenet", **kwargs)
-        except Exception as err:  # urllib/OSError/ValueError, depending on where it failed
-            raise UserError(f"ImageNet weights for DenseNet121 could not be downloaded ({type(err).__name__}: "
-                            f"{str(err)[:120]}): this machine may have no internet; pass --weights none, "
-                            f"or download densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5 elsewhere "
-                            f"and pass its path") from None
-    if not os.path.isfile(weights):
-        raise UserError(f"--weights {weights!r}: no such file; use none, imagenet or a .h5 path")
-    backbone = keras.applications.DenseNet121(weights=None, **kwargs)
-    backbone.load_weights(weights)
+    check_weights_flag(weights)  # before the network is built: a bad file is known from its first bytes
+    path = imagenet_path() if weights == "imagenet" else weights
+    backbone = keras.applications.DenseNet121(weights=None, include_top=False, input_shape=(crop, crop, 3),
+                                              pooling="avg")
+    if path != "none":
+        _load(backbone, path)
     return backbone
+
+
+def _load(backbone, path):
+    try:
+        backbone.load_weights(path)
+    except (OSError, ValueError, KeyError) as err:  # h5py: truncated or not Keras's; Keras: other layers or shapes
+        detail = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise UserError(f"--weights {path}: Keras cannot load it into DenseNet121 without its top ({detail}): "
+                        f"it holds another network's weights or is cut short; pass DenseNet121 no-top weights "
+                        f"(include_top=False), imagenet or none") from None
 
 
 def build_model(crop, num_classes, weights="none", bn_momentum=0.99):

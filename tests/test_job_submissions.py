@@ -6,6 +6,7 @@ jobs run the project's own entry points on a small synthetic Kvasir-SEG.
 """
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -148,12 +149,32 @@ def test_job_script_has_its_sbatch_header_first_and_a_usage_line(script):
     assert any(line.startswith("# Usage: sbatch") for line in lines[:first_command])
 
 
-def test_local_launcher_runs_an_entry_point_on_two_ranks(tmp_path):
-    proc = run_job(["bash", "job_submissions/local/launch.sh", "--np", "2", "segmentation.train", "--benchmark",
-                    "--synthetic-input", "--synthetic-size", "32", "--model", "unet", "--per-rank-batch", "2",
-                    "--benchmark-steps", "2", "--throughput-warmup-steps", "1", "--runs-dir", str(tmp_path),
-                    "--run-name", "b", *FAST], timeout=300)
-    assert read_events(str(tmp_path / "b" / "metrics.jsonl"), "benchmark")[0]["ranks"] == 2
+OWN_SOURCE_LINE = ["train.sbatch", "evaluate.sbatch", "benchmark.sbatch"]  # find common.sh beside themselves
+
+
+@pytest.mark.parametrize("script", sorted(f for f in os.listdir(JOBS) if f.endswith(".sbatch")))
+def test_a_job_script_run_with_bash_says_to_submit_it_with_sbatch(script, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MEDIMG_"))}
+    places = [ROOT] + ([str(tmp_path)] if script in OWN_SOURCE_LINE else [])
+    for cwd in places:
+        proc = subprocess.run(["bash", os.path.join(JOBS, script), "segmentation"], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2 and proc.stdout == "", (cwd, proc.stdout, proc.stderr)
+        assert proc.stderr == (f"{script}: error: not inside a Slurm job (no SLURM_JOB_ID): submit with sbatch, "
+                               f"or use job_submissions/local/launch.sh\n"), cwd
+
+
+def test_local_launcher_runs_an_entry_point_on_two_ranks_taking_paths_from_the_users_folder(tmp_path):
+    (tmp_path / "fast.json").write_text('{"per_rank_batch": 2, "precision": "float32"}')
+    (tmp_path / "training").mkdir()  # a user's package named like the project's must not shadow it
+    (tmp_path / "training" / "__init__.py").write_text("raise ImportError('the user folder shadowed training/')\n")
+    in_tmp = ["bash", "-c", 'cd "$1" && shift && exec bash "$@"', "-", str(tmp_path)]
+    proc = run_job([*in_tmp, os.path.join(ROOT, "job_submissions", "local", "launch.sh"), "--np", "2",
+                    "segmentation.train", "--benchmark", "--synthetic-input", "--synthetic-size", "32", "--model",
+                    "unet", "--benchmark-steps", "2", "--throughput-warmup-steps", "1", "--preset", "fast.json",
+                    "--runs-dir", "runs", "--run-name", "b"], timeout=300)
+    record = read_events(str(tmp_path / "runs" / "b" / "metrics.jsonl"), "benchmark")[0]
+    assert record["ranks"] == 2 and record["per_rank_batch"] == 2 and record["precision"] == "float32", record
     assert "benchmark: " in proc.stdout
 
 

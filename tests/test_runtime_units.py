@@ -1,6 +1,7 @@
 """Runtime pieces in one process: precision by hardware, the CUDA-stub filter, the LR warm-up."""
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -187,6 +188,28 @@ def test_stop_signals_become_one_request_and_a_second_ctrl_c_stops_at_once():
     finally:
         requests.uninstall()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_stall_message_blames_a_peer_only_when_there_is_one():
+    from runtime.watchdog import stall_message
+    alone = stall_message("training", 31.2, ranks=1)
+    assert "in this process" in alone and "the step itself or the input pipeline is stuck" in alone
+    assert "another rank" not in alone and "for 31 s" in alone
+    two = stall_message("training", 31.2, ranks=2)
+    assert "on this rank" in two and "waits for another rank that is frozen" in two and "input pipeline" not in two
+    unknown = stall_message("training", 31.2, ranks=None)
+    assert "another rank" in unknown and "its own step or input pipeline" in unknown
+    assert all("\n" not in m and "--stall-timeout-s" in m for m in (alone, two, unknown))
+
+
+def test_a_single_stalled_process_ends_with_status_3_and_blames_its_own_step():
+    code = ("import time; from runtime import watchdog; watchdog.start(0.4, 'training', ranks=1); "
+            "time.sleep(30)")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=job_env(), capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 3 and time.monotonic() - started < 15, proc.stderr
+    assert "no training progress in this process" in proc.stderr and "another rank" not in proc.stderr
 
 
 def test_negative_checkpoint_interval_is_a_one_line_error():

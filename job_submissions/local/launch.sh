@@ -4,10 +4,11 @@
 #
 # Runs a project entry point on N ranks (default 2) with horovodrun: on this
 # machine, or on the hosts of FILE (one "host slots=K" a line, as for mpirun
-# --hostfile; the project folder and its .venv must be at the same path on
-# every host). MODULE is an entry point such as chexnet.train,
-# segmentation.train or segmentation.evaluate; FLAGS and presets are the ones
-# the Slurm jobs take.
+# --hostfile; the project folder, its .venv and the folder you run this from
+# must be at the same path on every host). MODULE is an entry point such as
+# chexnet.train, segmentation.train or segmentation.evaluate; FLAGS and presets
+# are the ones the Slurm jobs take. Relative paths in FLAGS (--data-dir,
+# --runs-dir, --preset, images...) are taken from the folder you run this from.
 #   job_submissions/local/launch.sh --np 4 chexnet.train --preset presets/chexnet_paper.json --data-dir data/chestxray14/tfrecords
 #   job_submissions/local/launch.sh --np 8 --hostfile hosts.txt segmentation.train --epochs 100
 # Elastic training (Gloo): start N workers, go on with as few as MIN, take up to
@@ -58,7 +59,8 @@ if [ -n "$ELASTIC$DISCOVERY" ]; then
 fi
 [ -f "$ROOT/${MODULE//.//}.py" ] || die "no entry point $MODULE in $ROOT (e.g. chexnet.train, segmentation.evaluate)"
 [ -x "$VENV/bin/horovodrun" ] || die "$VENV/bin/horovodrun not found: run 'make setup' first (or set MEDIMG_VENV)"
-cd "$ROOT"
+VENV=$(cd "$VENV" && pwd)  # every rank, on every host, finds it whatever its folder
+# No cd: relative paths stay the user's; PYTHONPATH finds the project, -P keeps the user's folder off sys.path.
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 HOSTS=()
 [ -z "$HOSTFILE" ] || HOSTS=(-hostfile "$HOSTFILE")
@@ -67,4 +69,4 @@ if [ -n "$ELASTIC" ]; then
          --blacklist-cooldown-range "${COOLDOWN%%:*}" "${COOLDOWN##*:}")
   set -- "$@" --elastic
 fi
-exec "$VENV/bin/horovodrun" -np "$NP" ${HOSTS[@]+"${HOSTS[@]}"} "$VENV/bin/python" -m "$MODULE" "$@"
+exec "$VENV/bin/horovodrun" -np "$NP" ${HOSTS[@]+"${HOSTS[@]}"} "$VENV/bin/python" -P -m "$MODULE" "$@"

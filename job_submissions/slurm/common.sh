@@ -9,8 +9,13 @@
 #                 mpirun kills it (default 10; keep it below Slurm's KillWait, 30 s by default).
 #                 Open MPI waits twice this long whenever a rank exits non-zero (a stop
 #                 exits 75), so a large value slows every stopped or failed job down.
-ROOT=${MEDIMG_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
 die() { echo "$(basename "${JOB_SCRIPT:-job}"): error: $*" >&2; exit 2; }
+
+require_slurm_job() {  # a job script run with plain bash has no allocation to launch on
+  [ -n "${SLURM_JOB_ID:-}" ] || die "not inside a Slurm job (no SLURM_JOB_ID): submit with sbatch, or use job_submissions/local/launch.sh"
+}
+require_slurm_job
+ROOT=${MEDIMG_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
 [ -f "$ROOT/training/loop.py" ] || die "$ROOT is not the project folder: submit from it, or set MEDIMG_ROOT"
 cd "$ROOT"
 
