@@ -5,6 +5,7 @@
 import dataclasses
 
 from runtime.config import field
+from chexnet.weights import check_weights_flag
 from training.config import TrainConfig
 
 
@@ -21,3 +22,7 @@ class CheXNetConfig(TrainConfig):
                          "none (random) or a local .h5 PATH of DenseNet121 no-top weights")
     crop: int = field(224, "side of the crop fed to the network (random when training, centre otherwise); "
                       "DenseNet121 takes 32 and up", at_least=32, at_most=4096)
+
+    def validate(self):
+        super().validate()
+        check_weights_flag(self.weights)  # a missing or foreign file is refused before TensorFlow loads

@@ -43,7 +43,7 @@ def start(cfg, manifest, name):
         stop.install()
         # From here a rank whose peers stop answering ends itself (runtime.watchdog):
         # start-up has collectives too (the run folder's name, the resumed state).
-        watchdog.start(cfg.stall_timeout_s, "training")
+        watchdog.start(cfg.stall_timeout_s, "training", ranks=ctx.size)
     if manifest is None:
         return ctx, trainer_log
     manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)  # too few images for the ranks stop here
