@@ -23,8 +23,12 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     raise ImportError("import runtime before tensorflow (it must set TF_USE_LEGACY_KERAS=1 first)")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) buries the
-# real log; set TF_CPP_MIN_LOG_LEVEL=0 to see it when debugging TF itself.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# real log; set TF_CPP_MIN_LOG_LEVEL=0 to see it when debugging TF itself. A node
+# with GPUs keeps TF's warnings: they say which CUDA library failed to load.
+from runtime import devices  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL",
+                      "1" if devices.gpu_evidence() and not devices.gpus_hidden() else "3")
 # The CUDA-stub lines are printed before TF's logging exists: drop exactly those
 # (runtime/quiet.py; MEDIMG_SHOW_TF_STARTUP=1 shows them).
 from runtime import quiet  # noqa: E402

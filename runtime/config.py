@@ -18,6 +18,7 @@ import dataclasses
 import json
 import typing
 
+from runtime.devices import DEVICES
 from runtime.errors import UserError
 
 
@@ -60,9 +61,9 @@ def check_bounds(cfg):
                 raise UserError(f"{flag_name(f.name)} must be {op} {_number(bound)}, got {value!r}")
 
 
-PRECISION_HELP = ("compute precision: auto = float16 on tensor-core GPUs, bfloat16 on CPUs with AMX/AVX512-BF16, "
-                  "else float32; mixed = the same but warns where it falls back; float32/bfloat16/float16 "
-                  "force it (weights stay float32)")
+PRECISION_HELP = ("compute precision: auto = bfloat16 on GPUs of compute capability 8.0 and later and on CPUs "
+                  "with AMX/AVX512-BF16, float16 (loss-scaled) on 7.x GPUs, else float32; mixed = the same but "
+                  "warns where it falls back; float32/bfloat16/float16 force it (weights stay float32)")
 PRECISIONS = ["auto", "mixed", "float32", "bfloat16", "float16"]
 
 
@@ -73,6 +74,9 @@ class ProcessConfig:
     seed: int = field(0, "seed for weights (rank 0's are broadcast) and data order (offset by rank)",
                       at_least=0, at_most=2 ** 31 - 1)
     precision: str = field("auto", PRECISION_HELP, choices=PRECISIONS)
+    device: str = field("auto", "auto = the GPUs TensorFlow sees, else the CPU, refusing a node that has GPUs "
+                        "TensorFlow cannot use; gpu = require one per rank; cpu = hide the GPUs",
+                        choices=list(DEVICES))
     xla: bool = field(False, "compile the train step with XLA (one rank only with horovod 0.28.1)")
     threads_per_rank: int = field(0, "TensorFlow intra-op threads per rank (0: cores / local ranks)",
                                   at_least=0, at_most=1024)
@@ -91,7 +95,8 @@ class RuntimeConfig(ProcessConfig):
 
     run_name: str = field("", "folder under --runs-dir for this run (default: <trainer>-<time>)")
     runs_dir: str = field("runs", "parent folder of run folders")
-    fp16_allreduce: bool = field(False, "compress gradients to float16 for the allreduce")
+    fp16_allreduce: bool = field(False, "compress gradients to float16 for the allreduce (no overflow guard: a "
+                                 "gradient beyond float16's range becomes inf unless float16 loss scaling runs)")
     grad_accum_steps: int = field(1, "batches whose gradients are summed locally before one allreduce",
                                   at_least=1, at_most=1024)
     lr_scaling: str = field("sqrt", "learning rate for N ranks: base_lr x sqrt(N) (Adam-like optimizers), "
@@ -108,6 +113,9 @@ class RuntimeConfig(ProcessConfig):
 
     def validate(self):
         super().validate()
+        if self.precision == "float16" and self.grad_accum_steps > 1:  # the auto choice is checked at init
+            raise UserError("--precision float16 with --grad-accum-steps > 1: each rank's loss scale would react to "
+                            "its own accumulated overflows and the replicas drift apart; use bfloat16 or float32")
         if self.xla and self.grad_accum_steps > 1:  # --xla trains without Horovod's optimizer wrapper
             raise UserError("--grad-accum-steps is done by Horovod's optimizer wrapper, which XLA cannot compile: "
                             "drop --xla or --grad-accum-steps")

@@ -13,7 +13,9 @@ import hashlib
 import logging
 import math
 import os
+import platform
 
+import horovod
 import horovod.tensorflow as hvd
 import horovod.tensorflow.elastic as hvd_elastic
 # Not horovod.tensorflow.keras: it imports Keras 3 (`from keras import backend`, with sklearn and
@@ -27,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from runtime import precision as precision_mod
+from runtime import devices, precision as precision_mod
 from runtime.errors import UserError
 from runtime.logs import setup_logging
 
@@ -75,27 +77,66 @@ def _configure_threads(cfg, local_size):
     return intra
 
 
-def _pin_device(local_rank):
-    """("GPU:<n>", compute capability) for this rank's GPU, or ("CPU", None)."""
+def _pin_device(requested, local_rank, size):
+    """("GPU:<n>", compute capability, GPU name) for this rank's GPU, or ("CPU", None, None); refused in one
+    line where the node has GPUs TensorFlow cannot use (runtime.devices)."""
+    if requested == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+        return "CPU", None, None
     gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "CPU", None
-    # One GPU per local rank: ranks on one node must not share a device.
-    gpu = gpus[local_rank % len(gpus)]
+    evidence = [] if devices.gpus_hidden() else devices.gpu_evidence()
+    if devices.choose_device(requested, len(gpus), evidence, bool(hvd.nccl_built()), size) == "CPU":
+        return "CPU", None, None
+    # One GPU per local rank: ranks on one node must not share a device (checked in init).
+    index = local_rank % len(gpus)
+    gpu = gpus[index]
     tf.config.experimental.set_memory_growth(gpu, True)
     tf.config.set_visible_devices(gpu, "GPU")
-    capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-    return f"GPU:{local_rank % len(gpus)}", capability
+    details = tf.config.experimental.get_device_details(gpu)
+    return f"GPU:{index}", details.get("compute_capability"), details.get("device_name", "GPU")
 
 
-def _set_precision(requested, device, capability, cpu, is_chief):
+def _set_precision(requested, device, capability, cpu, is_chief, agree):
     # Mixed precision only where the hardware has the units: emulated bfloat16
     # on an AVX2-only CPU is ~9x slower than float32 (runtime/precision.py).
     choice = precision_mod.choose(requested, capability, device.startswith("GPU"), cpu)
+    if agree:  # rank 0's choice: a job across GPU generations (or CPU kinds) trains in one policy
+        choice = broadcast_object(choice)
     keras.mixed_precision.set_global_policy(choice.policy)
     if choice.warning and is_chief:
         log.warning("%s", choice.warning)
     return choice
+
+
+def _check_float16(choice, cfg):
+    """Loss scaling is rank-local between allreduces and absent from the elastic state: refuse where it breaks."""
+    if choice.compute_dtype != "float16":
+        return
+    if getattr(cfg, "grad_accum_steps", 1) > 1:
+        raise UserError("float16 with --grad-accum-steps > 1: each rank's loss scale would react to its own "
+                        "accumulated overflows and the replicas drift apart; pass --precision bfloat16 (compute "
+                        "capability 8.0 and later) or float32, or drop --grad-accum-steps")
+    if getattr(cfg, "elastic", False):
+        raise UserError("float16 with --elastic: the loss scale is not part of the elastic state, so joining "
+                        "workers would start from another scale; pass --precision bfloat16 or float32")
+
+
+def _log_devices(ctx, gpu_name, elastic):
+    """Rank 0 names every rank's device, host and the horovod build (one line a kind of device)."""
+    mine = (platform.node(), ctx.device, gpu_name or ctx.cpu_model, ctx.precision.policy)
+    everyone = [mine] if elastic else allgather_object(mine)
+    if not elastic:
+        devices.check_no_sharing([devices.gpu_identity(host, int(device[4:])) if device.startswith("GPU") else None
+                                  for host, device, _, _ in everyone])
+    if ctx.is_chief:
+        build = ", ".join(n for n, built in (("NCCL", hvd.nccl_built()), ("MPI", hvd.mpi_built()),
+                                              ("Gloo", hvd.gloo_built())) if built)
+        kinds = sorted({(d.split(":")[0], name, policy) for _, d, name, policy in everyone})
+        for kind, name, policy in kinds:
+            ranks = [r for r, (_, d, n, p) in enumerate(everyone) if (d.split(":")[0], n, p) == (kind, name, policy)]
+            hosts = len({everyone[r][0] for r in ranks})
+            log.info("device: %s (%s), %s, on %d rank(s) of %d host(s); horovod %s built with %s", kind, name,
+                     policy, len(ranks), hosts, horovod.__version__, build)
 
 
 STALL_DEFAULTS = {
@@ -141,18 +182,22 @@ def init(cfg):
         raise UserError(f"--xla works on one rank only with horovod 0.28.1 (no XLA allreduce kernel); "
                         f"this job has {hvd.size()} ranks: drop --xla")
     intra = _configure_threads(cfg, hvd.local_size())
-    device, capability = _pin_device(hvd.local_rank())
+    elastic = getattr(cfg, "elastic", False)  # no collective before the elastic loop (training.elastic)
+    device, capability, gpu_name = _pin_device(cfg.device, hvd.local_rank(), hvd.size())
     cpu = precision_mod.cpu_facts()
-    choice = _set_precision(cfg.precision, device, capability, cpu, hvd.rank() == 0)
+    choice = _set_precision(cfg.precision, device, capability, cpu, hvd.rank() == 0, agree=not elastic)
+    _check_float16(choice, cfg)
     # Same seed on every rank for weights (broadcast anyway); data order is
     # offset by rank in the data code so ranks do not read identical batches.
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         # Reductions in a fixed order: slower, but a resumed run matches an uninterrupted one bit for bit.
         tf.config.experimental.enable_op_determinism()
-    return Context(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
-                   local_size=hvd.local_size(), intra_op_threads=intra, device=device,
-                   precision=choice, jit_compile=cfg.xla, cpu_model=cpu.model)
+    ctx = Context(rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
+                  local_size=hvd.local_size(), intra_op_threads=intra, device=device,
+                  precision=choice, jit_compile=cfg.xla, cpu_model=cpu.model)
+    _log_devices(ctx, gpu_name, elastic)
+    return ctx
 
 
 def refresh(ctx):

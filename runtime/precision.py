@@ -6,9 +6,10 @@
     choice.reason    # one line for config.json and the log
 
 Requests (``--precision``):
-- ``auto``: float16 on GPUs with tensor cores (compute capability >= 7.0),
-  bfloat16 on CPUs with native bfloat16 units (AMX or AVX512-BF16), float32
-  elsewhere.
+- ``auto``: bfloat16 on GPUs of compute capability 8.0 and later (A100, H100,
+  L40: the float16 rate without loss scaling), float16 with loss scaling on
+  7.x GPUs (V100, T4), bfloat16 on CPUs with native bfloat16 units (AMX or
+  AVX512-BF16), float32 elsewhere.
 - ``mixed``: the same, but a machine without native units gets float32 and a
   warning that names the hardware and how to force it.
 - ``float32``, ``bfloat16``, ``float16``: exactly that, whatever the hardware
@@ -23,7 +24,8 @@ import dataclasses
 
 REQUESTS = ("auto", "mixed", "float32", "bfloat16", "float16")
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-TENSOR_CORE_CAPABILITY = (7, 0)  # Volta and later
+TENSOR_CORE_CAPABILITY = (7, 0)  # Volta and later: float16 tensor cores
+BF16_CAPABILITY = (8, 0)         # Ampere and later: bfloat16 tensor cores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +75,19 @@ def cpu_facts(path="/proc/cpuinfo"):
 
 def _gpu_choice(requested, capability):
     cc = ".".join(map(str, capability)) if capability else "unknown"
+    cap = tuple(capability) if capability else (0, 0)
     if requested in ("float32", "bfloat16", "float16"):
         policy = "float32" if requested == "float32" else f"mixed_{requested}"
-        return Choice(requested, policy, f"--precision {requested} on a GPU (compute capability {cc})")
-    if capability and tuple(capability) >= TENSOR_CORE_CAPABILITY:
+        warning = (f"--precision bfloat16 on a GPU of compute capability {cc}: bfloat16 tensor cores came with "
+                   f"8.0; expect it to be slower than float16 here" if requested == "bfloat16" and cap < BF16_CAPABILITY
+                   else "")
+        return Choice(requested, policy, f"--precision {requested} on a GPU (compute capability {cc})", warning)
+    if cap >= BF16_CAPABILITY:
+        return Choice(requested, "mixed_bfloat16",
+                      f"GPU with bfloat16 tensor cores (compute capability {cc}): bfloat16 compute, no loss scaling")
+    if cap >= TENSOR_CORE_CAPABILITY:
         return Choice(requested, "mixed_float16",
-                      f"GPU with tensor cores (compute capability {cc}): float16 compute, loss scaling")
+                      f"GPU with float16 tensor cores (compute capability {cc}): float16 compute, loss scaling")
     reason = f"GPU without tensor cores (compute capability {cc}): float16 would not be faster"
     warning = (f"--precision mixed: {reason}; training in float32 (pass --precision float16 to force it)"
                if requested == "mixed" else "")

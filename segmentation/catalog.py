@@ -7,6 +7,17 @@
 # How many times smaller the deepest feature map is: the image side must be a multiple of it.
 DOWNSAMPLING = {"resunetpp": 8, "unet": 16, "fcn8s": 32, "segnet": 32}
 LOSS_NAMES = ("dice_bce", "dice", "bce")  # the keys of segmentation.losses.LOSSES
+# Networks that upsample by nearest neighbour: TensorFlow has no deterministic GPU kernel for its gradient.
+NEAREST_UPSAMPLING = ("resunetpp", "segnet")
+
+
+def determinism_problem(model, device):
+    """Why --deterministic cannot train ``model`` on ``device`` ("GPU:0", "CPU"), or None."""
+    if device.startswith("GPU") and model in NEAREST_UPSAMPLING:
+        return (f"--deterministic: {model} upsamples by nearest neighbour, and TensorFlow has no deterministic "
+                f"GPU kernel for its gradient (ResizeNearestNeighborGrad); drop --deterministic, train unet or "
+                f"fcn8s, or pass --device cpu")
+    return None
 
 
 def size_problem(size, name):

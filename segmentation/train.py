@@ -5,7 +5,8 @@
     python -m segmentation.train --benchmark --synthetic-input --model unet
 """
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from runtime.errors import main_guard
+from runtime.errors import UserError, main_guard
+from segmentation.catalog import determinism_problem
 from segmentation.config import SegmentationConfig, check_size
 from training.preflight import preflight
 
@@ -25,6 +26,8 @@ def main(argv=None):
     from training import benchmark, loop
 
     ctx, log = loop.start(cfg, manifest, "segmentation")
+    if cfg.deterministic and determinism_problem(cfg.model, ctx.device):  # the same on every rank
+        raise UserError(determinism_problem(cfg.model, ctx.device))
     run = RunDir.create(cfg, ctx, "segmentation", resume=cfg.resume)
     model = seg_model.build_model(cfg.model, size, bn_momentum=cfg.bn_momentum)
     loss = losses.build_loss(cfg.loss)

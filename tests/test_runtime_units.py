@@ -35,11 +35,18 @@ def test_mixed_on_a_cpu_without_bfloat16_falls_back_with_a_warning_that_says_how
     assert precision.choose("float32", cpu=ZEN4).policy == "float32"
 
 
-@pytest.mark.parametrize("capability,policy", [((8, 0), "mixed_float16"), ((7, 0), "mixed_float16"),
+@pytest.mark.parametrize("capability,policy", [((9, 0), "mixed_bfloat16"), ((8, 0), "mixed_bfloat16"),
+                                               ((7, 5), "mixed_float16"), ((7, 0), "mixed_float16"),
                                                ((6, 1), "float32"), (None, "float32")])
-def test_auto_uses_float16_on_gpus_with_tensor_cores(capability, policy):
+def test_auto_uses_bfloat16_from_compute_capability_8_float16_on_7x_and_float32_below(capability, policy):
     assert precision.choose("auto", capability, on_gpu=True).policy == policy
     assert precision.choose("float32", capability, on_gpu=True).policy == "float32"
+
+
+def test_a_forced_bfloat16_below_compute_capability_8_warns():
+    assert "came with 8.0" in precision.choose("bfloat16", (7, 0), on_gpu=True).warning
+    assert precision.choose("bfloat16", (8, 6), on_gpu=True).warning == ""
+    assert precision.choose("float16", (9, 0), on_gpu=True).policy == "mixed_float16"
 
 
 def test_cpu_facts_read_model_and_flags(tmp_path):

@@ -122,3 +122,16 @@ def test_a_size_the_chosen_network_cannot_take_is_a_one_line_error():
     with pytest.raises(UserError, match=r"^--synthetic-size 48: segnet needs a multiple of 32, at least 32 \(it "
                                         r"halves the image 5 times\); e\.g\. 32; rewrite the records"):
         parse_args(SegmentationConfig, ["--model", "segnet", "--synthetic-size", "48"])
+
+
+def test_the_catalog_names_every_network_and_loss_and_which_cannot_train_deterministically_on_gpu():
+    from segmentation import catalog, losses, model
+    assert set(catalog.DOWNSAMPLING) == set(model.MODELS) and list(catalog.LOSS_NAMES) == list(losses.LOSSES)
+    import tf_keras as keras
+    for name in model.MODELS:
+        assert catalog.determinism_problem(name, "CPU") is None
+        net = model.build_model(name, 32)
+        nearest = any(isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation == "nearest"
+                      for layer in net.layers)
+        assert (catalog.determinism_problem(name, "GPU:0") is not None) == nearest, name
+    assert "ResizeNearestNeighborGrad" in catalog.determinism_problem("resunetpp", "GPU:1")
