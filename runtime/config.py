@@ -16,6 +16,7 @@ fields) sets defaults that flags override. ``to_dict`` gives what
 import argparse
 import dataclasses
 import json
+import os
 import typing
 
 from runtime.devices import DEVICES
@@ -113,6 +114,9 @@ class RuntimeConfig(ProcessConfig):
 
     def validate(self):
         super().validate()
+        if self.run_name and (os.path.basename(self.run_name) != self.run_name or self.run_name in (".", "..")):
+            raise UserError(f"--run-name {self.run_name!r} must be a folder name, not a path: put the parent in "
+                            f"--runs-dir")
         if self.precision == "float16" and self.grad_accum_steps > 1:  # the auto choice is checked at init
             raise UserError("--precision float16 with --grad-accum-steps > 1: each rank's loss scale would react to "
                             "its own accumulated overflows and the replicas drift apart; use bfloat16 or float32")

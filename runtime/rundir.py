@@ -127,6 +127,10 @@ def claim(cfg, prefix, resume, shared=False):
 def check_resume(path, resume):
     """A new run needs a folder without a run, --resume one with a run; a failed start's records are dropped."""
     held = holds_run(path)
+    others = sorted(set(os.listdir(path)) - {LOCK_FILE})
+    if others and not os.path.isfile(os.path.join(path, "metrics.jsonl")):
+        raise UserError(f"{path} holds files but no run ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}):"
+                        f" a trainer writes only into its own run folders; pick another --run-name or --runs-dir")
     if held and not resume:
         raise UserError(f"{path} already holds a run: pick another --run-name, or pass --resume to continue it")
     if resume and not held:

@@ -12,6 +12,7 @@ import pytest
 
 from helpers import ROOT, job_env, run_job
 from runtime import rundir
+from runtime.config import parse_args
 from runtime.errors import UserError
 from training.manifest import Manifest, count_records
 
@@ -151,6 +152,19 @@ def test_a_start_that_failed_before_its_first_checkpoint_is_started_again_and_a_
     with pytest.raises(UserError, match="already holds a run"):
         rundir.claim(Cfg(tmp_path, "r"), "chexnet", resume=False)
     assert (folder / "metrics.jsonl").read_text().count("epoch") == 1
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "config.json").write_text("{}")  # a folder of the user's, not a run
+    with pytest.raises(UserError, match=r"mine holds files but no run \(config.json\): a trainer writes only"):
+        rundir.claim(Cfg(tmp_path, "mine"), "chexnet", resume=False)
+    assert (users / "config.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("name", ["../data", "a/b", "..", "/tmp/x"])
+def test_a_run_name_is_a_folder_name_never_a_path(name):
+    from chexnet.config import CheXNetConfig
+    with pytest.raises(UserError, match="must be a folder name, not a path"):
+        parse_args(CheXNetConfig, ["--run-name", name])
 
 
 HOLDER = """
