@@ -5,12 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from helpers import ROOT, job_env, run_job
+from helpers import ROOT, job_env
 from runtime import rundir
 from runtime.config import parse_args
 from runtime.errors import UserError
