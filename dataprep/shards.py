@@ -47,6 +47,7 @@ log = logging.getLogger("tfrecords")
 NOT_WRITTEN = "not written yet (or its write was interrupted)"
 INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
 OWNER = "dataset.txt"  # in .shards/: the data set whose writer made this folder's records
+_writing_shard = False  # in a writer process: whether a SIGTERM has a temporary file to clean up
 
 
 class Interrupted(Exception):
@@ -186,8 +187,13 @@ def write_shard(job):
                 if figures is not None:
                     stats[writer.name(e)] = figures
 
+    global _writing_shard
     started = time.time()
-    atomic_write(final, write_records)  # temporary name, fsync, rename, fsync the folder
+    _writing_shard = True
+    try:
+        atomic_write(final, write_records)  # temporary name, fsync, rename, fsync the folder
+    finally:
+        _writing_shard = False
     side = {"file": shard.filename, "write_started": started, "write_finished": time.time(), "split": shard.split, "rank": rank, "records": len(written),
             "bytes": os.path.getsize(final), "sha256": sha256_of(final), "options": writer.fingerprint(),
             "planned": [writer.name(e) for e in shard.entries],
@@ -263,8 +269,13 @@ def writer_pool(processes):
 
 
 def exit_on_sigterm():
-    """In a writer process: the pool's SIGTERM unwinds the shard being written, removing its temporary file."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(INTERRUPTED_EXIT))
+    """In a writer process: the pool's SIGTERM unwinds a shard being written, which removes its temporary file;
+    otherwise (idle, or exiting already) the process ends at once, as by default."""
+    def stop(signum, frame):
+        if _writing_shard:
+            sys.exit(INTERRUPTED_EXIT)
+        os._exit(INTERRUPTED_EXIT)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def exits_on_interrupt(main):
