@@ -274,7 +274,7 @@ def test_every_numeric_flag_refuses_values_out_of_its_bounds_in_one_line(module,
     assert len(err.splitlines()) == 1 and err.startswith(f"error: argument {flag}") and "(see --help)" in err, err
 
 
-@pytest.mark.parametrize("command,expected", [
+STAGE_REFUSALS = [
     (["write_tfrecords.sh", "--shard-mb", "0"], "argument --shard-mb: must be a number > 0"),
     (["write_tfrecords.sh", "--dataset", "kvasir-seg", "--images-per-shard", "-3"],
      "argument --images-per-shard: must be an integer >= 0"),
@@ -283,7 +283,10 @@ def test_every_numeric_flag_refuses_values_out_of_its_bounds_in_one_line(module,
     (["download_dataset.sh", "--dataset", "all", "--synthetic", "20", "--seed", "-1"],
      "argument --seed: must be an integer >= 0"),
     (["extract_images.sh", "--jobs", "5000"], "argument --jobs: must be an integer >= 1 and <= 1024"),
-], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+]
+
+
+@pytest.mark.parametrize("command,expected", [pytest.param(c, e, id=" ".join(c)) for c, e in STAGE_REFUSALS])
 def test_a_stage_given_a_number_out_of_bounds_stops_in_one_line_before_any_work(tmp_path, command, expected):
     if command[0] == "extract_images.sh":  # the archives must be there for the stage to reach its writer
         (tmp_path / "chestxray14").mkdir()
