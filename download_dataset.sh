@@ -12,6 +12,9 @@
 #
 # Synthetic mode (--synthetic N) writes a stand-in with the same layout and
 # learnable labels: the embedded default of the demo and the tests, no network.
+# It rewrites only a folder it made itself (SYNTHETIC.json records its files):
+# a folder holding anything else, such as a real download, is refused before
+# anything is written.
 # ChestX-ray14: 12 archives, Data_Entry_2017.csv, the split lists. Kvasir-SEG:
 # kvasir-seg.zip (Kvasir-SEG/images, masks, kavsir_bboxes.json), train.txt, val.txt.
 # Real Kvasir-SEG gets the official 880/120 train.txt and val.txt beside its zip.
@@ -171,16 +174,11 @@ for a in facts.ARCHIVES: print(a.name, a.url)")
   [ "$failed" -eq 0 ] || die "$failed of 12 ChestX-ray14 archives failed (see above); re-run to resume"
 }
 
-chestxray14_synthetic() {
-  local dir=$OUT/chestxray14 size=${IMAGE_SIZE:-256}
-  log "writing $SYNTHETIC synthetic ChestX-ray14 images (${size}x${size}, seed $SEED) to $dir"
-  "$PY" -m dataprep.chestxray14.synthetic --out "$dir" --images "$SYNTHETIC" --image-size "$size" --seed "$SEED"
-}
-
-kvasir_synthetic() {
-  local dir=$OUT/kvasir-seg size=${IMAGE_SIZE:-1072}
-  log "writing $SYNTHETIC synthetic Kvasir-SEG pairs (largest frame height $size, seed $SEED) to $dir"
-  "$PY" -m dataprep.kvasir_seg.synthetic --out "$dir" --images "$SYNTHETIC" --image-size "$size" --seed "$SEED"
+synthetic() {  # synthetic DATASET [--check-options]: the synthetic writer of DATASET into $OUT/DATASET
+  local module=dataprep.chestxray14.synthetic size=${IMAGE_SIZE:-256}
+  if [ "$1" = kvasir-seg ]; then module=dataprep.kvasir_seg.synthetic; size=${IMAGE_SIZE:-1072}; fi
+  [ $# -gt 1 ] || log "writing $SYNTHETIC synthetic $1 images (size $size, seed $SEED) to $OUT/$1"
+  "$PY" -m "$module" --out "$OUT/$1" --synthetic "$SYNTHETIC" --image-size "$size" --seed "$SEED" "${@:2}"
 }
 
 kvasir_real() {
@@ -197,16 +195,16 @@ kvasir_real() {
 }
 
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
-for ds in $( [ "$DATASET" = all ] && echo "chestxray14 kvasir-seg" || echo "$DATASET"); do
-  if [ -n "$SYNTHETIC" ]; then
-    case "$ds" in
-      chestxray14) chestxray14_synthetic ;;
-      kvasir-seg) kvasir_synthetic ;;
-    esac
-  else
-    case "$ds" in
-      chestxray14) chestxray14_real ;;
-      kvasir-seg) kvasir_real ;;
-    esac
-  fi
+DATASETS=$( [ "$DATASET" = all ] && echo "chestxray14 kvasir-seg" || echo "$DATASET")
+if [ -n "$SYNTHETIC" ]; then
+  # Every folder and value is checked before either data set is written.
+  for ds in $DATASETS; do synthetic "$ds" --check-options || exit 2; done
+  for ds in $DATASETS; do synthetic "$ds"; done
+  exit 0
+fi
+for ds in $DATASETS; do
+  case "$ds" in
+    chestxray14) chestxray14_real ;;
+    kvasir-seg) kvasir_real ;;
+  esac
 done

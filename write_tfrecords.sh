@@ -7,7 +7,11 @@
 # area. Kvasir-SEG: the official 880/120 split (or --split random --seed K for
 # a seeded 80/10/10); images resized by area, masks binarised and resized by
 # nearest neighbour. Every image is written or listed as rejected with its
-# reason; a rerun rewrites only the shards whose inputs changed.
+# reason; a rerun rewrites only the shards whose inputs changed. Refused before
+# any work: an output folder holding another data set's records (or records
+# no writer recorded), and ChestX-ray14 archives not extracted (an unfinished
+# download) unless --allow-partial asks for that subset. Ctrl-C stops with one
+# line saying how many shards are complete (exit 130): rerun to continue.
 # Other OPTIONS go to the writer: run with --dataset D --help-writer to list them
 # (e.g. --image-size 256 --encoding raw --images-per-shard N --processes P).
 set -euo pipefail

@@ -1,6 +1,7 @@
 """Extract tar.gz and zip archives safely, in parallel, idempotently.
 
-    python -m dataprep.extract --archives-dir data/chestxray14 --dest data/chestxray14/images_all --jobs 2
+    python -m dataprep.extract --archives-dir data/chestxray14 --dest data/chestxray14/images_all --jobs 2 \
+        --expect chestxray14
     python -m dataprep.extract --archives-dir data/kvasir-seg --dest data/kvasir-seg --pattern '*.zip'
 
 For each archive matching ``--pattern`` (default ``*.tar.gz``) in the folder:
@@ -11,9 +12,10 @@ and tar check their stream, zip its central directory and each member's
 CRC); record ``<dest>/.extracted/<archive>.json`` (archive size and mtime, member
 count). A rerun skips archives whose record matches and whose files are all
 present. A truncated or corrupt archive is named, the others carry on, and the
-exit status is 1 at the end.
+exit status is 1 at the end. With ``--expect DATASET`` it first checks that
+the download is complete: missing archives (or ones left as ``.part``) are an
+error naming them, unless ``--allow-partial`` asks for the subset.
 """
-import argparse
 import collections
 import contextlib
 import errno
@@ -28,6 +30,8 @@ import tarfile
 import zipfile
 import zlib
 
+from dataprep import flags
+from runtime.errors import UserError, main_guard
 from runtime.files import write_json
 from runtime.logs import setup_logging
 
@@ -70,7 +74,7 @@ def unsafe_reason(member):
     return None
 
 
-def _record_path(dest, archive):
+def record_path(dest, archive):
     return os.path.join(dest, ".extracted", os.path.basename(archive) + ".json")
 
 
@@ -81,7 +85,7 @@ def _fingerprint(archive):
 
 def already_done(archive, dest):
     try:
-        with open(_record_path(dest, archive), encoding="utf-8") as fh:
+        with open(record_path(dest, archive), encoding="utf-8") as fh:
             record = json.load(fh)
     except (OSError, ValueError):
         return False
@@ -135,8 +139,8 @@ def _job(args):
         members = extract_one(archive, dest)
     except ArchiveError as err:
         return name, "failed", str(err)
-    os.makedirs(os.path.dirname(_record_path(dest, archive)), exist_ok=True)
-    write_json(_record_path(dest, archive), {"archive": _fingerprint(archive), "members": members})
+    os.makedirs(os.path.dirname(record_path(dest, archive)), exist_ok=True)
+    write_json(record_path(dest, archive), {"archive": _fingerprint(archive), "members": members})
     return name, "extracted", len(members)
 
 
@@ -156,19 +160,64 @@ def extract_all(archives, dest, jobs):
     return result
 
 
+def expected_archives(dataset):
+    """The archive names a complete download of ``dataset`` holds."""
+    if dataset == "chestxray14":
+        from dataprep.chestxray14 import facts
+        return [a.name for a in facts.ARCHIVES]
+    from dataprep.kvasir_seg import facts
+    return [facts.ZIP_NAME]
+
+
+def absent(folder, names):
+    """{why: [name, ...]} of the ``names`` not in ``folder``: an unfinished download or none at all."""
+    groups = {}
+    for name in names:
+        if not os.path.isfile(os.path.join(folder, name)):
+            part = os.path.isfile(os.path.join(folder, name + ".part"))
+            groups.setdefault("unfinished download (.part left)" if part else "not downloaded", []).append(name)
+    return groups
+
+
+def describe(groups):
+    return "; ".join(f"{why}: {', '.join(names)}" for why, names in groups.items())
+
+
+def check_complete(archives_dir, dataset, allow_partial, found):
+    """Refuse a download with archives missing, naming them, unless ``allow_partial`` and some are there."""
+    expected = expected_archives(dataset)
+    missing = absent(archives_dir, expected)
+    if not missing:
+        return
+    count = f"{sum(map(len, missing.values()))} of {len(expected)} archives missing in {archives_dir}"
+    if not allow_partial or not found:
+        subset = ", or pass --allow-partial to extract only those present" if found else ""
+        raise UserError(f"{count}: {describe(missing)}; run download_dataset.sh again to finish{subset}")
+    log.warning("--allow-partial: %s (%s); extracting the others", count, describe(missing))
+
+
+def build_parser():
+    p = flags.Parser(description="Extract every tar.gz or zip archive of a folder safely.")
+    p.add_argument("--archives-dir", required=True)
+    p.add_argument("--dest", required=True)
+    p.add_argument("--pattern", default="*.tar.gz", help="which archives: *.tar.gz (default) or *.zip")
+    p.add_argument("--jobs", type=flags.bounded(int, least=1, most=1024), default=os.cpu_count() or 1)
+    p.add_argument("--expect", choices=["chestxray14", "kvasir-seg"],
+                   help="refuse to start while an archive of this data set's download is missing")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="with --expect: extract the archives present although others are missing")
+    return p
+
+
+@main_guard
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Extract every tar.gz or zip archive of a folder safely.")
-    parser.add_argument("--archives-dir", required=True)
-    parser.add_argument("--dest", required=True)
-    parser.add_argument("--pattern", default="*.tar.gz", help="which archives: *.tar.gz (default) or *.zip")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(rank=0)
     archives = sorted(glob.glob(os.path.join(args.archives_dir, args.pattern)))
+    if args.expect:
+        check_complete(args.archives_dir, args.expect, args.allow_partial, archives)
     if not archives:
-        print(f"error: no {args.pattern} archives in {args.archives_dir}: run download_dataset.sh first",
-              file=sys.stderr)
-        sys.exit(2)
+        raise UserError(f"no {args.pattern} archives in {args.archives_dir}: run download_dataset.sh first")
     result = extract_all(archives, args.dest, args.jobs)
     log.info("%d extracted, %d already done, %d failed, into %s", len(result["extracted"]),
              len(result["skipped"]), len(result["failed"]), args.dest)

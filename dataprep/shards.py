@@ -1,15 +1,16 @@
 """Write TFRecord shards of any data set: planned, dealt to MPI ranks, written in parallel, resumable.
 
     class MyWriter(ShardWriter):               # what is the data set's own
+        DATASET = "my-set"                       # the owner of the output folder
         def fingerprint(self): return {"image_size": 256}
         def entries_sha256(self, entries): ...   # what records hold besides pixels
         def record(self, entry): ...             # -> serialized bytes, or raise Rejected(reason)
         def name(self, entry): return entry.name
 
+    refuse_foreign(out_dir, MyWriter.DATASET)   # every rank, first: another data set's records stay untouched
     shards = plan_shards({"train": [...], "val": [...]}, per_shard=500)
-    comm = mpi_comm(); rank, size = ...
-    write_my_shards(shards, writer, out_dir, rank, size, local_processes(0, comm))
-    sides = read_sidecars(out_dir, shards)      # rank 0, after a barrier: per shard what was written
+    comm, rank, size = start()
+    sides = write_all(MyWriter(), shards, out_dir, comm, processes=0)  # rank 0: per shard what was written
 
 Shards are ``<split>-NNNNN-of-NNNNN.tfrecord``; a split's entries are spread
 over its shards with sizes differing by at most one, so no remainder is
@@ -19,24 +20,38 @@ A shard is written to a temporary name and renamed, then recorded in
 ``.shards/<file>.json`` (records, SHA-256, what was written and rejected and
 why). A rerun skips a shard whose record matches the plan: the same options,
 byte size, entry names and ``entries_sha256``; any other shard is rewritten,
-with a warning saying why.
+with a warning saying why. ``.shards/dataset.txt`` names the data set whose
+writer owns the folder: records or a manifest.json of another data set (or of
+no known writer) are refused, never replaced. Ctrl-C stops the writer
+processes and reports, in one line, how many shards are complete (exit 130).
 """
 import dataclasses
 import errno
+import functools
 import glob
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import time
 
 import numpy as np
 
-from runtime.files import atomic_write, write_json
+from runtime.errors import UserError
+from runtime.files import atomic_write, write_json, write_lines
 
 log = logging.getLogger("tfrecords")
 NOT_WRITTEN = "not written yet (or its write was interrupted)"
+INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports after Ctrl-C
+OWNER = "dataset.txt"  # in .shards/: the data set whose writer made this folder's records
+_writing_shard = False  # in a writer process: whether a SIGTERM has a temporary file to clean up
+
+
+class Interrupted(Exception):
+    """Ctrl-C while shards were written; the message says how far it got."""
 
 
 class Rejected(Exception):
@@ -48,6 +63,8 @@ class ShardWriter:
 
     Subclasses must be picklable (they travel to the writer processes).
     """
+
+    DATASET = None  # the manifest's "dataset": which records may share a folder with these
 
     # The warning when a shard's entries_sha256 no longer matches: say where the change came from.
     METADATA_CHANGED = "the labels or metadata of its images changed since it was written"
@@ -170,8 +187,13 @@ def write_shard(job):
                 if figures is not None:
                     stats[writer.name(e)] = figures
 
+    global _writing_shard
     started = time.time()
-    atomic_write(final, write_records)  # temporary name, fsync, rename, fsync the folder
+    _writing_shard = True
+    try:
+        atomic_write(final, write_records)  # temporary name, fsync, rename, fsync the folder
+    finally:
+        _writing_shard = False
     side = {"file": shard.filename, "write_started": started, "write_finished": time.time(), "split": shard.split, "rank": rank, "records": len(written),
             "bytes": os.path.getsize(final), "sha256": sha256_of(final), "options": writer.fingerprint(),
             "planned": [writer.name(e) for e in shard.entries],
@@ -202,6 +224,20 @@ def local_processes(requested, comm):
 def write_my_shards(shards, writer, out_dir, rank, size, processes):
     """Write the shards dealt to ``rank`` (every size-th); skip complete ones."""
     mine = [s for i, s in enumerate(shards) if i % size == rank]
+    try:
+        todo = stale_shards(mine, writer, out_dir, rank)
+        if todo:
+            run_writers([(s, writer, out_dir, rank) for s in todo], processes, rank)
+    except KeyboardInterrupt:
+        # The pool's exit has stopped the writers: what they had begun is only a temporary file.
+        done = sum(shard_staleness(out_dir, s, writer) is None for s in mine)
+        whose = f"rank {rank}: " if size > 1 else ""
+        raise Interrupted(f"{whose}interrupted; {done} of {len(mine)} shards complete; "
+                          f"rerun the same command to continue") from None
+
+
+def stale_shards(mine, writer, out_dir, rank):
+    """The shards of ``mine`` to (re)write, each rewrite logged with its reason."""
     todo = []
     for s in mine:
         why = shard_staleness(out_dir, s, writer)
@@ -212,20 +248,93 @@ def write_my_shards(shards, writer, out_dir, rank, size, processes):
         todo.append(s)
     if len(todo) < len(mine):
         log.info("rank %d: %d of its %d shards already complete, skipped", rank, len(mine) - len(todo), len(mine))
-    if not todo:
-        return
-    jobs = [(s, writer, out_dir, rank) for s in todo]
-    # spawn, not fork: the parent may hold MPI and TensorFlow state.
-    with multiprocessing.get_context("spawn").Pool(min(processes, len(jobs))) as pool:
+    return todo
+
+
+def run_writers(jobs, processes, rank):
+    with writer_pool(min(processes, len(jobs))) as pool:
         for i, side in enumerate(pool.imap_unordered(write_shard, jobs), 1):
             log.info("rank %d [%d/%d] %s: %d records, %d rejected", rank, i, len(jobs), side["file"],
                      side["records"], len(side["rejected"]))
 
 
-def prepare_out_dir(out_dir, shards):
-    """Rank 0, before any rank writes: the folders exist, shard files of an earlier plan are gone."""
+def writer_pool(processes):
+    """Writer processes that ignore Ctrl-C, so that the parent alone reports it, in one line."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the processes started now
+    try:
+        # spawn, not fork: the parent may hold MPI and TensorFlow state.
+        return multiprocessing.get_context("spawn").Pool(processes, initializer=exit_on_sigterm)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def exit_on_sigterm():
+    """In a writer process: the pool's SIGTERM unwinds a shard being written, which removes its temporary file;
+    otherwise (idle, or exiting already) the process ends at once, as by default."""
+    def stop(signum, frame):
+        if _writing_shard:
+            sys.exit(INTERRUPTED_EXIT)
+        os._exit(INTERRUPTED_EXIT)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def exits_on_interrupt(main):
+    """A writer's main: Ctrl-C anywhere is one line on stderr and exit status 130, never a traceback."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except Interrupted as err:
+            message = str(err)
+        except KeyboardInterrupt:
+            message = "interrupted; rerun the same command to continue"
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED_EXIT)
+    return wrapper
+
+
+def recorded_dataset(path):
+    """Who wrote the file at ``path`` (manifest.json, or the plain name in .shards/dataset.txt): the data set
+    it names; None when there is no such file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "an unknown writer"
+    if not path.endswith(".json"):
+        return text.strip() or "an unknown writer"
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return "an unknown writer"
+    return (found.get("dataset") if isinstance(found, dict) else None) or "an unknown writer"
+
+
+def refuse_foreign(out_dir, dataset):
+    """Stop, in one line, unless every record and manifest in ``out_dir`` is this data set's writer's."""
+    manifest = recorded_dataset(os.path.join(out_dir, "manifest.json"))
+    owner = recorded_dataset(os.path.join(out_dir, ".shards", OWNER))
+    found = sorted(glob.glob(os.path.join(out_dir, "*.tfrecord")))
+    if manifest not in (None, dataset):
+        what = f"the records of {manifest} (its manifest.json says so)"
+    elif owner not in (None, dataset):
+        what = f"the records of {owner} (its .shards/{OWNER} says so)"
+    elif found and manifest is None and owner is None:
+        what = f"TFRecord files that no writer recorded (such as {os.path.basename(found[0])})"
+    else:
+        return
+    raise UserError(f"{out_dir} holds {what}: write the {dataset} records into another --out-dir, or move "
+                    f"those files away first; nothing was changed")
+
+
+def prepare_out_dir(out_dir, shards, dataset):
+    """Rank 0, before any rank writes: the folders exist and are marked as ``dataset``'s, shard files of an
+    earlier plan and temporary files of a killed writer are gone (refuse_foreign has vouched for them)."""
     os.makedirs(os.path.join(out_dir, ".shards"), exist_ok=True)
-    for tmp in glob.glob(os.path.join(out_dir, ".tmp-*")):  # shards a killed writer never renamed
+    write_lines(os.path.join(out_dir, ".shards", OWNER), [dataset])
+    for tmp in glob.glob(os.path.join(out_dir, ".tmp-*.tfrecord")):  # shards a killed writer never renamed
         os.remove(tmp)
     planned = {s.filename for s in shards}
     for path in glob.glob(os.path.join(out_dir, "*-?????-of-?????.tfrecord")):
@@ -278,17 +387,23 @@ def check_accounted(sides, rejected, named, what):
     return counts
 
 
-def add_writer_options(parser, size_help, encoding_help):
+def add_writer_options(parser, size_help, encoding_help, most_size):
     """The flags every TFRecord writer takes: where, how large, how encoded, how parallel."""
-    from dataprep import records
+    from dataprep import flags, records
     parser.add_argument("--out-dir", default="", help="default: <data-dir>/tfrecords")
-    parser.add_argument("--image-size", type=int, default=256, help=size_help)
+    parser.add_argument("--image-size", type=flags.bounded(int, least=32, most=most_size), default=256,
+                        help=size_help)
     parser.add_argument("--encoding", choices=records.ENCODINGS, default="raw", help=encoding_help)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the splits and of the shard order")
-    parser.add_argument("--shard-mb", type=float, default=150.0, help="target shard size (100-200 MB reads well)")
-    parser.add_argument("--images-per-shard", type=int, default=0, help="fixed shard length (overrides --shard-mb)")
-    parser.add_argument("--processes", type=int, default=0,
+    parser.add_argument("--seed", type=flags.SEED, default=0, help="seed of the splits and of the shard order")
+    parser.add_argument("--shard-mb", type=flags.bounded(float, above=0, most=10_000), default=150.0,
+                        help="target shard size (100-200 MB reads well)")
+    parser.add_argument("--images-per-shard", type=flags.bounded(int, least=0, most=10_000_000), default=0,
+                        help="fixed shard length (overrides --shard-mb; 0: from --shard-mb)")
+    parser.add_argument("--processes", type=flags.PROCESSES, default=0,
                         help="local writer processes per rank (0: cores / local ranks)")
+    parser.add_argument("--check-options", action="store_true",
+                        help="check the options and the output folder, write nothing (job scripts call this "
+                             "before their slow stages)")
 
 
 def start():
@@ -321,10 +436,15 @@ def save_manifest(out_dir, manifest, started, sides):
 
 
 def write_all(writer, shards, out_dir, comm, processes):
-    """Every rank: prepare (rank 0), write this rank's shards, wait; returns all sidecars on rank 0."""
+    """Every rank: prepare (rank 0), write this rank's shards, wait; returns all sidecars on rank 0.
+
+    Every rank has passed refuse_foreign(out_dir, writer.DATASET) before this.
+    """
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm else (0, 1)
+    if comm:
+        comm.Barrier()  # every rank has checked the folder before rank 0 changes it
     if rank == 0:
-        prepare_out_dir(out_dir, shards)
+        prepare_out_dir(out_dir, shards, writer.DATASET)
     if comm:
         comm.Barrier()  # the output folder exists before any rank writes
     write_my_shards(shards, writer, out_dir, rank, size, local_processes(processes, comm))

@@ -266,3 +266,34 @@ def test_duplicate_ids_and_stray_files_are_each_rejected_once_with_a_reason(tmp_
     splits, more, _ = assign_official(pairs, str(tmp_path), unpaired={"c"})
     assert splits == {"train": ["a", "b"], "val": []}
     assert more == [{"name": "b", "reason": "listed again in val (first in train)"}]
+
+
+def test_the_writer_refuses_the_other_data_sets_records_and_rewrites_its_own_with_other_options(data, tmp_path):
+    """ChestX-ray14's writer pointed at Kvasir-SEG records: one line, every file byte-identical. Kvasir-SEG's
+    own writer, with another --image-size, still rewrites them."""
+    from test_data_safety import one_line_refusal, snapshot
+    records = tmp_path / "records"
+    shutil.copytree(data["tf_dir"], records)
+    cx = ["--out", str(tmp_path / "cx")]
+    stage("download_dataset.sh", *cx, "--synthetic", "12", "--image-size", "32")
+    stage("extract_images.sh", *cx)
+    before = snapshot(records)
+    proc = stage("write_tfrecords.sh", *cx, "--out-dir", str(records), "--image-size", "32", expect_rc=2)
+    one_line_refusal(proc, f"{records} holds the records of kvasir-seg", "nothing was changed")
+    assert snapshot(records) == before
+    proc = stage("write_tfrecords.sh", "--dataset", "kvasir-seg", "--out", str(data["root"]), "--out-dir",
+                 str(records), "--image-size", "32", "--images-per-shard", "15")
+    assert "written with other options" in proc.stdout
+    assert json.loads((records / "manifest.json").read_text())["options"]["image_size"] == 32
+
+
+def test_own_images_the_shipped_lists_do_not_name_are_refused_suggesting_a_random_split(data, tmp_path):
+    """A user's own folder without train.txt/val.txt: the shipped official lists name none of its ids."""
+    folder = tmp_path / "kvasir-seg"
+    shutil.copytree(data["dir"] / facts.TOP / facts.IMAGES, folder / facts.TOP / facts.IMAGES)
+    shutil.copytree(data["dir"] / facts.TOP / facts.MASKS, folder / facts.TOP / facts.MASKS)
+    proc = stage("write_tfrecords.sh", "--dataset", "kvasir-seg", "--out", str(tmp_path), expect_rc=2)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr and "official lists shipped with the project" in last
+    assert re.search(r"name none of the \d+ image/mask pairs on disk", last) and "use --split random" in last
+    assert not (folder / "tfrecords").exists()

@@ -7,19 +7,19 @@ writes what the real download plus the hand-placed metadata give:
     images_01.tar.gz .. images_12.tar.gz   each holding images/<8-digit patient>_<3-digit>.png
     Data_Entry_2017.csv                    real header, 11 fields a row, '|'-separated labels
     train_val_list.txt, test_list.txt      split by patient
-    SYNTHETIC.json                         how it was made (seed, counts)
+    SYNTHETIC.json                         how it was made (seed, counts) and each file's SHA-256
 
 Patients have one to several follow-up images. Prevalence follows the real set
 (No Finding the majority, Hernia the rarest) with a floor (``--min-prevalence``)
 so that every class has positives in a small split. Each pathology is drawn as
 its own motif on a chest-like background, so a CNN can learn every label.
-The same seed gives the same bytes.
+The same seed gives the same bytes. It always writes the 12 archives (so it
+needs at least 12 images), and rewrites only a folder it made itself
+(``dataprep.synthetic_marker``): any other non-empty folder is refused.
 """
-import argparse
 import csv
 import gzip
 import io
-import json
 import logging
 import multiprocessing
 import os
@@ -29,7 +29,9 @@ import time
 import cv2
 import numpy as np
 
+from dataprep import flags, synthetic_marker
 from dataprep.chestxray14 import facts
+from runtime.errors import main_guard
 from runtime.logs import setup_logging
 
 log = logging.getLogger("synthetic")
@@ -220,21 +222,20 @@ def _write_archive(job):
     return os.path.basename(path), len(names)
 
 
+FILES = [a.name for a in facts.ARCHIVES] + [facts.CSV_NAME, facts.TRAIN_VAL_LIST, facts.TEST_LIST]
+
+
 def already_generated(out_dir, params):
     """True when SYNTHETIC.json records ``params`` and every file it made is there."""
-    try:
-        with open(os.path.join(out_dir, "SYNTHETIC.json"), encoding="utf-8") as fh:
-            done = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    files = [a.name for a in facts.ARCHIVES] + [facts.CSV_NAME, facts.TRAIN_VAL_LIST, facts.TEST_LIST]
+    done = synthetic_marker.read(out_dir) or {}
     return (all(done.get(k) == v for k, v in params.items())
-            and all(os.path.isfile(os.path.join(out_dir, f)) for f in files))
+            and all(os.path.isfile(os.path.join(out_dir, f)) for f in FILES))
 
 
 def generate(out_dir, n_images, image_size=256, seed=0, min_prevalence=0.02, test_fraction=0.2,
              workers=None):
-    os.makedirs(out_dir, exist_ok=True)
+    synthetic_marker.refuse_unless_ours(out_dir, FILES)
+    synthetic_marker.begin(out_dir, FILES)
     names, patients, followups, labels, test_patients, meta = plan(n_images, seed, min_prevalence,
                                                                    test_fraction)
     image_seeds = np.random.default_rng(seed + 1).integers(0, 2**63 - 1, len(names))
@@ -260,31 +261,40 @@ def generate(out_dir, n_images, image_size=256, seed=0, min_prevalence=0.02, tes
                "positives": dict(zip(facts.CLASSES, labels.sum(0).tolist())),
                "no_finding": int((labels.sum(1) == 0).sum()),
                "seconds": round(time.perf_counter() - t0, 1)}
-    with open(os.path.join(out_dir, "SYNTHETIC.json"), "w", encoding="utf-8") as fh:
-        json.dump(summary, fh, indent=2)
+    synthetic_marker.finish(out_dir, summary, FILES)
     return summary
 
 
+def build_parser():
+    p = flags.Parser(description="Write a synthetic ChestX-ray14 with the real layout.")
+    p.add_argument("--out", required=True, help="folder for the archives and metadata")
+    p.add_argument("--images", "--synthetic", type=flags.bounded(int, least=len(facts.ARCHIVES), most=1_000_000),
+                   required=True, help="images to write (at least one per archive)")
+    p.add_argument("--image-size", type=flags.bounded(int, least=32, most=4096), default=256)
+    p.add_argument("--seed", type=flags.SEED, default=0)
+    p.add_argument("--min-prevalence", type=flags.bounded(float, least=0, most=0.5), default=0.02,
+                   help="floor on each class's share so small splits have positives")
+    p.add_argument("--test-fraction", type=flags.bounded(float, least=0, below=1), default=0.2,
+                   help="share of patients in test_list.txt")
+    p.add_argument("--check-options", action="store_true",
+                   help="check the options and that --out may be written, write nothing")
+    return p
+
+
+@main_guard
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write a synthetic ChestX-ray14 with the real layout.")
-    parser.add_argument("--out", required=True, help="folder for the archives and metadata")
-    parser.add_argument("--images", type=int, required=True)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-prevalence", type=float, default=0.02,
-                        help="floor on each class's share so small splits have positives")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of patients in test_list.txt")
-    args = parser.parse_args(argv)
-    if args.images < len(facts.ARCHIVES):
-        parser.error(f"--synthetic needs at least {len(facts.ARCHIVES)} images (one per archive), got {args.images}")
-    if not 32 <= args.image_size <= 4096:
-        parser.error(f"--image-size must be between 32 and 4096, got {args.image_size}")
-    setup_logging(rank=0)
+    args = build_parser().parse_args(argv)
     params = {"images": args.images, "image_size": args.image_size, "seed": args.seed,
               "min_prevalence": args.min_prevalence, "test_fraction": args.test_fraction}
     if already_generated(args.out, params):
-        log.info("%s already holds this synthetic set (SYNTHETIC.json): nothing to do", args.out)
+        if not args.check_options:
+            setup_logging(rank=0)
+            log.info("%s already holds this synthetic set (SYNTHETIC.json): nothing to do", args.out)
         return
+    if args.check_options:
+        synthetic_marker.refuse_unless_ours(args.out, FILES)
+        return
+    setup_logging(rank=0)
     summary = generate(args.out, args.images, args.image_size, args.seed, args.min_prevalence,
                        args.test_fraction)
     log.info("wrote %d synthetic images of %d patients (%d test) to %s in %.1f s",

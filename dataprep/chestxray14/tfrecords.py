@@ -10,11 +10,14 @@
    and writes them with ``dataprep.shards`` (dealt to MPI ranks, ``--processes``
    local processes each, atomic, resumable). A shard whose patients or labels
    changed in the CSV is rewritten, with a warning.
+3. Stops first, naming them, when official archives are not extracted (an
+   unfinished download): ``--allow-partial`` writes such a subset on purpose,
+   and the manifest records it. An output folder holding another data set's
+   records is refused, never replaced.
 4. Rank 0 writes manifest.json: per split the image, patient and shard counts
    and class prevalence; the class order; every shard's count and SHA-256; and
    every rejected image with its reason. The counts must add up to the CSV.
 """
-import argparse
 import dataclasses
 import logging
 import os
@@ -24,12 +27,13 @@ import time
 import cv2
 import numpy as np
 
-from dataprep import records, shards
+from dataprep import extract, flags, records, shards
 from dataprep.chestxray14 import facts, metadata
 from dataprep.shards import Rejected
 from runtime.errors import UserError, main_guard
 
 log = logging.getLogger("tfrecords")
+DATASET = "chestxray14"
 SPLITS = ("train", "val", "test")
 MIN_SIDE = 32
 
@@ -45,6 +49,7 @@ class Options:
     shard_mb: float = 150.0
     images_per_shard: int = 0
     processes: int = 0
+    allow_partial: bool = False
 
     def fingerprint(self):
         """What a shard's contents depend on: a changed value makes old shards stale."""
@@ -84,7 +89,9 @@ def load_gray(path, image_size):
 class Writer(shards.ShardWriter):
     """ChestX-ray14's part of the shard writer: one gray image and its 14-hot label per record."""
 
-    METADATA_CHANGED = f"labels or patient ids of its images changed in {facts.CSV_NAME} since it was written"
+    DATASET = DATASET
+    METADATA_CHANGED = (f"labels or patient ids of its images changed in {facts.CSV_NAME} since it was written, "
+                        f"or some of its images appeared on disk or vanished")
 
     def __init__(self, images_dir, opts):
         self.images_dir, self.opts = images_dir, opts
@@ -93,8 +100,11 @@ class Writer(shards.ShardWriter):
         return self.opts.fingerprint()
 
     def entries_sha256(self, entries):
-        return shards.digest_json({"class_order": list(facts.CLASSES),
-                                   "entries": [[e.name, e.patient, list(e.labels)] for e in entries]})
+        held = {"class_order": list(facts.CLASSES), "entries": [[e.name, e.patient, list(e.labels)] for e in entries]}
+        missing = [e.name for e in entries if not os.path.exists(os.path.join(self.images_dir, e.name))]
+        if missing:  # an image extracted later (after --allow-partial) makes its shard stale
+            held["missing"] = missing
+        return shards.digest_json(held)
 
     def record(self, e):
         img = load_gray(os.path.join(self.images_dir, e.name), self.opts.image_size)
@@ -119,10 +129,11 @@ def estimate_record_bytes(entries, images_dir, opts, sample=16):
 
 
 # ------------------------------------------------------------------ manifest
-def build_manifest(sides, splits, csv_rejected, opts, named):
+def build_manifest(sides, splits, csv_rejected, opts, named, missing_archives):
     rejected = list(csv_rejected) + [r for side in sides for r in side["rejected"]]
-    manifest = {"dataset": "chestxray14", "class_order": list(facts.CLASSES),
-                "options": opts.fingerprint(), "splits": {}, "rejected": rejected}
+    manifest = {"dataset": DATASET, "class_order": list(facts.CLASSES), "options": opts.fingerprint(),
+                "allow_partial": opts.allow_partial, "archives_missing": missing_archives,
+                "splits": {}, "rejected": rejected}
     by_name = {e.name: e for split in splits.values() for e in split}
     for split in SPLITS:
         split_sides = [s for s in sides if s["split"] == split]
@@ -150,43 +161,79 @@ def prepare(opts):
     images_dir = os.path.join(opts.data_dir, "images_all", "images")
     if not os.path.isdir(images_dir):
         raise UserError(f"{images_dir} not found: run extract_images.sh first")
+    missing_archives = unextracted(opts.data_dir, images_dir)
+    if missing_archives and not opts.allow_partial:
+        count = sum(map(len, missing_archives.values()))
+        raise UserError(f"{count} of {len(facts.ARCHIVES)} archives are not extracted into "
+                        f"{os.path.dirname(images_dir)}, so their images would be rejected as missing: "
+                        f"{extract.describe(missing_archives)}; finish download_dataset.sh and extract_images.sh, "
+                        f"or pass --allow-partial to write this subset")
     per_shard = opts.images_per_shard or max(1, int(opts.shard_mb * 1e6 // estimate_record_bytes(
         splits["train"] or splits["test"], images_dir, opts)))
     # Everything the CSV and the lists name, counted once: the total to account for.
     named = set(entries) | {r["name"] for r in csv_rejected}
-    return splits, csv_rejected, images_dir, shards.plan_shards(splits, per_shard), len(named), per_shard
+    plan = shards.plan_shards(splits, per_shard)
+    return splits, csv_rejected, images_dir, plan, len(named), per_shard, missing_archives
 
 
-def parse_options(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def unextracted(data_dir, images_dir):
+    """{why: [archive, ...]} of the official archives extract_images.sh has not extracted; {} when all are,
+    and when the images came otherwise (no archive, .part or extraction record: nothing to compare)."""
+    names = extract.expected_archives(DATASET)
+    pending = [n for n in names if not os.path.isfile(extract.record_path(os.path.dirname(images_dir), n))]
+    groups = extract.absent(data_dir, pending)
+    if groups.get("not downloaded") == names:
+        return {}
+    absent = {n for listed in groups.values() for n in listed}
+    downloaded = [n for n in pending if n not in absent]
+    if downloaded:
+        groups["downloaded, not extracted"] = downloaded
+    return groups
+
+
+def build_parser():
+    p = flags.Parser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True, help="folder with Data_Entry_2017.csv, the lists, images_all/")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of train_val patients for validation")
+    p.add_argument("--val-fraction", type=flags.bounded(float, least=0, below=1), default=0.1,
+                   help="share of train_val patients for validation")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="write although official archives are not extracted (a deliberate subset; recorded in "
+                        "manifest.json); their images are rejected as missing")
     # Measured (benchmarks/README.md): raw decodes 4x faster than PNG at 1.9x the
     # size (64 KB a 256x256 record, ~7 GB for the real set) and, unlike JPEG, is lossless.
     shards.add_writer_options(p, "stored side; training crops 224 of 256",
                               "raw (default: lossless, fastest to read), png (lossless, half the size), "
-                              "jpeg (lossy q95)")
-    a = p.parse_args(argv)
-    if not 32 <= a.image_size <= 4096:
-        p.error(f"--image-size must be between 32 and 4096, got {a.image_size}")
-    if not 0 <= a.val_fraction < 1:
-        p.error(f"--val-fraction must be in [0, 1), got {a.val_fraction}")
-    opts = Options(**vars(a))
-    return dataclasses.replace(opts, out_dir=opts.out_dir or os.path.join(opts.data_dir, "tfrecords"))
+                              "jpeg (lossy q95)", most_size=4096)
+    return p
+
+
+def parse_options(argv):
+    """(Options, whether only to check them)."""
+    a = vars(build_parser().parse_args(argv))
+    check_only = a.pop("check_options")
+    opts = Options(**a)
+    return dataclasses.replace(opts, out_dir=opts.out_dir or os.path.join(opts.data_dir, "tfrecords")), check_only
 
 
 @main_guard
+@shards.exits_on_interrupt
 def main(argv=None):
-    opts = parse_options(argv)
+    opts, check_only = parse_options(argv)
+    shards.refuse_foreign(opts.out_dir, DATASET)
+    if check_only:
+        return
     comm, rank, size = shards.start()
     started = time.time()
-    splits, csv_rejected, images_dir, plan, named, per_shard = prepare(opts)
+    splits, csv_rejected, images_dir, plan, named, per_shard, missing_archives = prepare(opts)
     if rank == 0:
         log.info("%s: %s; %d shards of about %d images, %d rank(s)", opts.data_dir,
                  ", ".join(f"{k} {len(v)} images" for k, v in splits.items()), len(plan), per_shard, size)
+        if missing_archives:
+            log.warning("--allow-partial: archives not extracted (%s); their images are rejected as missing",
+                        extract.describe(missing_archives))
     sides = shards.write_all(Writer(images_dir, opts), plan, opts.out_dir, comm, opts.processes)
     if rank == 0:
-        manifest = build_manifest(sides, splits, csv_rejected, opts, named)
+        manifest = build_manifest(sides, splits, csv_rejected, opts, named, missing_archives)
         shards.save_manifest(opts.out_dir, manifest, started, sides)
 
 

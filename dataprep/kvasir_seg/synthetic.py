@@ -7,7 +7,7 @@ writes what the real download gives (``download_dataset.sh --dataset kvasir-seg`
     kvasir-seg.zip       Kvasir-SEG/images/<id>.jpg, Kvasir-SEG/masks/<id>.jpg,
                          Kvasir-SEG/kavsir_bboxes.json
     train.txt, val.txt   an 88/12 split of the ids, in the form of the official lists
-    SYNTHETIC.json       how it was made (seed, counts, sizes)
+    SYNTHETIC.json       how it was made (seed, counts, sizes) and each file's SHA-256
 
 Frames are endoscopy-like: a shaded, textured mucosa inside a dark vignette,
 with vessels and specular highlights; one polyp (sometimes two), a blob of
@@ -18,9 +18,10 @@ what is under it. Sizes span the real range (332x487 to 1072x1920, height x
 width) scaled by ``--image-size`` (the largest height; default 1072, the
 real one). Masks are JPEG, so their edges carry compression noise, as the
 real masks do; the boxes are the bounding boxes of the true mask's
-components. The same seed gives the same bytes.
+components. The same seed gives the same bytes. It rewrites only a folder it
+made itself (``dataprep.synthetic_marker``): any other non-empty folder, such
+as a real download with its official lists, is refused.
 """
-import argparse
 import json
 import logging
 import multiprocessing
@@ -32,14 +33,17 @@ import zipfile
 import cv2
 import numpy as np
 
+from dataprep import flags, synthetic_marker
 from dataprep.kvasir_seg import facts
-from runtime.files import atomic_write, write_json, write_lines
+from runtime.errors import main_guard
+from runtime.files import atomic_write, write_lines
 from runtime.logs import setup_logging
 
 log = logging.getLogger("synthetic")
 ID_ALPHABET = np.array(list(string.ascii_lowercase + string.digits))
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # a fixed member date: the same seed gives the same zip bytes
 VAL_SHARE = 0.12  # the official lists hold 120 of 1,000
+FILES = [facts.ZIP_NAME, *facts.SPLIT_LISTS.values()]
 
 
 def frame_size(rng, largest_height):
@@ -177,7 +181,8 @@ def split_ids(ids, seed):
 
 
 def write_synthetic(out, images, largest_height, seed, processes):
-    os.makedirs(out, exist_ok=True)
+    synthetic_marker.refuse_unless_ours(out, FILES)
+    synthetic_marker.begin(out, FILES)
     jobs = [(seed, i, largest_height) for i in range(images)]
     # fork: the parent holds no MPI or TensorFlow state here, and spawn would leave a
     # resource-tracker process behind for a moment after the stage exits.
@@ -195,30 +200,37 @@ def write_synthetic(out, images, largest_height, seed, processes):
     for split, names in (("train", train), ("val", val)):
         write_lines(os.path.join(out, facts.SPLIT_LISTS[split]), names)
     sizes = [(b["height"], b["width"]) for b in bboxes.values()]
-    write_json(os.path.join(out, "SYNTHETIC.json"), {
+    synthetic_marker.finish(out, {
         "dataset": "kvasir-seg", "synthetic": True, "seed": seed, "images": images,
         "largest_height": largest_height, "train": len(train), "val": len(val),
         "smallest_hw": list(min(sizes)), "largest_hw": list(max(sizes)),
-        "with_two_polyps": sum(len(b["bbox"]) > 1 for b in bboxes.values())})
+        "with_two_polyps": sum(len(b["bbox"]) > 1 for b in bboxes.values())}, FILES)
     return len(train), len(val)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    p = flags.Parser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for kvasir-seg.zip and the split lists")
-    p.add_argument("--images", type=int, default=facts.REAL_PAIRS, help="image/mask pairs (default 1000, as real)")
-    p.add_argument("--image-size", type=int, default=facts.REAL_LARGEST[0],
+    p.add_argument("--images", "--synthetic", type=flags.bounded(int, least=2, most=100_000), default=facts.REAL_PAIRS,
+                   help="image/mask pairs, at least a train and a val one (default 1000, as real)")
+    p.add_argument("--image-size", type=flags.bounded(int, least=32, most=4096), default=facts.REAL_LARGEST[0],
                    help="the largest frame height; others scale with it (default 1072, the real one)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    a = p.parse_args(argv)
-    if a.images < 2:
-        p.error(f"--images must be at least 2 (a train and a val image), got {a.images}")
-    if not 32 <= a.image_size <= 4096:
-        p.error(f"--image-size must be between 32 and 4096, got {a.image_size}")
+    p.add_argument("--seed", type=flags.SEED, default=0)
+    p.add_argument("--processes", type=flags.bounded(int, least=1, most=1024), default=os.cpu_count() or 1)
+    p.add_argument("--check-options", action="store_true",
+                   help="check the options and that --out may be written, write nothing")
+    return p
+
+
+@main_guard
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    if a.check_options:
+        synthetic_marker.refuse_unless_ours(a.out, FILES)
+        return
     setup_logging(rank=0)
     t0 = time.perf_counter()
-    n_train, n_val = write_synthetic(a.out, a.images, a.image_size, a.seed, max(1, a.processes))
+    n_train, n_val = write_synthetic(a.out, a.images, a.image_size, a.seed, a.processes)
     log.info("wrote %d synthetic Kvasir-SEG pairs (%d train, %d val) to %s in %.1f s", a.images, n_train, n_val,
              a.out, time.perf_counter() - t0)
 

@@ -9,7 +9,8 @@
    synthetic mirror its own), falling back to the shipped official lists;
    ``random`` draws a seeded 80/10/10 train/val/test over every pair on disk,
    as the ResUNet++ paper did. The manifest records which, with the lists'
-   SHA-256.
+   SHA-256. Lists that name none of the ids on disk (a user's own images)
+   are refused, suggesting ``--split random``.
 3. Each record: the image resized by area to ``--image-size`` squared, and its
    mask binarised (> 127: masks are JPEG) then resized by nearest neighbour,
    so it stays 0/1. Shards are written by ``dataprep.shards`` (dealt to MPI
@@ -18,7 +19,6 @@
    without mask, mask without image, sizes that differ, unreadable, listed but
    neither file on disk, on disk but in no list, listed twice or in both lists).
 """
-import argparse
 import dataclasses
 import hashlib
 import logging
@@ -29,12 +29,13 @@ import time
 import cv2
 import numpy as np
 
-from dataprep import records, shards
+from dataprep import flags, records, shards
 from dataprep.kvasir_seg import facts
 from dataprep.shards import Rejected
 from runtime.errors import UserError, main_guard
 
 log = logging.getLogger("tfrecords")
+DATASET = "kvasir-seg"
 RANDOM_SHARES = (0.8, 0.1, 0.1)  # train, val, test: the ResUNet++ paper's split
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # any case; the real set is all .jpg
 MIN_SIDE = 16
@@ -93,6 +94,7 @@ class Writer(shards.ShardWriter):
     ``pairs``: {id: {"image": path, "mask": path}} of every complete pair.
     """
 
+    DATASET = DATASET
     METADATA_CHANGED = "an image or mask file of it changed on disk since it was written"
 
     def __init__(self, pairs, opts):
@@ -168,6 +170,7 @@ def assign_official(paired, data_dir, unpaired):
     ``unpaired``: ids already rejected for a missing image or mask (not rejected twice).
     """
     lists, source = split_lists(data_dir)
+    refuse_disjoint(lists, source, set(paired), data_dir)
     splits, rejected, seen = {s: [] for s in lists}, [], {}
     for split, ids in lists.items():
         for name in ids:
@@ -187,6 +190,15 @@ def assign_official(paired, data_dir, unpaired):
     return splits, rejected, {"kind": "official", "source": source, "lists_sha256": digest}
 
 
+def refuse_disjoint(lists, source, on_disk, data_dir):
+    """Stop when the lists name none of the pairs on disk: they belong to another set of images."""
+    listed = {n for ids in lists.values() for n in ids}
+    if on_disk and not listed & on_disk:
+        raise UserError(f"the split lists ({source}) name none of the {len(on_disk)} image/mask pairs on disk "
+                        f"(such as {min(on_disk)}): these are not the images the lists are for; use --split random "
+                        f"for a seeded 80/10/10 split, or put your own train.txt and val.txt in {data_dir}")
+
+
 def assign_random(paired, seed):
     """A seeded 80/10/10 train/val/test over the pairs on disk."""
     order = [paired[i] for i in np.random.default_rng(seed).permutation(len(paired))]
@@ -198,7 +210,7 @@ def assign_random(paired, seed):
 # ------------------------------------------------------------------ manifest
 def build_manifest(sides, splits, pre_rejected, opts, split_info, named):
     rejected = list(pre_rejected) + [r for side in sides for r in side["rejected"]]
-    manifest = {"dataset": "kvasir-seg", "options": opts.fingerprint(), "split": split_info,
+    manifest = {"dataset": DATASET, "options": opts.fingerprint(), "split": split_info,
                 "splits": {}, "rejected": rejected}
     for split in splits:
         split_sides = [s for s in sides if s["split"] == split]
@@ -235,23 +247,32 @@ def prepare(opts):
     return splits, rejected, info, pairs, shards.plan_shards(splits, per_shard), named
 
 
-def parse_options(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser():
+    p = flags.Parser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True, help="folder with Kvasir-SEG/ (extracted) and the split lists")
     p.add_argument("--split", choices=["official", "random"], default="official",
                    help="official 880/120 lists (default) or a seeded random 80/10/10")
     shards.add_writer_options(p, "stored side (ResUNet++ trains at 256)",
-                              "image encoding: raw (default, fastest to read), png, jpeg; masks are always lossless")
-    a = p.parse_args(argv)
-    if not 32 <= a.image_size <= 2048:
-        p.error(f"--image-size must be between 32 and 2048, got {a.image_size}")
-    opts = Options(**vars(a))
-    return dataclasses.replace(opts, out_dir=opts.out_dir or os.path.join(opts.data_dir, "tfrecords"))
+                              "image encoding: raw (default, fastest to read), png, jpeg; masks are always lossless",
+                              most_size=2048)
+    return p
+
+
+def parse_options(argv):
+    """(Options, whether only to check them)."""
+    a = vars(build_parser().parse_args(argv))
+    check_only = a.pop("check_options")
+    opts = Options(**a)
+    return dataclasses.replace(opts, out_dir=opts.out_dir or os.path.join(opts.data_dir, "tfrecords")), check_only
 
 
 @main_guard
+@shards.exits_on_interrupt
 def main(argv=None):
-    opts = parse_options(argv)
+    opts, check_only = parse_options(argv)
+    shards.refuse_foreign(opts.out_dir, DATASET)
+    if check_only:
+        return
     comm, rank, size = shards.start()
     started = time.time()
     splits, rejected, info, pairs, plan, named = prepare(opts)
