@@ -149,7 +149,7 @@ def test_job_script_has_its_sbatch_header_first_and_a_usage_line(script):
     assert any(line.startswith("# Usage: sbatch") for line in lines[:first_command])
 
 
-OWN_SOURCE_LINE = ["train.sbatch", "evaluate.sbatch", "benchmark.sbatch"]  # find common.sh beside themselves
+OWN_SOURCE_LINE = ["train.sbatch", "evaluate.sbatch", "benchmark.sbatch", "data.sbatch"]  # find common.sh beside them
 
 
 @pytest.mark.parametrize("script", sorted(f for f in os.listdir(JOBS) if f.endswith(".sbatch")))
