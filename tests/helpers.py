@@ -17,6 +17,7 @@ process on the host with its mark. conftest.py also makes pytest a child
 subreaper, so such orphans become pytest's children and can be reaped.
 """
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -238,3 +239,21 @@ def small_disk(path, kilobytes):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def snapshot(folder):
+    """{relative path: SHA-256} of every file under ``folder``."""
+    found = {}
+    for top, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(top, name)
+            found[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return found
+
+
+def one_line_refusal(proc, *expected):
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]

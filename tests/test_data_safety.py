@@ -19,31 +19,13 @@ import pytest
 from dataprep import flags
 from dataprep.chestxray14 import facts
 from dataprep.kvasir_seg import facts as kv
-from helpers import ROOT, run_job, started_job
+from helpers import ROOT, one_line_refusal, run_job, snapshot, started_job
 
 MAIN_BLOCK = re.compile(r"""^if __name__ == ["']__main__["']:""", re.MULTILINE)
 
 
 def stage(*args, expect_rc=0, timeout=300, **env):
     return run_job(["bash", *args], timeout=timeout, expect_rc=expect_rc, **env)
-
-
-def snapshot(folder):
-    """{relative path: SHA-256} of every file under ``folder``."""
-    found = {}
-    for top, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(top, name)
-            found[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    return found
-
-
-def one_line_refusal(proc, *expected):
-    lines = proc.stderr.strip().splitlines()
-    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -271,7 +271,7 @@ def test_duplicate_ids_and_stray_files_are_each_rejected_once_with_a_reason(tmp_
 def test_the_writer_refuses_the_other_data_sets_records_and_rewrites_its_own_with_other_options(data, tmp_path):
     """ChestX-ray14's writer pointed at Kvasir-SEG records: one line, every file byte-identical. Kvasir-SEG's
     own writer, with another --image-size, still rewrites them."""
-    from test_data_safety import one_line_refusal, snapshot
+    from helpers import one_line_refusal, snapshot
     records = tmp_path / "records"
     shutil.copytree(data["tf_dir"], records)
     cx = ["--out", str(tmp_path / "cx")]

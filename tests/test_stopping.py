@@ -9,7 +9,6 @@ compared bit for bit; the BatchNorm moving statistics within float rounding
 (a mid-epoch checkpoint averages them over the ranks, which the epoch end
 would have done, in another order of additions).
 """
-import hashlib
 import json
 import os
 import re
@@ -21,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import marked_processes, JOB_VAR, run_job, run_ranks, started_job
+from helpers import marked_processes, JOB_VAR, run_job, run_ranks, snapshot, started_job
 from runtime.metrics import read_events
 
 FAST = ["--precision", "float32"]
@@ -207,15 +206,11 @@ def test_resuming_with_another_model_is_refused_on_every_rank(setup):
     assert proc.stderr.count("last.npz was trained with model 'unet', this run has 'resunetpp'") == 2
 
 
-def digests(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
-
-
 def test_resuming_a_run_with_no_epochs_left_changes_nothing(setup):
     """--epochs below the epochs trained is refused in one line; as many is a no-op that says so. Neither
     rewrites config.json, metrics.jsonl or a checkpoint."""
     runs, common = setup
-    before = digests(runs / "whole")
+    before = snapshot(runs / "whole")
     fewer = run_job([sys.executable, *common, "--run-name", "whole", "--resume", "--epochs", "2"], timeout=300,
                     expect_rc=2)
     assert fewer.stderr.strip().splitlines()[-1] == (
@@ -223,7 +218,7 @@ def test_resuming_a_run_with_no_epochs_left_changes_nothing(setup):
         f"train on (--resume continues a run, it does not cut it)")
     same = run_job([sys.executable, *common, "--run-name", "whole", "--resume", "--epochs", str(EPOCHS)], timeout=300)
     assert "already trained all 3 epochs: nothing to do" in same.stderr + same.stdout
-    after = digests(runs / "whole")
+    after = snapshot(runs / "whole")
     assert {k: v for k, v in after.items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
 
 
