@@ -4,8 +4,11 @@ checkpoints, flags and output folders in one line before any work.
 Unit tests on the checking functions, then one real-process test per entry point on tiny checkpoints: an
 untrained CheXNet at crop 32 (built here, no training) and the suite's trained ResUNet++ (conftest.py).
 """
+import concurrent.futures
 import contextlib
 import csv
+import io
+import json
 import os
 import shutil
 import subprocess
@@ -125,6 +128,30 @@ def test_empty_truncated_and_foreign_checkpoints_are_one_line_errors(tmp_path):
             checkpoint.read(str(tmp_path / f"{name}.npz"))
 
 
+# ------------------------------------------------------------------ CSV
+def _read(text):
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_every_csv_quotes_names_with_commas_and_quotes(tmp_path):
+    from chexnet import auc
+    from chexnet.evaluate import write_predictions
+    from segmentation import metrics
+    name = 'scan, "left".png'
+    assert _read(paths.csv_text(["image", "p"], [[name, "0.5"]])) == [["image", "p"], [name, "0.5"]]
+    labels, probs = np.array([[0, 1], [1, 0], [1, 1]]), np.array([[0.2, 0.9], [0.7, 0.1], [0.6, 0.8]])
+    write_predictions(str(tmp_path / "p.csv"), [name, "b", "c"], probs, labels, ["A,1", "B"])
+    rows = _read((tmp_path / "p.csv").read_text())
+    assert rows[0] == ["image", "p_A,1", "p_B", "y_A,1", "y_B"] and rows[1][0] == name and len(rows[1]) == 5
+    roc = _read(auc.roc_csv(labels, probs, ["A,1", "B"]))
+    assert {r[0] for r in roc[1:]} == {"A,1", "B"} and {len(r) for r in roc} == {4}
+    table = _read(auc.csv_text(auc.auc_table(labels, probs, ["A,1", "B"], n_boot=5)))
+    assert [r[0] for r in table[1:]] == ["A,1", "B", "Mean (2 classes)"]
+    header, per_image = metrics.per_image_rows([name], np.array([[2, 1, 1, 5]]))
+    assert _read(paths.csv_text(header, per_image))[1][:2] == [name, f"{2 / 3:.6f}"]
+    assert _read(metrics.csv_text(metrics.table(np.array([[2, 1, 1, 5]]), n_boot=5)))[1][0] == "dice"
+
+
 # ------------------------------------------------------------------ reading images as the writers do
 def test_predict_reads_an_x_ray_with_the_writers_function_and_rejects_what_it_rejects(tmp_path):
     from chexnet.preprocess import read_stored
@@ -179,6 +206,38 @@ def test_predict_flags_are_bounded_in_one_line(tmp_path, capsys, flags, message)
     with pytest.raises(SystemExit) as stop:
         predict.main(["--checkpoint", str(tmp_path / "none.npz"), *out, *flags, str(scan)])
     assert stop.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
+
+
+def _fake_run(tmp_path, name="run"):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"data_dir": str(tmp_path / "no-data")}}))
+    return run
+
+
+def test_a_read_only_run_folder_stops_evaluate_while_parsing_its_flags(tmp_path):
+    """Before Horovod starts or a split is graded (the flags' ranges are tests/test_flag_bounds.py's)."""
+    from runtime.config import parse_args
+    from training.evaluation import EvalConfig
+    run = _fake_run(tmp_path)
+    parse_args(EvalConfig, ["--run", str(run), "--split", "val,test"])
+    with read_only_folder(tmp_path / "ro", [run / "config.json"]) as ro:
+        with pytest.raises(UserError, match=f"^--run {ro}: {ro} is on a read-only file system: pick a writable "
+                                            f"--run$"):
+            parse_args(EvalConfig, ["--run", str(ro)])
+
+
+def test_evaluate_takes_its_checkpoint_from_the_run_then_a_path_and_a_folder_for_its_best(tmp_path):
+    from runtime.config import parse_args
+    from training.evaluation import EvalConfig, locate
+    run, other = _fake_run(tmp_path), _fake_run(tmp_path, "other")
+    (run / "best.npz").write_bytes(b"")
+    (other / "best.npz").write_bytes(b"")
+    assert locate(parse_args(EvalConfig, ["--run", str(run)]), "t") == (str(run / "best.npz"), None)
+    path, note = locate(parse_args(EvalConfig, ["--run", str(run), "--checkpoint", str(other)]), "t")
+    assert path == str(other / "best.npz") and note.startswith(f"--checkpoint {other} is a run folder")
+    with pytest.raises(UserError, match=f"^--checkpoint last.npz: neither {run / 'last.npz'} nor last.npz exists"):
+        locate(parse_args(EvalConfig, ["--run", str(run), "--checkpoint", "last.npz"]), "t")
 
 
 # ------------------------------------------------------------------ real processes
@@ -266,3 +325,32 @@ def test_segmentation_predict_never_writes_over_a_frame_and_takes_a_run_folder(r
                                                      ("x, y.jpg", "x, y.png"))]
     assert cv2.imread(str(out / "x, y.png"), cv2.IMREAD_GRAYSCALE).shape == (40, 56)
     assert {p.name: p.read_bytes() for p in frames.iterdir()} == before
+
+
+def _evaluate(module, run, *flags, expect_rc=2):
+    return run_job([sys.executable, "-m", module, "--run", str(run), *FLOAT32, *flags], timeout=300,
+                   expect_rc=expect_rc)
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_bad_checkpoints_and_a_read_only_run_before_any_work(resunetpp_run, cx_checkpoint,
+                                                                              tmp_path):
+    seg_run = resunetpp_run["run"]
+    broken = _fake_run(tmp_path, "broken")
+    (broken / "best.npz").write_bytes((seg_run / "last.npz").read_bytes()[:5000])
+    foreign = _fake_run(tmp_path, "foreign")
+    shutil.copy(cx_checkpoint / "best.npz", foreign / "best.npz")
+    with read_only_folder(tmp_path / "ro", [seg_run / "config.json", seg_run / "last.npz"]) as ro, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = {"broken": pool.submit(_evaluate, "segmentation.evaluate", broken),
+                "foreign": pool.submit(_evaluate, "segmentation.evaluate", foreign),
+                "cx foreign": pool.submit(_evaluate, "chexnet.evaluate", broken, "--checkpoint", str(seg_run)),
+                "read-only": pool.submit(_evaluate, "segmentation.evaluate", ro, "--checkpoint", "last.npz",
+                                         "--split", "val")}
+        lines = {name: _one_line_error(job.result()) for name, job in jobs.items()}
+    assert lines["broken"].startswith(f"error: {broken / 'best.npz'} is not a readable checkpoint (")
+    assert lines["foreign"] == (f"error: {foreign / 'best.npz'} is not a checkpoint of segmentation.train: pass a "
+                                "run of that trainer")
+    assert lines["cx foreign"].startswith(f"error: {seg_run / 'best.npz'} is not a checkpoint of chexnet.train")
+    assert lines["read-only"] == f"error: --run {ro}: {ro} is on a read-only file system: pick a writable --run"
+    assert sorted(os.listdir(broken)) == ["best.npz", "config.json"]  # no eval folder, no metrics.jsonl
