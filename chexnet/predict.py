@@ -33,13 +33,15 @@ from runtime.errors import UserError, main_guard
 from training import paths, prediction
 
 TRAINER = "chexnet.train"
+MAX_BATCH = 65536  # as evaluate's --eval-batch
 
 
 @main_guard
 def main(argv=None):
     parser = prediction.parser(__doc__, TRAINER)
     parser.add_argument("--out", required=True, help="CSV to write (.csv): image, then one probability per class")
-    parser.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--batch", type=int, default=32, help=f"images per forward pass (default 32; 1 to "
+                        f"{MAX_BATCH})")
     add_cam_flags(parser)
     args = parser.parse_args(argv)
     check_args(args)
@@ -49,6 +51,8 @@ def main(argv=None):
 
     state = prediction.read_checkpoint(args)
     cx_model.check_checkpoint(state, args.checkpoint)
+    if args.cam:
+        check_cam_classes(args, state["classes"])  # before the model is built
     model = cx_model.build_model(state["crop"], len(state["classes"]))
     checkpoint.restore(args.checkpoint, model, with_optimizer=False)
     cams = CamWriter(args, model, state) if args.cam else None
@@ -66,8 +70,8 @@ def main(argv=None):
 
 def check_args(args):
     """Flags and output paths, before TensorFlow loads: one line, and nothing written."""
-    if args.batch < 1:
-        raise UserError(f"--batch must be >= 1, got {args.batch}")
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise UserError(f"--batch must be 1 to {MAX_BATCH}, got {args.batch}")
     if args.cam_top_k < 1:
         raise UserError(f"--cam-top-k must be >= 1, got {args.cam_top_k}")
     outputs = [(args.out, "--out")]
@@ -107,10 +111,22 @@ def panel_paths(args):
     return paths.output_names(cam_dir(args), args.images, ".png", lambda stem, n: f"{stem}_{n}")
 
 
+def check_cam_classes(args, classes):
+    """The --cam-classes named, each among the checkpoint's ``classes``; --cam-top-k at most their number."""
+    chosen = [c.strip() for c in args.cam_classes.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in classes]
+    if unknown:
+        raise UserError(f"--cam-classes: {', '.join(unknown)} not among the checkpoint's classes "
+                        f"({', '.join(classes)})")
+    if not 1 <= args.cam_top_k <= len(classes):
+        raise UserError(f"--cam-top-k {args.cam_top_k}: choose 1 to {len(classes)}")
+    return chosen
+
+
 def add_cam_flags(parser):
     parser.add_argument("--cam", action="store_true", help="also draw Grad-CAM heatmaps (see above)")
     parser.add_argument("--cam-top-k", type=int, default=3, help="heatmaps of the k most probable pathologies "
-                        "(default 3)")
+                        "(default 3; 1 to the checkpoint's number of classes)")
     parser.add_argument("--cam-classes", default="", help="comma-separated pathologies to draw instead of the "
                         "top k, e.g. Cardiomegaly,Effusion")
     parser.add_argument("--cam-layer", default="auto", help="layer of the heatmap: auto (the deepest DenseNet "
@@ -128,14 +144,7 @@ class CamWriter:
         from chexnet import cam
         self.crop, self.stored = state["crop"], state["stored_size"]
         self.classes = list(state["classes"])
-        self.chosen = [c.strip() for c in args.cam_classes.split(",") if c.strip()]
-        unknown = [c for c in self.chosen if c not in self.classes]
-        if unknown:
-            raise UserError(f"--cam-classes: {', '.join(unknown)} not among the checkpoint's classes "
-                            f"({', '.join(self.classes)})")
-        if not 1 <= args.cam_top_k <= len(self.classes):
-            raise UserError(f"--cam-top-k {args.cam_top_k}: choose 1 to {len(self.classes)}")
-        self.top_k = args.cam_top_k
+        self.chosen, self.top_k = check_cam_classes(args, self.classes), args.cam_top_k
         maps = [layer.name for layer in model.layers if len(layer.output.shape) == 4]
         if args.cam_layer != "auto" and args.cam_layer not in maps:
             raise UserError(f"--cam-layer {args.cam_layer!r} is not a feature-map layer of the model; try auto "

@@ -194,7 +194,8 @@ def test_predict_reads_a_frame_as_the_kvasir_writer_does(tmp_path):
 
 # ------------------------------------------------------------------ flags
 @pytest.mark.parametrize("flags, message", [
-    (["--batch", "0"], "--batch must be >= 1, got 0"),
+    (["--batch", "0"], "--batch must be 1 to 65536, got 0"),
+    (["--batch", "65537"], "--batch must be 1 to 65536, got 65537"),
     (["--cam", "--cam-top-k", "0"], "--cam-top-k must be >= 1, got 0"),
     (["--out", "p.txt"], "the predictions are a CSV table; give a file name ending in .csv"),
 ])
