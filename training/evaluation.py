@@ -43,7 +43,8 @@ class EvalConfig(ProcessConfig):
                            "in (its figures are then reproduced exactly); or " + PRECISION_HELP,
                            choices=["checkpoint", *PRECISIONS])
     run: str = field("", "run folder of the trainer (holds config.json and the checkpoints)")
-    checkpoint: str = field("best.npz", "checkpoint file in the run folder (or a path)")
+    checkpoint: str = field("best.npz", "checkpoint file in the run folder, a path, or another run folder (its "
+                            "best.npz)")
     split: str = field("test", "split(s) of the manifest to evaluate: train, val or test, or several "
                        "comma-separated (val,test), graded in turn by one model load")
     data_dir: str = field("", "TFRecord folder (default: the one the run trained on)")
