@@ -9,6 +9,8 @@ The mean is over classes whose AUC is defined, and the table says how many.
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from training.paths import csv_text as _csv
+
 
 def per_class_auc(labels, probs):
     out = []
@@ -37,12 +39,12 @@ def roc_points(y, scores):
 
 def roc_csv(labels, probs, class_names):
     """pathology,threshold,fpr,tpr: every point of every class whose ROC is defined."""
-    lines = ["pathology,threshold,fpr,tpr"]
+    rows = []
     for c, name in enumerate(class_names):
         if 0 < labels[:, c].sum() < len(labels):
-            for f, t, thr in zip(*roc_points(labels[:, c], probs[:, c])):
-                lines.append(f"{name},{thr:.17g},{f:.17g},{t:.17g}")
-    return "\n".join(lines) + "\n"
+            rows += [[name, f"{thr:.17g}", f"{f:.17g}", f"{t:.17g}"]
+                     for f, t, thr in zip(*roc_points(labels[:, c], probs[:, c]))]
+    return _csv(["pathology", "threshold", "fpr", "tpr"], rows)
 
 
 def mean_auc(aucs):
@@ -90,7 +92,6 @@ def markdown(rows):
 
 
 def csv_text(rows):
-    lines = ["pathology,positives,auc,ci_low,ci_high"]
-    lines += [f"{r['pathology']},{r['positives']},{r['auc']:.6f},{r['ci_low']:.6f},{r['ci_high']:.6f}"
-              for r in rows]
-    return "\n".join(lines) + "\n"
+    return _csv(["pathology", "positives", "auc", "ci_low", "ci_high"],
+                [[r["pathology"], r["positives"], *(f"{r[k]:.6f}" for k in ("auc", "ci_low", "ci_high"))]
+                 for r in rows])

@@ -5,13 +5,16 @@
     mpirun -np 2 python -m chexnet.evaluate --run runs/cx --split val,test    # both, one model load
 
 Writes, for each split, <run>/eval-<split>/{auc.md, auc.csv, roc.csv, roc.png, predictions.csv}, appends
-an ``eval`` record to <run>/metrics.jsonl, and prints the table (rank 0).
+an ``eval`` record to <run>/metrics.jsonl, and prints the table (rank 0). A read-only run folder, or a
+checkpoint that is unreadable or not chexnet.train's, stops it before any work (training.evaluation).
 """
 import os
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from runtime.config import parse_args
 from runtime.errors import main_guard
+from runtime.files import atomic_write
+from training import paths
 from training.evaluation import EvalConfig, start
 
 
@@ -31,15 +34,13 @@ def roc_png(path, labels, probs, classes):
     ax.plot([0, 1], [0, 1], "k--", lw=0.5)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per pathology")
     ax.legend(fontsize=7, loc="lower right")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
     plt.close(fig)
 
 
 def write_predictions(path, names, probs, labels, classes):
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("image," + ",".join(f"p_{c}" for c in classes) + "," + ",".join(f"y_{c}" for c in classes) + "\n")
-        for n, p, y in zip(names, probs, labels):
-            fh.write(n + "," + ",".join(f"{v:.17g}" for v in p) + "," + ",".join(str(int(v)) for v in y) + "\n")
+    paths.write_csv(path, ["image", *(f"p_{c}" for c in classes), *(f"y_{c}" for c in classes)],
+                    [[n, *(f"{v:.17g}" for v in p), *(int(v) for v in y)] for n, p, y in zip(names, probs, labels)])
 
 
 def gather_split(ev, predictor):
@@ -56,13 +57,10 @@ def write_split(ev, logits, labels, names):
     probs = losses.sigmoid(logits)
     rows = auc.auc_table(labels, logits, classes, n_boot=cfg.bootstrap, seed=cfg.seed)
     out, title = ev.out_dir(), ev.title(len(names))
-    with open(os.path.join(out, "auc.md"), "w", encoding="utf-8") as fh:
-        fh.write(f"# Per-pathology AUC: {title}\n\n{auc.markdown(rows)}\n")
-    with open(os.path.join(out, "auc.csv"), "w", encoding="utf-8") as fh:
-        fh.write(auc.csv_text(rows))
+    paths.write_text(os.path.join(out, "auc.md"), f"# Per-pathology AUC: {title}\n\n{auc.markdown(rows)}\n")
+    paths.write_text(os.path.join(out, "auc.csv"), auc.csv_text(rows))
     write_predictions(os.path.join(out, "predictions.csv"), names, probs, labels, classes)
-    with open(os.path.join(out, "roc.csv"), "w", encoding="utf-8") as fh:
-        fh.write(auc.roc_csv(labels, probs, classes))
+    paths.write_text(os.path.join(out, "roc.csv"), auc.roc_csv(labels, probs, classes))
     roc_png(os.path.join(out, "roc.png"), labels, probs, classes)
     ev.record(len(names), mean_auc=rows[-1]["auc"], mean_auc_ci=[rows[-1]["ci_low"], rows[-1]["ci_high"]],
               auc={r["pathology"]: r["auc"] for r in rows[:-1]})
@@ -74,8 +72,8 @@ def write_split(ev, logits, labels, names):
 def main(argv=None):
     cfg = parse_args(EvalConfig, argv, description="Evaluate a CheXNet checkpoint: per-pathology AUC table, "
                                                    "bootstrap intervals, ROC curves.")
-    ev = start(cfg, "evaluate")
     from chexnet import model as cx_model
+    ev = start(cfg, "evaluate", "chexnet.train", cx_model.check_checkpoint)
     from training import checkpoint
     from training.gather import Predictor
 

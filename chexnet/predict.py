@@ -1,13 +1,20 @@
 """Predict the 14 pathology probabilities of image files into a CSV.
 
     python -m chexnet.predict --checkpoint runs/cx/best.npz --out predictions.csv a.png b.jpg
+    python -m chexnet.predict --checkpoint runs/cx --out predictions.csv a.png      # the run's best.npz
 
-Any size, gray, RGB or RGBA, PNG or JPEG: each image goes through the same
-steps as the training data (gray, centre square, area resize to the stored
-size, centre crop, ImageNet normalisation), in the precision the checkpoint
-was validated in unless ``--precision`` says otherwise. A file that cannot be read is
-named on stderr with its reason, the others are still predicted, and the exit
-status is 1.
+Each image is read as write_tfrecords.sh reads the training X-rays (the same
+function): 8-bit gray, RGB or RGBA, PNG or JPEG (or another format OpenCV
+reads), square, at least 32x32, area-resized to the stored size. Then the
+centre crop and ImageNet normalisation of evaluation, in the precision the
+checkpoint was validated in unless ``--precision`` says otherwise. An image
+the writer would reject (16-bit, not square, unreadable...) is named on stderr
+with the writer's reason, the others are still predicted, and the exit status
+is 1: every image is a row of the CSV or a reason.
+
+Outputs: ``--out`` must end in .csv and never names an input image. An output
+file that already exists stops the command before any work unless
+``--overwrite`` is given; each is written under a temporary name and renamed.
 
 ``--cam`` also draws Grad-CAM heatmaps (chexnet.cam) of the ``--cam-top-k``
 most probable pathologies, or of ``--cam-classes``, over each X-ray:
@@ -19,55 +26,107 @@ probability in the title, the heatmap's peak marked) and ``cam/cam.csv``
 (image, pathology, probability, peak x and y in the image's own pixels,
 the layer used).
 """
-import contextlib
 import os
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from runtime.errors import main_guard
-from training import prediction
+from runtime.errors import UserError, main_guard
+from training import paths, prediction
+
+TRAINER = "chexnet.train"
+MAX_BATCH = 65536  # as evaluate's --eval-batch
 
 
 @main_guard
 def main(argv=None):
-    parser = prediction.parser(__doc__, "chexnet.train")
-    parser.add_argument("--out", required=True, help="CSV to write: image, then one probability per class")
-    parser.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
+    parser = prediction.parser(__doc__, TRAINER)
+    parser.add_argument("--out", required=True, help="CSV to write (.csv): image, then one probability per class")
+    parser.add_argument("--batch", type=int, default=32, help=f"images per forward pass (default 32; 1 to "
+                        f"{MAX_BATCH})")
     add_cam_flags(parser)
     args = parser.parse_args(argv)
-    if args.batch < 1:
-        parser.error(f"--batch must be >= 1, got {args.batch}")
-    import numpy as np
-    import tensorflow as tf
+    check_args(args)
     from chexnet import model as cx_model
-    from chexnet.losses import sigmoid
-    from chexnet.preprocess import preprocess, to_stored_form
+    from chexnet.preprocess import read_stored
     from training import checkpoint
 
     state = prediction.read_checkpoint(args)
     cx_model.check_checkpoint(state, args.checkpoint)
+    if args.cam:
+        check_cam_classes(args, state["classes"])  # before the model is built
     model = cx_model.build_model(state["crop"], len(state["classes"]))
     checkpoint.restore(args.checkpoint, model, with_optimizer=False)
     cams = CamWriter(args, model, state) if args.cam else None
-    good, bad = prediction.read_images(args.images)
-    with open(args.out, "w", encoding="utf-8") as fh, cams or contextlib.nullcontext():
-        fh.write("image," + ",".join(state["classes"]) + "\n")
-        for start in range(0, len(good), args.batch):
-            chunk = good[start:start + args.batch]
-            x = tf.stack([preprocess(tf.constant(to_stored_form(img, state["stored_size"])), state["crop"],
-                                     training=False) for _, img in chunk])
-            probs = np.atleast_2d(sigmoid(model(x, training=False).numpy()))
-            for (path, _), p in zip(chunk, probs):
-                fh.write(path + "," + ",".join(f"{v:.9g}" for v in p) + "\n")
-            if cams:
-                cams.write(chunk, x, probs)
-    prediction.finish(f"wrote {len(good)} predictions to {args.out}" +
-                      (f" and {len(good)} Grad-CAM panels to {cams.out_dir}" if cams else ""), bad)
+    bad = []
+    images = prediction.each_image(args.images, lambda path: read_stored(path, state["stored_size"]), bad)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    rows = list(predicted_rows(model, images, state["crop"], args.batch, cams))
+    paths.write_csv(args.out, ["image", *state["classes"]], rows)
+    if cams:
+        cams.write_table()
+    prediction.finish(f"wrote {len(rows)} predictions to {args.out}" +
+                      (f" and {len(rows)} Grad-CAM panels to {cams.out_dir}" if cams else ""), len(rows), bad,
+                      args.images)
+
+
+def check_args(args):
+    """Flags and output paths, before TensorFlow loads: one line, and nothing written."""
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise UserError(f"--batch must be 1 to {MAX_BATCH}, got {args.batch}")
+    if args.cam_top_k < 1:
+        raise UserError(f"--cam-top-k must be >= 1, got {args.cam_top_k}")
+    outputs = [(args.out, "--out")]
+    folders = {"--out": os.path.dirname(os.path.abspath(args.out))}
+    if args.cam:
+        folders["--cam-dir"] = cam_dir(args)
+        outputs += [(os.path.join(cam_dir(args), "cam.csv"), "the Grad-CAM table"),
+                    *((panel, f"the Grad-CAM panel of {image}") for image, panel in panel_paths(args).items())]
+    paths.check_targets(outputs, args.images, overwrite=True)  # an input named as an output: said first
+    if not args.out.lower().endswith(".csv"):
+        raise UserError(f"--out {args.out}: the predictions are a CSV table; give a file name ending in .csv")
+    prediction.check_paths(args, TRAINER, folders, outputs)
+
+
+def predicted_rows(model, images, crop, batch, cams):
+    """[image path, probability per class] of each (path, stored image), ``batch`` images per forward pass."""
+    import itertools
+    import numpy as np
+    import tensorflow as tf
+    from chexnet.losses import sigmoid
+    from chexnet.preprocess import preprocess
+    while chunk := list(itertools.islice(images, batch)):
+        x = tf.stack([preprocess(tf.constant(img), crop, training=False) for _, img in chunk])
+        probs = np.atleast_2d(sigmoid(model(x, training=False).numpy()))
+        if cams:
+            cams.write(chunk, x, probs)
+        for (path, _), p in zip(chunk, probs):
+            yield [path, *(f"{v:.9g}" for v in p)]
+
+
+def cam_dir(args):
+    return args.cam_dir or os.path.join(os.path.dirname(os.path.abspath(args.out)), "cam")
+
+
+def panel_paths(args):
+    """{image: <cam-dir>/<name>.png}; a second image of the same name (another folder) gets _2, _3..."""
+    return paths.output_names(cam_dir(args), args.images, ".png", lambda stem, n: f"{stem}_{n}")
+
+
+def check_cam_classes(args, classes):
+    """The --cam-classes named, each among the checkpoint's ``classes``; --cam-top-k at most their number."""
+    chosen = [c.strip() for c in args.cam_classes.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in classes]
+    if unknown:
+        raise UserError(f"--cam-classes: {', '.join(unknown)} not among the checkpoint's classes "
+                        f"({', '.join(classes)})")
+    if not 1 <= args.cam_top_k <= len(classes):
+        raise UserError(f"--cam-top-k {args.cam_top_k}: choose 1 to {len(classes)}")
+    return chosen
 
 
 def add_cam_flags(parser):
     parser.add_argument("--cam", action="store_true", help="also draw Grad-CAM heatmaps (see above)")
     parser.add_argument("--cam-top-k", type=int, default=3, help="heatmaps of the k most probable pathologies "
-                        "(default 3)")
+                        "(default 3; 1 to the checkpoint's number of classes)")
     parser.add_argument("--cam-classes", default="", help="comma-separated pathologies to draw instead of the "
                         "top k, e.g. Cardiomegaly,Effusion")
     parser.add_argument("--cam-layer", default="auto", help="layer of the heatmap: auto (the deepest DenseNet "
@@ -77,40 +136,23 @@ def add_cam_flags(parser):
 
 
 class CamWriter:
-    """Grad-CAM panels and peaks of each predicted batch: <cam-dir>/<image name>.png and cam.csv."""
+    """Grad-CAM panels and peaks of each predicted batch: <cam-dir>/<image name>.png, and cam.csv at the end."""
+
+    HEADER = ["image", "pathology", "probability", "peak_x", "peak_y", "layer"]
 
     def __init__(self, args, model, state):
         from chexnet import cam
-        from runtime.errors import UserError
         self.crop, self.stored = state["crop"], state["stored_size"]
         self.classes = list(state["classes"])
-        self.chosen = [c.strip() for c in args.cam_classes.split(",") if c.strip()]
-        unknown = [c for c in self.chosen if c not in self.classes]
-        if unknown:
-            raise UserError(f"--cam-classes: {', '.join(unknown)} not among the checkpoint's classes "
-                            f"({', '.join(self.classes)})")
-        if not 1 <= args.cam_top_k <= len(self.classes):
-            raise UserError(f"--cam-top-k {args.cam_top_k}: choose 1 to {len(self.classes)}")
-        self.top_k = args.cam_top_k
+        self.chosen, self.top_k = check_cam_classes(args, self.classes), args.cam_top_k
         maps = [layer.name for layer in model.layers if len(layer.output.shape) == 4]
         if args.cam_layer != "auto" and args.cam_layer not in maps:
             raise UserError(f"--cam-layer {args.cam_layer!r} is not a feature-map layer of the model; try auto "
                             f"or one of {', '.join(cam.BLOCK_OUTPUTS)}")
         self.layer = cam.feature_layer(model) if args.cam_layer == "auto" else args.cam_layer
         self.probe = cam.probe_model(model, self.layer)
-        self.out_dir = args.cam_dir or os.path.join(os.path.dirname(os.path.abspath(args.out)), "cam")
-        os.makedirs(self.out_dir, exist_ok=True)
-        self.csv = None  # opened by __enter__, closed by __exit__ however prediction ends
-        self.taken = set()
-
-    def __enter__(self):
-        self.csv = open(os.path.join(self.out_dir, "cam.csv"), "w", encoding="utf-8")
-        self.csv.write("image,pathology,probability,peak_x,peak_y,layer\n")
-        return self
-
-    def __exit__(self, *exc):
-        self.csv.close()
-        return False
+        self.out_dir, self.panels = cam_dir(args), panel_paths(args)
+        self.rows = []  # of cam.csv, written once every panel is drawn
 
     def class_ids(self, probs):
         import numpy as np
@@ -119,28 +161,24 @@ class CamWriter:
         return np.argsort(-probs, axis=1, kind="stable")[:, :self.top_k]
 
     def write(self, chunk, x, probs):
+        import cv2
         from chexnet import cam
+        from runtime.files import atomic_write
+        os.makedirs(self.out_dir, exist_ok=True)
         ids = self.class_ids(probs)
         maps = cam.grad_cam(self.probe, x, ids)
-        for (path, image), row, p, per_class in zip(chunk, ids, probs, maps):
+        for (path, _), row, p, per_class in zip(chunk, ids, probs, maps):
+            image = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # the file's own pixels: the panel shows those
             panels = []
             for k, m in zip(row, per_class):
                 heat, box = cam.place(m, self.crop, self.stored, image.shape[:2])
                 px, py = cam.peak(heat, box)
-                self.csv.write(f"{path},{self.classes[k]},{p[k]:.6g},{px:.1f},{py:.1f},{self.layer}\n")
+                self.rows.append([path, self.classes[k], f"{p[k]:.6g}", f"{px:.1f}", f"{py:.1f}", self.layer])
                 panels.append((heat, box, self.classes[k], p[k]))
-            cam.draw_panel(self.panel_path(path), image, panels)
-        self.csv.flush()
+            atomic_write(self.panels[path], lambda tmp: cam.draw_panel(tmp, image, panels))
 
-    def panel_path(self, image_path):
-        """<cam-dir>/<name>.png; a second image of the same name (another folder) gets _2, _3..."""
-        stem = os.path.splitext(os.path.basename(image_path))[0]
-        name, n = stem, 1
-        while name in self.taken:
-            n += 1
-            name = f"{stem}_{n}"
-        self.taken.add(name)
-        return os.path.join(self.out_dir, name + ".png")
+    def write_table(self):
+        paths.write_csv(os.path.join(self.out_dir, "cam.csv"), self.HEADER, self.rows)
 
 
 if __name__ == "__main__":

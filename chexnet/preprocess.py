@@ -7,11 +7,18 @@ random ``crop`` and a random horizontal flip, both stateless in ``seed`` so a
 resumed run sees the same augmentations; evaluation takes the centre crop.
 Then pixels are scaled to [0, 1] once, the gray channel is repeated to RGB, and
 ImageNet mean/std normalisation is applied (what DenseNet121 was built for).
-``load_for_prediction`` turns any image file into the stored form first.
+
+    image = read_stored("scan.png", stored_size=256)   # a file as the records hold it, for prediction
+
+``read_stored`` is the TFRecord writer's own reader: an image it rejects
+(16-bit, not square, too small, unreadable) is rejected with its reason.
 """
-import cv2
-import numpy as np
+import os
+
 import tensorflow as tf
+
+from dataprep.chestxray14.tfrecords import load_gray
+from dataprep.shards import Rejected
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,14 +36,9 @@ def preprocess(image, crop, training, seed=None):
     return (x - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def to_stored_form(img, stored_size):
-    """Any decoded image (gray, RGB or RGBA; any size) -> (S, S, 1) uint8 as in the records."""
-    if img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    h, w = img.shape
-    side = min(h, w)  # centre square: resizing a non-square image would distort anatomy
-    img = img[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
-    img = cv2.resize(img, (stored_size, stored_size), interpolation=cv2.INTER_AREA)
-    return img[..., None]
+def read_stored(path, stored_size):
+    """(S, S, 1) uint8, read as write_tfrecords.sh reads an X-ray (8-bit gray, RGB or RGBA; square;
+    area-resized); raises dataprep.shards.Rejected with the writer's reason for what it would not store."""
+    if not os.path.isfile(path):  # the writer's own words for this are about extraction
+        raise Rejected("missing: no such file")
+    return load_gray(path, stored_size)[..., None]

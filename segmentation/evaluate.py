@@ -8,6 +8,8 @@ Writes, for each split, <run>/eval-<split>/{metrics.md, metrics.csv, per_image.c
 appends an ``eval`` record (the figures, their intervals and the inference
 images/s) to <run>/metrics.jsonl, and prints the table (rank 0). Figures are
 per image on predictions thresholded at 0.5, then averaged (segmentation.metrics).
+A read-only run folder, or a checkpoint that is unreadable or not
+segmentation.train's, stops it before any work (training.evaluation).
 """
 import os
 import time
@@ -15,6 +17,8 @@ import time
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from runtime.config import parse_args
 from runtime.errors import main_guard
+from runtime.files import atomic_write
+from training import paths
 from training.evaluation import EvalConfig, start
 
 PANELS = 6  # validation images shown as image | truth | prediction
@@ -31,7 +35,7 @@ def panels_png(path, images, masks, logits, names):
             ax.imshow(shown, cmap=None if shown.ndim == 3 else "gray", vmin=0, vmax=1)
             ax.set_title(f"{title}: {name[:12]}" if title == "image" else title, fontsize=8)
             ax.axis("off")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"))
     plt.close(fig)
 
 
@@ -54,16 +58,9 @@ def timed_gather(ev, predictor, ds, loss):
 
 def write_tables(out, title, rows, counts, names):
     from segmentation import metrics
-    with open(os.path.join(out, "metrics.md"), "w", encoding="utf-8") as fh:
-        fh.write(f"# Segmentation: {title}\n\n{metrics.markdown(rows)}\n")
-    with open(os.path.join(out, "metrics.csv"), "w", encoding="utf-8") as fh:
-        fh.write(metrics.csv_text(rows))
-    figures = metrics.per_image(counts)
-    with open(os.path.join(out, "per_image.csv"), "w", encoding="utf-8") as fh:
-        fh.write("image," + ",".join(metrics.FIGURES) + ",tp,fp,fn,tn\n")
-        for i, name in enumerate(names):
-            fh.write(name + "," + ",".join(f"{figures[f][i]:.6f}" for f in metrics.FIGURES) + "," +
-                     ",".join(str(int(v)) for v in counts[i]) + "\n")
+    paths.write_text(os.path.join(out, "metrics.md"), f"# Segmentation: {title}\n\n{metrics.markdown(rows)}\n")
+    paths.write_text(os.path.join(out, "metrics.csv"), metrics.csv_text(rows))
+    paths.write_csv(os.path.join(out, "per_image.csv"), *metrics.per_image_rows(names, counts))
 
 
 def split_dataset(ev):
@@ -95,8 +92,8 @@ def write_split(ev, predictor, counts, per_image_loss, names, images_per_s):
 def main(argv=None):
     cfg = parse_args(EvalConfig, argv, description="Evaluate a segmentation checkpoint: Dice, IoU, precision, "
                                                    "recall with bootstrap intervals, and image panels.")
-    ev = start(cfg, "evaluate")
     from segmentation import losses, model as seg_model
+    ev = start(cfg, "evaluate", "segmentation.train", seg_model.check_checkpoint)
     from training import checkpoint
     from training.gather import Predictor
 

@@ -18,6 +18,8 @@ an empty denominator are defined, not skipped:
 """
 import numpy as np
 
+from training.paths import csv_text as _csv
+
 FIGURES = ("dice", "iou", "precision", "recall")
 
 
@@ -84,6 +86,13 @@ def markdown(rows):
 
 
 def csv_text(rows):
-    lines = ["figure,mean,ci_low,ci_high"] + [f"{r['figure']},{r['mean']:.6f},{r['ci_low']:.6f},{r['ci_high']:.6f}"
-                                              for r in rows]
-    return "\n".join(lines) + "\n"
+    return _csv(["figure", "mean", "ci_low", "ci_high"],
+                [[r["figure"], *(f"{r[k]:.6f}" for k in ("mean", "ci_low", "ci_high"))] for r in rows])
+
+
+def per_image_rows(names, counts):
+    """(header, rows) of per_image.csv: each image's figures and its tp, fp, fn, tn."""
+    figures = per_image(counts)
+    rows = [[name, *(f"{figures[f][i]:.6f}" for f in FIGURES), *(int(v) for v in counts[i])]
+            for i, name in enumerate(names)]
+    return ["image", *FIGURES, "tp", "fp", "fn", "tn"], rows

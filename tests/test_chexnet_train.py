@@ -173,7 +173,7 @@ def test_predict_preprocesses_like_evaluation(trained, tmp_path):
     out = tmp_path / "pred.csv"
     proc = run_job([sys.executable, "-m", "chexnet.predict", "--checkpoint", str(trained["run"] / "best.npz"),
                     "--out", str(out), *files, str(rgba), str(bogus)], expect_rc=1, timeout=300)
-    assert f"error: {bogus}: not found, or not a readable PNG/JPEG" in proc.stderr
+    assert f"error: {bogus}: unreadable or corrupt image (OpenCV could not decode it)" in proc.stderr
     with open(out) as fh:
         got = {r["image"]: r for r in csv.DictReader(fh)}
     assert len(got) == 4
@@ -184,12 +184,12 @@ def test_predict_preprocesses_like_evaluation(trained, tmp_path):
         assert float(got[str(rgba)][c]) == pytest.approx(float(got[files[0]][c]), abs=1e-6)
 
 
-PAD = 16
+PAD = 0  # predict refuses a non-square X-ray, as the TFRecord writer does: no side bands
 
 
 def _planted(tmp_path, per_class=2):
-    """Single-finding synthetic X-rays drawn at the stored size, then doubled and padded left and right
-    (so predict's centre square is the drawing); {path: (class index, motif mask in file pixels)}."""
+    """Single-finding synthetic X-rays drawn at the stored size, then doubled (predict's area resize gives
+    the drawing back); {path: (class index, motif mask in file pixels)}."""
     from dataprep.chestxray14 import synthetic
     planted = {}
     for k in range(len(CLASSES)):

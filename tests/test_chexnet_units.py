@@ -11,7 +11,7 @@ from chexnet import auc, losses
 from chexnet.data import train_dataset
 from training.config import Pipeline
 from training.shards import Manifest, rank_pieces, rank_records
-from chexnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess, to_stored_form
+from chexnet.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess, read_stored
 
 
 # ------------------------------------------------------------------ loss
@@ -101,12 +101,15 @@ def test_training_augmentation_is_seeded():
     assert any(not np.array_equal(a, o) for o in others)
 
 
-def test_prediction_input_takes_any_mode_and_shape():
-    rgba = np.zeros((30, 50, 4), np.uint8)
-    rgba[:, 10:40, :3] = 200  # a bright centre square, dark side bands
-    stored = to_stored_form(rgba, 20)
-    assert stored.shape == (20, 20, 1) and stored.dtype == np.uint8
-    assert stored.min() > 150  # the centre square was kept, the side bands cut off
+def test_prediction_input_is_the_stored_form_of_gray_rgb_or_rgba(tmp_path):
+    import cv2
+    gray = np.random.default_rng(0).integers(0, 255, (60, 60), dtype=np.uint8)
+    expected = cv2.resize(gray, (20, 20), interpolation=cv2.INTER_AREA)[..., None]  # as the records store it
+    for name, img in (("g.png", gray), ("c.png", cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)),
+                      ("a.png", cv2.cvtColor(gray, cv2.COLOR_GRAY2BGRA))):
+        cv2.imwrite(str(tmp_path / name), img)
+        stored = read_stored(str(tmp_path / name), 20)
+        assert stored.dtype == np.uint8 and np.array_equal(stored, expected), name
 
 
 # ------------------------------------------------------------------ sharding arithmetic

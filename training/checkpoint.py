@@ -14,6 +14,8 @@ One file per checkpoint, written by rank 0 through ``RunDir.save_atomic``
 import json
 import math
 import os
+import zipfile
+import zlib
 
 import numpy as np
 import tf_keras as keras
@@ -30,9 +32,28 @@ def save(path, model, state):
 
 
 def read(path):
+    """(weights, optimizer values, state) of a checkpoint; one line naming the file if it is not one."""
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: nothing to resume or evaluate (train first)")
-    with np.load(path) as data:
+    try:
+        weights, optimizer, state = _load(path)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:  # ValueError: bad JSON too
+        raise UserError(f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err)[:80] or 'empty'}): "
+                        f"empty, truncated, or not written by this project's trainers; pass another "
+                        f"checkpoint (best.npz, last.npz) or train again") from None
+    if not isinstance(state, dict) or not weights:
+        raise UserError(f"{path} holds no model weights and settings: it was not written by this project's "
+                        f"trainers; pass best.npz or last.npz of a run")
+    return weights, optimizer, state
+
+
+def _load(path):
+    data = np.load(path, allow_pickle=False)  # a pickle is refused: loading one could run code
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError("a single .npy array, not an .npz archive")
+    with data:
+        if "state_json" not in data.files:
+            raise ValueError("an .npz without the trainers' state_json")
         weights = [data[k] for k in sorted(k for k in data.files if k.startswith("weight_"))]
         optimizer = [data[k] for k in sorted(k for k in data.files if k.startswith("optimizer_"))]
         state = json.loads(data["state_json"].tobytes().decode())

@@ -1,7 +1,7 @@
 """What every evaluate entry point shares: its settings, the checkpoint, the precision, the data, the record.
 
     cfg = parse_args(EvalConfig, argv, description="Evaluate a CheXNet checkpoint ...")
-    ev = start(cfg, "evaluate")              # checkpoint read, Horovod up in the checkpoint's precision
+    ev = start(cfg, "evaluate", "chexnet.train", check)   # checkpoint read and checked, Horovod up in its precision
     for one in ev.each_split():              # --split val,test: one job, one model, both splits
         n = one.manifest.images(one.split)   # one.state["epoch"], one.ctx.rank, one.cfg.bootstrap
         out = one.out_dir()                  # <run>/eval-<split>/, rank 0
@@ -12,6 +12,12 @@ Evaluation runs in the precision the checkpoint was trained and validated in
 figures; the data defaults to the folder the run trained on. ``--split val,test``
 grades several splits in one job: one queue wait on a cluster, and one start,
 model build and restore for all of them.
+
+Before any work (before Horovod starts): the run folder must be writable, and
+the checkpoint readable and of the trainer's kind; ``--checkpoint`` may name a
+file in the run folder, a path, or another run folder (its best.npz, said in
+the log). Each output file is written under a temporary name and renamed, and
+replaces the file of the same name an earlier evaluation of that split wrote.
 """
 import dataclasses
 import json
@@ -20,9 +26,10 @@ import os
 from runtime import distributed
 from runtime.config import PRECISION_HELP, PRECISIONS, ProcessConfig, field
 from runtime.errors import UserError
+from runtime.files import check_writable_folder
 from runtime.logs import setup_logging
 from runtime.metrics import MetricsStream
-from training import checkpoint
+from training import checkpoint, paths
 from training.shards import Manifest
 
 SPLITS = ("train", "val", "test")
@@ -36,7 +43,8 @@ class EvalConfig(ProcessConfig):
                            "in (its figures are then reproduced exactly); or " + PRECISION_HELP,
                            choices=["checkpoint", *PRECISIONS])
     run: str = field("", "run folder of the trainer (holds config.json and the checkpoints)")
-    checkpoint: str = field("best.npz", "checkpoint file in the run folder (or a path)")
+    checkpoint: str = field("best.npz", "checkpoint file in the run folder, a path, or another run folder (its "
+                            "best.npz)")
     split: str = field("test", "split(s) of the manifest to evaluate: train, val or test, or several "
                        "comma-separated (val,test), graded in turn by one model load")
     data_dir: str = field("", "TFRecord folder (default: the one the run trained on)")
@@ -51,6 +59,17 @@ class EvalConfig(ProcessConfig):
         if not set(names) <= set(SPLITS) or len(set(names)) != len(names):
             raise UserError(f"--split {self.split!r}: give train, val or test, or several of them comma-separated "
                             "and each once, e.g. val,test")
+        self.check_writable()
+
+    def check_writable(self):
+        """The run folder, each eval-<split>/ already there and metrics.jsonl take writes: refused now,
+        not after grading a split."""
+        check_writable_folder(self.run, "--run")
+        for name in self.splits():
+            check_writable_folder(os.path.join(self.run, f"eval-{name}"), "--run")
+        stream = os.path.join(self.run, "metrics.jsonl")
+        if os.path.exists(stream) and not os.access(stream, os.W_OK):
+            raise UserError(f"{stream} is read-only: evaluate appends its eval records there; make it writable")
 
     def splits(self):
         """The --split names in the order given."""
@@ -87,19 +106,32 @@ class Evaluation:
             epoch=self.state["epoch"], precision=self.ctx.precision.policy, **figures)
 
 
-def start(cfg, logger_name):
-    """Read the checkpoint, start the runtime in its precision, load the manifest; every rank calls this."""
-    # The run's own file first: a best.npz in the current folder must not be taken for it.
-    in_run = os.path.join(cfg.run, cfg.checkpoint)
-    path = in_run if os.path.isfile(in_run) else cfg.checkpoint
+def start(cfg, logger_name, trainer, check_state):
+    """Read and check the checkpoint, start the runtime in its precision, load the manifest; every rank
+    calls this. ``check_state(state, path)`` refuses a checkpoint of another trainer (before Horovod starts)."""
+    path, note = locate(cfg, trainer)
     _, _, state = checkpoint.read(path)
+    check_state(state, path)
     if cfg.precision == "checkpoint":
         cfg = dataclasses.replace(cfg, precision=state.get("precision", "float32"))
     ctx = distributed.init(cfg)
     log = setup_logging(ctx.rank, logger_name)
+    if note:
+        log.info("%s", note)
     with open(os.path.join(cfg.run, "config.json"), encoding="utf-8") as fh:
         trained = json.load(fh)["config"]
     manifest = Manifest.load(cfg.data_dir or trained["data_dir"])
     for name in cfg.splits():  # a split the records lack stops the job before any is graded
         manifest.split(name)
     return Evaluation(cfg, ctx, log, path, state, manifest, cfg.splits()[0])
+
+
+def locate(cfg, trainer):
+    """(checkpoint file, note or None): --checkpoint in the run folder first, then as a path; a folder
+    stands for its best.npz."""
+    # The run's own file first: a best.npz in the current folder must not be taken for it.
+    in_run = os.path.join(cfg.run, cfg.checkpoint)
+    if not os.path.exists(in_run) and not os.path.exists(cfg.checkpoint):
+        raise UserError(f"--checkpoint {cfg.checkpoint}: neither {in_run} nor {cfg.checkpoint} exists; has the "
+                        f"run written it yet? (pass --checkpoint last.npz, or a checkpoint's path)")
+    return paths.locate_checkpoint(in_run if os.path.exists(in_run) else cfg.checkpoint, trainer)

@@ -1,29 +1,56 @@
-"""What every predict entry point shares: the flags, the image files, the checkpoint's precision, the ending.
+"""What every predict entry point shares: the flags, the checkpoint, the image files, the outputs, the ending.
 
-    parser = prediction.parser(__doc__, "chexnet.train")      # --checkpoint, --precision, images...
+    parser = prediction.parser(__doc__, "chexnet.train")      # --checkpoint, --precision, --overwrite, images...
     args = parser.parse_args(argv)
+    prediction.check_paths(args, "chexnet.train", {"--out": "out"}, [("out/p.csv", "--out")])  # before TF
     state = prediction.read_checkpoint(args)                  # and sets the precision policy
-    good, bad = prediction.read_images(args.images)           # [(path, decoded array)], [(path, reason)]
-    ...
-    prediction.finish(f"wrote {len(good)} predictions to {args.out}", bad)   # exit 1 if any file failed
+    bad = []
+    for path, image in prediction.each_image(args.images, load, bad):   # one at a time; bad: [(path, reason)]
+        ...
+    prediction.finish(f"wrote {n} predictions to {args.out}", n, bad, args.images)   # exit 1 if any was bad
 
-Single process, no Horovod: prediction needs none. Images are read as they
-are (gray, BGR or BGRA, any size); each trainer brings them to its stored form.
+Outputs never replace an input image; an output file that already exists
+(from an earlier run, or the user's) stops the command before any work
+unless ``--overwrite`` is given (training.paths). ``--checkpoint`` takes a
+checkpoint file or a run folder, which stands for its best.npz.
+
+Single process, no Horovod: prediction needs none. Each entry point reads the
+images the way its TFRecord writer does, and refuses, per image and with the
+writer's reason, what the writer rejects.
 """
 import argparse
-import os
 import sys
 
+from dataprep.shards import Rejected
 from runtime import precision
+from runtime.files import check_writable_folder
+from training import paths
+
+OVERWRITE_HELP = ("replace output files that already exist (an input image never is); without it an existing "
+                  "output stops the command before any work")
 
 
 def parser(doc, trainer):
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help=f"best.npz or last.npz of a {trainer} run")
+    p.add_argument("--checkpoint", required=True, help=f"best.npz or last.npz of a {trainer} run, or the run's "
+                   f"folder (its best.npz)")
     p.add_argument("--precision", default="checkpoint", choices=["checkpoint", *precision.REQUESTS],
                    help="checkpoint (default): the precision the model was trained and validated in")
-    p.add_argument("images", nargs="+", help="PNG or JPEG files")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("images", nargs="+", help="image files")
     return p
+
+
+def check_paths(args, trainer, folders, outputs):
+    """Before TensorFlow loads: every output folder ({flag: folder}) is writable, no output [(path, what
+    it is)] replaces an input or, without --overwrite, any existing file, and the checkpoint exists (a run
+    folder stands for its best.npz, and the choice is printed)."""
+    for what, folder in folders.items():
+        check_writable_folder(folder, what)
+    paths.check_targets(outputs, args.images, args.overwrite)
+    args.checkpoint, note = paths.locate_checkpoint(args.checkpoint, trainer)
+    if note:
+        print(note, flush=True)
 
 
 def read_checkpoint(args):
@@ -38,26 +65,28 @@ def read_checkpoint(args):
     return state
 
 
-def read_images(paths, flags=None):
-    """([(path, array as decoded)], [(path, reason)]): every file is one or the other.
+def each_image(paths_, load, bad):
+    """(path, array) of each image ``load`` accepts, read one at a time; a rejected one is appended to
+    ``bad`` as (path, reason) instead.
 
-    ``flags``: OpenCV's imread flags (default IMREAD_UNCHANGED: gray, BGR or BGRA, any bit depth).
+    ``load(path)`` returns the image as the model's input wants it, or raises
+    ``dataprep.shards.Rejected`` with the reason (the TFRecord writer's own).
     """
-    import cv2
-    flags = cv2.IMREAD_UNCHANGED if flags is None else flags
-    good, bad = [], []
-    for path in paths:
-        img = cv2.imread(path, flags) if os.path.isfile(path) else None  # no OpenCV warning
-        if img is None:
-            bad.append((path, "not found, or not a readable PNG/JPEG"))
-        else:
-            good.append((path, img))
-    return good, bad
+    for path in paths_:
+        try:
+            image = load(path)
+        except Rejected as why:
+            bad.append((path, str(why)))
+            continue
+        yield path, image
 
 
-def finish(summary, bad):
-    """Print ``summary``, name each unreadable file on stderr; exit status 1 if there was one."""
-    print(summary, flush=True)
+def finish(summary, predicted, bad, images):
+    """Print ``summary``, name each rejected file and its reason on stderr; exit status 1 if there was one."""
+    if predicted + len(bad) != len(images):
+        raise RuntimeError(f"{len(images)} images given, {predicted} predicted and {len(bad)} rejected")
+    rejected = f"; {len(bad)} of the {len(images)} images not predicted (reasons below)" if bad else ""
+    print(summary + rejected, flush=True)
     for path, why in bad:
         print(f"error: {path}: {why}", file=sys.stderr)
     if bad:

@@ -9,6 +9,7 @@ format); loss, validation loss, learning rate and images trained on are in
 every epoch table.
 """
 from runtime.metrics import fmt, read_events
+from training.paths import write_text
 
 
 def throughput_table(path):
@@ -42,6 +43,5 @@ def write_training_tables(run, ranks, columns=()):
     """``<run>/training.md`` with both tables, also printed (rank 0 calls this)."""
     tables = (f"## Throughput ({ranks} ranks)\n\n{throughput_table(run.stream.path)}\n\n"
               f"## Training\n\n{epoch_table(run.stream.path, columns)}\n")
-    with open(run.file("training.md"), "w", encoding="utf-8") as fh:
-        fh.write(tables)
+    write_text(run.file("training.md"), tables)  # atomic: a killed run leaves the previous tables whole
     print(tables, flush=True)
