@@ -51,9 +51,17 @@ def _group(item):
     return next((f for f in SHARED if f in item.fixturenames), item.module.__name__)
 
 
+# Modules whose tests start ranks, jobs or trainers: `slow`, with every test of a shared fixture above.
+SLOW_MODULES = ("test_stopping", "test_elastic", "test_chexnet_train", "test_segmentation_train",
+                "test_job_submissions", "test_benchmarks", "test_benchmarks_compute", "test_distributed",
+                "test_smoke_train", "test_processes")
+
+
 def pytest_itemcollected(item):
     # Marked as each test is collected, before any pytest_collection_modifyitems (xdist's makes the groups).
     item.add_marker(pytest.mark.xdist_group(_group(item)))
+    if item.module.__name__ in SLOW_MODULES or any(f in item.fixturenames for f in SHARED):
+        item.add_marker(pytest.mark.slow)
 
 
 def _pytests_own_helper(p):

@@ -75,6 +75,7 @@ SMOKE = ["-m", "smoke.train", "--epochs", "1", "--steps-per-epoch", "2", "--per-
          "8", "--precision", "float32"]
 
 
+@pytest.mark.slow
 def test_a_node_with_gpus_tensorflow_cannot_see_is_refused_on_every_rank_unless_told_cpu(tmp_path):
     """CUDA_VISIBLE_DEVICES names a GPU this CPU machine lacks: the state of a node whose CUDA libraries are
     missing. auto and gpu refuse in one line on both ranks; --device cpu trains, naming the device."""

@@ -45,6 +45,7 @@ def test_more_gpus_than_listed_and_an_existing_out_are_refused(tmp_path):
     assert proc.returncode == 2 and "exists: the check writes a folder of its own" in proc.stderr
 
 
+@pytest.mark.slow
 def test_gpus_tensorflow_cannot_see_fail_the_build_check_and_the_table_says_so(tmp_path):
     out = tmp_path / "check"
     proc = check("--out", str(out), path_dir=fake_smi(tmp_path))

@@ -17,26 +17,42 @@ HOROVOD_FREE = ["chexnet.model", "chexnet.preprocess", "chexnet.losses", "chexne
                 "chexnet.config", "chexnet.predict", "training.shards", "training.checkpoint",
                 "training.report", "training.config", "training.prediction", "dataprep.records",
                 "segmentation.model", "segmentation.preprocess", "segmentation.losses", "segmentation.metrics",
-                "segmentation.data", "segmentation.config", "segmentation.predict"]
+                "segmentation.data", "segmentation.config", "segmentation.predict", "training.paths",
+                "training.manifest", "training.preflight", "segmentation.catalog", "chexnet.weights"]
+
+# What the entry points read before TensorFlow loads (the flags, the manifest, the output folders, the device
+# rules): a bad input is refused without TensorFlow's start-up.
+TENSORFLOW_FREE = ["runtime.config", "runtime.devices", "runtime.files", "runtime.precision", "training.config",
+                   "training.manifest", "training.preflight", "training.paths", "chexnet.config", "chexnet.weights",
+                   "segmentation.catalog", "segmentation.config", "dataprep.flags"]
 
 PROBE = """
 import importlib, json, sys
 import runtime
+prefix = sys.argv[1]
 loaded = {}
-for name in sys.argv[1:]:
+for name in sys.argv[2:]:
     importlib.import_module(name)
-    loaded[name] = sorted(m for m in sys.modules if m.startswith("horovod"))
+    loaded[name] = sorted(m for m in sys.modules if m.startswith(prefix))
 print(json.dumps(loaded))
 """
 
 
-def test_model_data_and_skeleton_modules_do_not_load_horovod():
-    proc = subprocess.run([sys.executable, "-c", PROBE, *HOROVOD_FREE], cwd=ROOT, capture_output=True,
+def loads(prefix, modules):
+    proc = subprocess.run([sys.executable, "-c", PROBE, prefix, *modules], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert list(loaded) == HOROVOD_FREE
-    assert {m: mods for m, mods in loaded.items() if mods} == {}
+    assert list(loaded) == modules
+    return {m: mods for m, mods in loaded.items() if mods}
+
+
+def test_model_data_and_skeleton_modules_do_not_load_horovod():
+    assert loads("horovod", HOROVOD_FREE) == {}
+
+
+def test_what_is_checked_before_tensorflow_loads_does_not_load_it():
+    assert loads("tensorflow", TENSORFLOW_FREE) == {}
 
 
 # Pure modules whose docstrings hold ``>>>`` examples: run them, so the usage shown stays true.
