@@ -361,3 +361,18 @@ def test_records_of_another_size_than_the_manifest_says_are_refused(tmp_path):
         else:
             with pytest.raises(UserError, match="holds 8x8 images, .*manifest.json says image_size 16"):
                 m.check_records("train")
+
+
+def test_predictions_carry_each_images_patient_and_an_empty_rank_keeps_the_key():
+    import tf_keras as keras
+    from training.gather import Predictor
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    x, y = np.arange(10, dtype=np.float32).reshape(5, 2), np.zeros((5, 3), np.float32)
+    names, patients = [f"{i}.png" for i in range(5)], ["p1", "p1", "p2", "p3", "p3"]
+    ds = tf.data.Dataset.from_tensor_slices((x, y, names, patients)).batch(2)
+    rows, got = Predictor(model).local(ds)
+    assert got == names and rows["patient"].tolist() == patients and rows["outputs"].shape == (5, 3)
+    rows, got = Predictor(model).local(ds.unbatch().take(0).batch(2))
+    assert got == [] and rows["patient"].shape == (0,) and rows["outputs"].shape == (0, 3)
+    rows, _ = Predictor(model).local(tf.data.Dataset.from_tensor_slices((x, y, names)).batch(2))
+    assert "patient" not in rows  # no patient ids: evaluate falls back to image resampling
