@@ -114,11 +114,13 @@ def structural_components(y, scores):
 
 
 def influence(labels, probs):
-    """(images, classes) arrays (psi, psi_small_sample, aucs) for the classes with both label values.
+    """(psi, psi_small_sample, aucs, defined): (images, classes) arrays over the ``defined`` classes
+    (those with both label values), their AUCs, and those classes' indices.
 
     psi[i, k] is image i's term of class k's linearised AUC: (V10_i - AUC) / m for a positive,
     (V01_i - AUC) / n for a negative. psi_small_sample scales the positives' by sqrt(m / (m - 1)) and
-    the negatives' by sqrt(n / (n - 1)), so that its Gram matrix is DeLong's S10/m + S01/n exactly.
+    the negatives' by sqrt(n / (n - 1)), so that its Gram matrix is DeLong's S10/m + S01/n exactly
+    (a side with a single image, whose sample variance is undefined, adds nothing).
     """
     defined = [k for k in range(labels.shape[1]) if 0 < labels[:, k].sum() < len(labels)]
     psi = np.zeros((len(labels), len(defined)))
