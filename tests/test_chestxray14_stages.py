@@ -430,14 +430,15 @@ def test_names_without_a_patient_prefix_split_by_the_csv_patient_column(tmp_path
 def test_a_patient_column_that_disagrees_with_the_name_is_a_one_line_error(tmp_path):
     from dataprep.chestxray14.metadata import read_entries
     from runtime.errors import UserError
-    rows = [("00000013_000.png", "13"), ("00000013_001.png", "00000013"), ("00000014_000.png", "15")]
-    _metadata(tmp_path, rows[:2], train_val=[], test=[])
-    entries, _ = read_entries(str(tmp_path))
+    rows = [("00000013_000.png", "13"), ("00000013_001.png", "00000013"), ("x1.png", ""), ("00000014_000.png", "15")]
+    _metadata(tmp_path, rows[:3], train_val=[], test=[])
+    entries, rejected = read_entries(str(tmp_path))
     assert [e.patient for e in entries.values()] == ["00000013", "00000013"]  # an int column, as NIH writes it
+    assert rejected == [{"name": "x1.png", "reason": "CSV line 4: empty Patient ID"}]
     _metadata(tmp_path, rows, train_val=[], test=[])
     with pytest.raises(UserError) as err:
         read_entries(str(tmp_path))
-    assert str(err.value) == (f"{tmp_path / facts.CSV_NAME} line 4: 00000014_000.png is named for patient 00000014 "
+    assert str(err.value) == (f"{tmp_path / facts.CSV_NAME} line 5: 00000014_000.png is named for patient 00000014 "
                               f"but its Patient ID column says '15': correct the column or the name, then rerun")
 
 
