@@ -300,7 +300,8 @@ def chexnet_workload(manifest, crop, batch, seed=0):
     def grade(predictor, split, n_boot):
         rows = predict_split(predictor, data.eval_dataset(manifest, split, 0, 1, EVAL_BATCH, crop),
                              manifest.images(split))
-        mean = auc.auc_table(rows["targets"], rows["outputs"], manifest.classes, n_boot, seed)[-1]
+        mean = auc.auc_table(rows["targets"], rows["outputs"], manifest.classes, n_boot, seed,
+                             patients=rows.get("patient"))[-1]
         return {"mean_auc": mean["auc"], "mean_auc_ci": [mean["ci_low"], mean["ci_high"]]}
 
     return losses.weighted_bce(w_pos, w_neg), train_data, grade

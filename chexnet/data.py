@@ -3,7 +3,7 @@
     m = training.shards.Manifest.load("data/chestxray14/tfrecords")
     ds = train_dataset(m, rank=0, size=2, per_rank_batch=16, crop=224, seed=0, first_epoch=0,
                        epochs=10, steps=m.steps_per_epoch("train", 2, 16))
-    ev = eval_dataset(m, "val", rank=0, size=2, batch=64, crop=224)   # (x, labels, name) batches
+    ev = eval_dataset(m, "val", rank=0, size=2, batch=64, crop=224)   # (x, labels, name, patient) batches
 
 Sharding, equal steps and per-epoch determinism are ``training.shards``'; this
 module adds what is CheXNet's: the record schema, the class order and
@@ -34,11 +34,12 @@ def train_dataset(manifest, rank, size, per_rank_batch, crop, seed, first_epoch,
 
 
 def eval_dataset(manifest, split, rank, size, batch, crop, pipeline=shards.Pipeline()):
-    """(images, labels, names) batches of this rank's records of ``split``; nothing dropped."""
+    """(images, labels, names, patients) batches of this rank's records of ``split``; nothing dropped.
+    The patient ids travel with the predictions so that intervals can resample patients."""
     n_classes = len(manifest.classes)
 
     def parse(serialized):
-        image, labels, name, _ = records.parse(serialized, n_classes)
-        return preprocess(image, crop, training=False), labels, name
+        image, labels, name, patient = records.parse(serialized, n_classes)
+        return preprocess(image, crop, training=False), labels, name, patient
 
     return shards.eval_batches(manifest, split, rank, size, batch, parse, pipeline)

@@ -1,4 +1,4 @@
-"""Evaluate a CheXNet checkpoint on a split: per-pathology AUC with bootstrap 95% CI, ROC curves.
+"""Evaluate a CheXNet checkpoint on a split: per-pathology AUC with patient-bootstrap and DeLong 95% CI, ROC curves.
 
     python -m chexnet.evaluate --run runs/cx                    # best.npz on the test split
     mpirun -np 2 python -m chexnet.evaluate --run runs/cx --split val --checkpoint last.npz
@@ -44,26 +44,29 @@ def write_predictions(path, names, probs, labels, classes):
 
 
 def gather_split(ev, predictor):
-    """Collective: (logits, labels, names) of every image of ``ev.split``, gathered on every rank."""
+    """Collective: (logits, labels, names, patients) of every image of ``ev.split``, gathered on every rank."""
     from chexnet import data, validation
     ds = data.eval_dataset(ev.manifest, ev.split, ev.ctx.rank, ev.ctx.size, ev.cfg.eval_batch, ev.state["crop"])
     return validation.gather_logits(predictor, ds, ev.manifest.images(ev.split))
 
 
-def write_split(ev, logits, labels, names):
+def write_split(ev, logits, labels, names, patients):
     """Rank 0: the split's tables, curves and predictions in <run>/eval-<split>/, and its ``eval`` record."""
     from chexnet import auc, losses
     cfg, classes = ev.cfg, ev.manifest.classes
     probs = losses.sigmoid(logits)
-    rows = auc.auc_table(labels, logits, classes, n_boot=cfg.bootstrap, seed=cfg.seed)
+    rows = auc.auc_table(labels, logits, classes, n_boot=cfg.bootstrap, seed=cfg.seed, patients=patients)
     out, title = ev.out_dir(), ev.title(len(names))
     paths.write_text(os.path.join(out, "auc.md"), f"# Per-pathology AUC: {title}\n\n{auc.markdown(rows)}\n")
     paths.write_text(os.path.join(out, "auc.csv"), auc.csv_text(rows))
     write_predictions(os.path.join(out, "predictions.csv"), names, probs, labels, classes)
     paths.write_text(os.path.join(out, "roc.csv"), auc.roc_csv(labels, probs, classes))
     roc_png(os.path.join(out, "roc.png"), labels, probs, classes)
-    ev.record(len(names), mean_auc=rows[-1]["auc"], mean_auc_ci=[rows[-1]["ci_low"], rows[-1]["ci_high"]],
-              auc={r["pathology"]: r["auc"] for r in rows[:-1]})
+    mean = rows[-1]
+    ev.record(len(names), mean_auc=mean["auc"], mean_auc_ci=[mean["ci_low"], mean["ci_high"]],
+              mean_auc_delong_ci=[mean["delong_low"], mean["delong_high"]],
+              mean_auc_clustered_ci=[mean["clustered_low"], mean["clustered_high"]],
+              patients=mean["patients"], auc={r["pathology"]: r["auc"] for r in rows[:-1]})
     print(f"## Per-pathology AUC: {title}\n\n{auc.markdown(rows)}\n\n(saved in {out}/)", flush=True)
     ev.log.info("evaluation written to %s", out)
 

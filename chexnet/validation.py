@@ -18,9 +18,10 @@ from training.gather import Predictor, gather_exactly_once
 
 
 def gather_logits(predictor, dataset, expected):
-    """(logits, labels, names) of the whole split, from every rank."""
+    """(logits, labels, names, patients) of the whole split, from every rank; patients is None for a
+    dataset without patient ids."""
     rows, names = gather_exactly_once(*predictor.local(dataset), expected)
-    return rows["outputs"].astype(np.float32), rows["targets"].astype(np.float32), names
+    return rows["outputs"].astype(np.float32), rows["targets"].astype(np.float32), names, rows.get("patient")
 
 
 class WholeSplitAUC(keras.callbacks.Callback):
@@ -34,7 +35,7 @@ class WholeSplitAUC(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.predictor = self.predictor or Predictor(self.model)
-        logits, labels, _ = gather_logits(self.predictor, self.dataset, self.expected)
+        logits, labels, *_ = gather_logits(self.predictor, self.dataset, self.expected)
         aucs = auc.per_class_auc(labels, logits)
         logs = logs if logs is not None else {}
         logs[f"{self.prefix}_loss"] = weighted_bce_numpy(labels, logits, self.w_pos, self.w_neg)

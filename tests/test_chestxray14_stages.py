@@ -397,6 +397,51 @@ def test_csv_with_a_missing_column_is_refused_and_bad_rows_are_rejected_with_rea
         read_entries(str(tmp_path))
 
 
+def _metadata(folder, rows, train_val, test):
+    """Data_Entry_2017.csv of (name, patient column) rows, and the two split lists."""
+    lines = [f"{name},Mass,0,{patient},40,M,PA,64,64,0.143,0.143" for name, patient in rows]
+    (folder / facts.CSV_NAME).write_text(facts.CSV_HEADER + "\n" + "\n".join(lines) + "\n")
+    (folder / facts.TRAIN_VAL_LIST).write_text("".join(f"{n}\n" for n in train_val))
+    (folder / facts.TEST_LIST).write_text("".join(f"{n}\n" for n in test))
+
+
+def test_names_without_a_patient_prefix_split_by_the_csv_patient_column(tmp_path):
+    from dataprep.chestxray14 import metadata
+    from runtime.errors import UserError
+    rows = [(f"p{p}_xray{k}.png", f"p{p}") for p in range(8) for k in range(4)]
+    names = [n for n, _ in rows]
+    _metadata(tmp_path, rows, train_val=names[4:], test=names[:4])
+    entries, rejected = metadata.read_entries(str(tmp_path))
+    splits = metadata.assign_splits(entries, rejected, str(tmp_path), val_fraction=0.5, seed=0)
+    metadata.check_no_patient_leak(splits)
+    where = {}
+    for split, items in splits.items():
+        for e in items:
+            where.setdefault(e.patient, set()).add(split)
+    assert rejected == [] and sorted(where) == [f"p{p}" for p in range(8)]
+    assert all(len(s) == 1 for s in where.values()) and {"train", "val", "test"} == set().union(*where.values())
+    # One follow-up of test patient p0 listed in train_val: the leak check sees it through the column.
+    _metadata(tmp_path, rows, train_val=names[3:], test=names[:3])
+    entries, rejected = metadata.read_entries(str(tmp_path))
+    with pytest.raises(UserError, match="^patient p0 has images in two splits: "):
+        metadata.check_no_patient_leak(metadata.assign_splits(entries, rejected, str(tmp_path), 0.5, 0))
+
+
+def test_a_patient_column_that_disagrees_with_the_name_is_a_one_line_error(tmp_path):
+    from dataprep.chestxray14.metadata import read_entries
+    from runtime.errors import UserError
+    rows = [("00000013_000.png", "13"), ("00000013_001.png", "00000013"), ("x1.png", ""), ("00000014_000.png", "15")]
+    _metadata(tmp_path, rows[:3], train_val=[], test=[])
+    entries, rejected = read_entries(str(tmp_path))
+    assert [e.patient for e in entries.values()] == ["00000013", "00000013"]  # an int column, as NIH writes it
+    assert rejected == [{"name": "x1.png", "reason": "CSV line 4: empty Patient ID"}]
+    _metadata(tmp_path, rows, train_val=[], test=[])
+    with pytest.raises(UserError) as err:
+        read_entries(str(tmp_path))
+    assert str(err.value) == (f"{tmp_path / facts.CSV_NAME} line 5: 00000014_000.png is named for patient 00000014 "
+                              f"but its Patient ID column says '15': correct the column or the name, then rerun")
+
+
 def test_a_data_set_whose_every_image_is_rejected_fails_the_stage(tmp_path):
     """All images gone after extraction: the stage says so and exits non-zero, with the manifest kept."""
     stage = ["--dataset", "chestxray14", "--out", str(tmp_path)]

@@ -139,6 +139,21 @@ def test_evaluate_aucs_equal_sklearn(trained):
         float(next(v for k, v in table.items() if k.startswith("Mean"))["auc"]), abs=1e-6)
 
 
+def test_evaluate_resamples_the_patients_gathered_from_both_ranks(trained):
+    """Each image's patient id crosses the 2-rank gather with it: the intervals resample the split's patients."""
+    for split in ("test", "val"):
+        patients = trained["manifest"]["splits"][split]["patients"]
+        images = trained["manifest"]["splits"][split]["images"]
+        assert patients < images  # follow-ups: resampling patients differs from resampling images
+        record = next(r for r in read_events(str(trained["run"] / "metrics.jsonl"), "eval") if r["split"] == split)
+        assert record["patients"] == patients
+        low, high = record["mean_auc_delong_ci"]
+        assert low <= record["mean_auc"] <= high
+        text = (trained["run"] / f"eval-{split}" / "auc.md").read_text()
+        assert "95% CI (patient bootstrap)" in text
+        assert f"200 resamples of the {patients} patients, each with all its images ({images} images)" in text
+
+
 def test_roc_csv_holds_sklearns_curve_for_every_pathology(trained):
     """roc.csv (and so roc.png) from the gathered predictions equals scikit-learn's roc_curve, every point."""
     from sklearn.metrics import roc_curve

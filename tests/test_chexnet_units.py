@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy.special import ndtr
 from sklearn.metrics import roc_auc_score
 
 from chexnet import auc, losses
@@ -74,8 +75,101 @@ def test_auc_table_has_intervals_around_the_estimate():
     assert [r["pathology"] for r in rows] == ["A", "B", "Mean (2 classes)"]
     for r in rows:
         assert r["ci_low"] <= r["auc"] <= r["ci_high"]
-    assert auc.markdown(rows).count("\n") == 4
+        assert r["delong_low"] <= r["auc"] <= r["delong_high"]
+    table, _, note = auc.markdown(rows).partition("\n\n")
+    assert table.count("\n") == 4 and "95% CI (image bootstrap)" in table
+    assert "resamples of the 300 images: no patient ids were known" in note
+    assert auc.csv_text(rows).splitlines()[0].startswith("pathology,positives,auc,ci_low,ci_high,delong_low,")
     assert auc.csv_text(rows).splitlines()[1].startswith("A,")
+
+
+def _kernel_components(y, s):
+    """V10, V01 straight from the Mann-Whitney kernel over every (positive, negative) pair: O(m n)."""
+    pos, neg = s[y == 1], s[y == 0]
+    kernel = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    return kernel.mean(axis=1), kernel.mean(axis=0)
+
+
+def test_delong_components_and_covariance_equal_the_brute_force_definitions():
+    rng = np.random.default_rng(3)
+    y = (rng.random(70) < 0.4).astype(float)
+    scores = np.round(rng.normal(size=(70, 2)) + y[:, None] * [0.8, 1.5], 1)  # rounded: ties across classes
+    labels = np.stack([y, y], axis=1)  # two scores of one label set: Sun & Xu's setting
+    v10, v01 = zip(*(_kernel_components(y, scores[:, k]) for k in range(2)))
+    for k in range(2):
+        fast10, fast01, value = auc.structural_components(y, scores[:, k])
+        assert np.abs(fast10 - v10[k]).max() < 1e-12 and np.abs(fast01 - v01[k]).max() < 1e-12
+        assert value == pytest.approx(roc_auc_score(y, scores[:, k]), abs=1e-12)
+    m, n = len(v10[0]), len(v01[0])
+    s10, s01 = np.cov(np.array(v10)), np.cov(np.array(v01))  # (m-1) and (n-1) denominators
+    cov, defined = auc.delong_cov(labels, scores)
+    assert defined == [0, 1] and np.abs(cov - (s10 / m + s01 / n)).max() < 1e-12
+    # DeLong's variance is also the two-sample jackknife's: leave out each image, AUC by scikit-learn.
+    for k in range(2):
+        jack = []
+        for group, size in ((y == 1, m), (y == 0, n)):
+            left_out = [roc_auc_score(np.delete(y, i), np.delete(scores[:, k], i)) for i in np.flatnonzero(group)]
+            jack.append((size - 1) / size * np.sum((np.array(left_out) - np.mean(left_out)) ** 2))
+        assert cov[k, k] == pytest.approx(sum(jack), rel=1e-10)
+
+
+def test_delong_reproduces_hanley_and_mcneils_published_example():
+    # Hanley & McNeil (Radiology 1982), table 1: 5-point CT ratings of 58 normal and 51 abnormal patients;
+    # published AUC 0.893, SE 0.032 by their approximation (DeLong's estimator differs from it slightly).
+    neg = np.repeat([1.0, 2, 3, 4, 5], [33, 6, 6, 11, 2])
+    pos = np.repeat([1.0, 2, 3, 4, 5], [3, 2, 2, 11, 33])
+    labels, scores = np.r_[np.ones(51), np.zeros(58)][:, None], np.r_[pos, neg][:, None]
+    (value,), (low,), (high,) = auc.per_class_auc(labels, scores), *auc.delong_ci(labels, scores)[:2]
+    assert round(value, 3) == 0.893
+    assert (high - low) / (2 * 1.959964) == pytest.approx(0.032, rel=0.1)
+
+
+def _binormal(rng, patients, per_patient, shift, shared):
+    """Labels and scores of ``patients`` with ``per_patient`` images that share the label; a patient
+    effect carries the share ``shared`` of the score's unit variance. Image-level AUC: Phi(shift / sqrt 2)."""
+    y = np.repeat(rng.random(patients) < 0.4, per_patient).astype(float)
+    effect = np.repeat(rng.normal(size=patients), per_patient)
+    scores = shift * y + np.sqrt(shared) * effect + np.sqrt(1 - shared) * rng.normal(size=len(y))
+    return y[:, None], scores[:, None], np.repeat(np.arange(patients), per_patient).astype(str)
+
+
+def _coverage(rng, runs, patients, per_patient, shared, clustered):
+    shift = 1.2
+    truth = float(ndtr(shift / np.sqrt(2)))
+    hits = 0
+    for _ in range(runs):
+        labels, scores, ids = _binormal(rng, patients, per_patient, shift, shared)
+        (low,), (high,), _ = auc.delong_ci(labels, scores, ids if clustered else None)
+        hits += low <= truth <= high
+    return hits / runs
+
+
+def test_delong_intervals_cover_the_true_auc_and_only_the_clustered_one_survives_follow_ups():
+    rng = np.random.default_rng(7)
+    assert 0.92 <= _coverage(rng, 400, patients=150, per_patient=1, shared=0.0, clustered=False) <= 0.98
+    # Four follow-ups a patient, most of the score shared: images are not independent evidence.
+    assert _coverage(rng, 400, patients=100, per_patient=4, shared=0.8, clustered=False) < 0.85
+    assert 0.92 <= _coverage(rng, 400, patients=100, per_patient=4, shared=0.8, clustered=True) <= 0.98
+
+
+def _width(row):
+    return row["ci_high"] - row["ci_low"]
+
+
+def test_patient_bootstrap_is_wider_on_follow_ups_and_agrees_with_one_image_each():
+    rng = np.random.default_rng(5)
+    labels, scores, ids = _binormal(rng, patients=40, per_patient=8, shift=1.0, shared=0.95)
+    by_image = auc.auc_table(labels, scores, ["A"], n_boot=200, seed=0)
+    by_patient = auc.auc_table(labels, scores, ["A"], n_boot=200, seed=0, patients=ids)
+    assert _width(by_patient[0]) > 1.8 * _width(by_image[0])
+    assert by_patient[-1]["patients"] == 40 and by_image[-1]["patients"] == 0
+    assert "resamples of the 40 patients, each with all its images (320 images)" in auc.markdown(by_patient)
+    labels, scores, _ = _binormal(rng, patients=320, per_patient=1, shift=1.0, shared=0.0)
+    ids = rng.permutation(320).astype(str)  # one image each, in another order than the images
+    one_each = auc.auc_table(labels, scores, ["A"], n_boot=200, seed=0, patients=ids)[0]
+    images = auc.auc_table(labels, scores, ["A"], n_boot=200, seed=1)[0]
+    assert _width(one_each) == pytest.approx(_width(images), rel=0.2)
+    assert _width(one_each) == pytest.approx(one_each["delong_high"] - one_each["delong_low"], rel=0.2)
 
 
 # ------------------------------------------------------------------ preprocessing
@@ -267,3 +361,18 @@ def test_records_of_another_size_than_the_manifest_says_are_refused(tmp_path):
         else:
             with pytest.raises(UserError, match="holds 8x8 images, .*manifest.json says image_size 16"):
                 m.check_records("train")
+
+
+def test_predictions_carry_each_images_patient_and_an_empty_rank_keeps_the_key():
+    import tf_keras as keras
+    from training.gather import Predictor
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    x, y = np.arange(10, dtype=np.float32).reshape(5, 2), np.zeros((5, 3), np.float32)
+    names, patients = [f"{i}.png" for i in range(5)], ["p1", "p1", "p2", "p3", "p3"]
+    ds = tf.data.Dataset.from_tensor_slices((x, y, names, patients)).batch(2)
+    rows, got = Predictor(model).local(ds)
+    assert got == names and rows["patient"].tolist() == patients and rows["outputs"].shape == (5, 3)
+    rows, got = Predictor(model).local(ds.unbatch().take(0).batch(2))
+    assert got == [] and rows["patient"].shape == (0,) and rows["outputs"].shape == (0, 3)
+    rows, _ = Predictor(model).local(tf.data.Dataset.from_tensor_slices((x, y, names)).batch(2))
+    assert "patient" not in rows  # no patient ids: evaluate falls back to image resampling

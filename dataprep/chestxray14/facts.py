@@ -54,6 +54,7 @@ REAL_IMAGE_COUNT = 112_120
 REAL_IMAGE_SIZE = 1024
 
 
-def patient_id(image_name):
-    """'00000013_005.png' -> '00000013' (the first 8 digits name the patient)."""
-    return image_name[:8]
+def patient_in_name(image_name):
+    """'00000013_005.png' -> '00000013': the patient NIH's names start with; None for other names."""
+    head, sep, _ = image_name.partition("_")
+    return head if sep and len(head) == 8 and head.isdigit() else None

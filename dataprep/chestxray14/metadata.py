@@ -6,7 +6,10 @@
     check_no_patient_leak(splits)
 
 Every CSV row ends up in exactly one split or in ``rejected`` with a reason,
-and so does every name of the split lists without a CSV row.
+and so does every name of the split lists without a CSV row. The patient is
+the CSV's ``Patient ID`` column (numbers written with 8 digits, as NIH's file
+names carry them); a name that starts with an 8-digit patient must agree with
+the column, or the read stops naming the line.
 """
 import collections
 import csv
@@ -41,8 +44,18 @@ def check_header(path, header):
                         f"missing, renamed or added; use the NIH release's Data_Entry_2017.csv")
 
 
+def patient_of(row, path, lineno):
+    """The row's patient: its Patient ID column, checked against the 8-digit patient its name starts with."""
+    name, column = row[0].strip(), row[3].strip()
+    in_name = facts.patient_in_name(name)
+    if in_name is not None and not (column.isdigit() and int(column) == int(in_name)):
+        raise UserError(f"{path} line {lineno}: {name} is named for patient {in_name} but its Patient ID column "
+                        f"says {column!r}: correct the column or the name, then rerun")
+    return f"{int(column):08d}" if column.isdigit() else column
+
+
 def read_entries(folder):
-    """CSV rows -> ({name: Entry}, [rejections]). Rejected: bad row, unknown label, duplicate."""
+    """CSV rows -> ({name: Entry}, [rejections]). Rejected: bad row, unknown label, no patient, duplicate."""
     path = os.path.join(folder, facts.CSV_NAME)
     if not os.path.isfile(path):
         raise UserError(f"{path} not found: place Data_Entry_2017.csv from the NIH release beside "
@@ -69,7 +82,11 @@ def read_entries(folder):
             if name in entries:
                 rejected.append({"name": name, "reason": f"CSV line {lineno}: duplicate row, first kept"})
                 continue
-            entries[name] = Entry(name, facts.patient_id(name), labels)
+            patient = patient_of(row, path, lineno)
+            if not patient:
+                rejected.append({"name": name, "reason": f"CSV line {lineno}: empty Patient ID"})
+                continue
+            entries[name] = Entry(name, patient, labels)
     return entries, rejected
 
 
