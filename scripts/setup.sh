@@ -43,6 +43,7 @@ STAMP=$VENV/.requirements.sha256
 GPU_CHOICE=$VENV/.horovod-gpu-operations  # the last build's NCCL, MPI or cpu: a plain re-run keeps it
 # horovod's setup.py needs 3.13; CMake 4 refuses Gloo's cmake_minimum_required(VERSION 2.8.12).
 CMAKE_SPEC='cmake>=3.13,<4'
+DEFAULT_CUDA_HOME=${SETUP_DEFAULT_CUDA_HOME:-/usr/local/cuda}  # horovod's own default; tests point it elsewhere
 
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -174,16 +175,16 @@ max_gcc_for_cuda() {  # CUDA MAJOR.MINOR -> newest GCC major its nvcc accepts (d
 
 NO_TOOLKIT_IN_TF="TensorFlow's CUDA wheels (tensorflow[and-cuda]) carry no nvcc and no static cudart and cannot build horovod"
 
-find_nvcc() {  # prints the nvcc horovod's build will use: HOROVOD_CUDA_HOME's, PATH's, or /usr/local/cuda's
+find_nvcc() {  # prints the nvcc horovod's build will use: HOROVOD_CUDA_HOME's, PATH's, or DEFAULT_CUDA_HOME's
   if [ -n "${HOROVOD_CUDA_HOME:-}" ]; then
     [ -x "$HOROVOD_CUDA_HOME/bin/nvcc" ] || die "HOROVOD_CUDA_HOME=$HOROVOD_CUDA_HOME has no bin/nvcc: point it at a CUDA toolkit; $NO_TOOLKIT_IN_TF"
     echo "$HOROVOD_CUDA_HOME/bin/nvcc"
   elif command -v nvcc >/dev/null 2>&1; then
     command -v nvcc
-  elif [ -x /usr/local/cuda/bin/nvcc ]; then
-    echo /usr/local/cuda/bin/nvcc
+  elif [ -x "$DEFAULT_CUDA_HOME/bin/nvcc" ]; then
+    echo "$DEFAULT_CUDA_HOME/bin/nvcc"
   else
-    die "no nvcc (PATH, HOROVOD_CUDA_HOME, /usr/local/cuda): the GPU build needs a CUDA 12 toolkit: 'module load cuda' on a cluster, NVIDIA's cuda-toolkit-12-5 package, or set HOROVOD_CUDA_HOME; $NO_TOOLKIT_IN_TF"
+    die "no nvcc (PATH, HOROVOD_CUDA_HOME, $DEFAULT_CUDA_HOME): the GPU build needs a CUDA 12 toolkit: 'module load cuda' on a cluster, NVIDIA's cuda-toolkit-12-5 package, or set HOROVOD_CUDA_HOME; $NO_TOOLKIT_IN_TF"
   fi
 }
 
@@ -226,7 +227,7 @@ check_nccl() {  # check_nccl CUDA_HOME -> "nccl.h in DIR, LIB": what horovod's F
   local home=$1 inc lib link dirs=() names=()
   if [ -n "${HOROVOD_NCCL_INCLUDE:-}" ]; then dirs=("$HOROVOD_NCCL_INCLUDE")
   elif [ -n "${HOROVOD_NCCL_HOME:-}" ]; then dirs=("$HOROVOD_NCCL_HOME/include")
-  else dirs=("$home/include" /usr/include /usr/local/include /usr/local/cuda/include); fi
+  else dirs=("$home/include" /usr/include /usr/local/include "$DEFAULT_CUDA_HOME/include"); fi
   inc=$(first_file nccl.h "${dirs[@]}") \
     || die "no nccl.h in ${dirs[*]}: install NCCL (libnccl-dev from NVIDIA's repository, or 'module load nccl') or set HOROVOD_NCCL_HOME (or HOROVOD_NCCL_INCLUDE and HOROVOD_NCCL_LIB); the nvidia-nccl-cu12 wheel has it under site-packages/nvidia/nccl/include"
   if [ -n "${HOROVOD_NCCL_LIB:-}" ]; then dirs=("$HOROVOD_NCCL_LIB")

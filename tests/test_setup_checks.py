@@ -158,3 +158,157 @@ def test_setup_as_a_user_without_root_builds_with_a_cmake_older_than_4(shared_tm
         env["PATH"] = _tool_farm(tmp_path / "bin3", extra=[("cmake", os.path.realpath(system_cmake))])
         proc = _as_user([], env, "--which-cmake")  # root now: the user is gone
         assert f"cmake for the horovod build: {tmp_path}/bin3/cmake 3." in proc.stdout, proc.stdout + proc.stderr
+
+
+# --- setup.sh --preflight: the GPU build's needs, on stand-ins (no GPU, no CUDA needed) ----------
+
+def _script(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + text)
+    path.chmod(0o755)
+
+
+class Machine:
+    """A temporary machine for setup.sh --preflight: stand-in nvidia-smi, nvcc, C++ compiler and NCCL."""
+
+    def __init__(self, root):
+        self.root, self.bin = root, root / "bin"
+        self.bin.mkdir(parents=True)
+        self.env = {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(root), "VENV": str(root / "venv"),
+                    "SETUP_NVIDIA_DEVICE": str(root / "nvidia0"), "SETUP_DEFAULT_CUDA_HOME": str(root / "no-cuda")}
+
+    def gpus(self):
+        _script(self.bin / "nvidia-smi", "echo 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)'\n")
+        return self
+
+    def cuda(self, release="12.5", static_cudart=True, name="cuda"):
+        home = self.root / name
+        _script(home / "bin" / "nvcc", f"echo 'Cuda compilation tools, release {release}, V{release}.82'\n")
+        (home / "lib64").mkdir(exist_ok=True)
+        if static_cudart:
+            (home / "lib64" / "libcudart_static.a").write_text("")
+        self.env["HOROVOD_CUDA_HOME"] = str(home)
+        return self
+
+    def gcc(self, major):
+        _script(self.bin / "c++", f'case "$1" in -dumpversion) echo {major};; *) echo "c++ (GCC) {major}.2.0";; esac\n')
+        self.env["CXX"] = str(self.bin / "c++")
+        return self
+
+    def nccl(self, header=True, libs=("libnccl_static.a",)):
+        home = self.root / "nccl"
+        (home / "include").mkdir(parents=True)
+        (home / "lib").mkdir()
+        if header:
+            (home / "include" / "nccl.h").write_text("#define NCCL_MAJOR 2\n")
+        for lib in libs:
+            (home / "lib" / lib).write_text("")
+        self.env["HOROVOD_NCCL_HOME"] = str(home)
+        return self
+
+    def gpu_build(self, release="12.5", gcc=12):
+        return self.gpus().cuda(release).gcc(gcc).nccl()
+
+    def preflight(self, **env):
+        proc = subprocess.run(["bash", SETUP, "--preflight"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={**self.env, **env})
+        return proc.returncode, proc.stdout, proc.stderr.strip()
+
+
+@pytest.fixture
+def machine(tmp_path):
+    return Machine(tmp_path)
+
+
+def _refused(result, *phrases):
+    rc, _, err = result
+    assert rc != 0 and len(err.splitlines()) == 1, err  # one line saying what to do
+    for phrase in phrases:
+        assert phrase in err, err
+    return err
+
+
+@pytest.mark.parametrize("how", ["nvidia-smi", "device node"])
+def test_a_gpu_machine_without_a_gpu_choice_is_refused_before_anything_is_installed(machine, how):
+    if how == "nvidia-smi":
+        machine.gpus()
+    else:
+        (machine.root / "nvidia0").write_text("")
+    _refused(machine.preflight(), "has NVIDIA GPUs", "TF_EXTRA=and-cuda HOROVOD_GPU_OPERATIONS=NCCL make setup",
+             "HOROVOD_CPU_ONLY=1 make setup")
+
+
+def test_a_cpu_build_on_a_gpu_machine_is_explicit_or_remembered(machine):
+    machine.gpus()
+    rc, out, _ = machine.preflight(HOROVOD_CPU_ONLY="1")
+    assert rc == 0 and "HOROVOD_CPU_ONLY=1: building horovod for CPU" in out
+    # A re-run (make test after HOROVOD_CPU_ONLY=1 make setup) keeps the last build's choice.
+    (machine.root / "venv").mkdir()
+    (machine.root / "venv" / ".horovod-gpu-operations").write_text("cpu\n")
+    assert machine.preflight()[0] == 0
+    _refused(machine.preflight(HOROVOD_CPU_ONLY="1", HOROVOD_GPU_OPERATIONS="NCCL"), "contradict")
+
+
+def test_a_machine_without_gpus_needs_no_choice(machine):
+    rc, out, _ = machine.preflight()
+    assert rc == 0 and "CPU build: no GPU preflight needed" in out
+
+
+def test_a_complete_toolkit_passes_and_and_cuda_implies_nccl(machine):
+    machine.gpu_build()
+    rc, out, err = machine.preflight(HOROVOD_GPU_OPERATIONS="NCCL", HOROVOD_BUILD_CUDA_CC_LIST="80,90")
+    assert rc == 0, err
+    assert "GPU preflight passed: CUDA 12.5" in out and "GCC 12" in out and "libnccl_static.a" in out, out
+    rc, out, err = machine.preflight(TF_EXTRA="and-cuda")
+    assert rc == 0 and "TF_EXTRA=and-cuda: building horovod with HOROVOD_GPU_OPERATIONS=NCCL" in out, out + err
+
+
+def test_no_nvcc_says_tensorflows_cuda_wheels_cannot_build_horovod(machine):
+    machine.gpus().gcc(12).nccl()
+    _refused(machine.preflight(HOROVOD_GPU_OPERATIONS="NCCL"), "no nvcc", "HOROVOD_CUDA_HOME",
+             "carry no nvcc and no static cudart and cannot build horovod")
+
+
+def test_a_cuda_home_without_nvcc_or_static_cudart_is_refused(machine):
+    machine.gpus().gcc(12).nccl()
+    # What tensorflow[and-cuda] installs: site-packages/nvidia/cuda_nvcc holds ptxas, not nvcc.
+    _script(machine.root / "nvidia" / "cuda_nvcc" / "bin" / "ptxas", "exit 0\n")
+    _refused(machine.preflight(HOROVOD_GPU_OPERATIONS="NCCL", HOROVOD_CUDA_HOME=str(machine.root / "nvidia" / "cuda_nvcc")),
+             "has no bin/nvcc", "cannot build horovod")
+    machine.cuda(static_cudart=False)
+    _refused(machine.preflight(HOROVOD_GPU_OPERATIONS="NCCL"), "no libcudart_static.a")
+
+
+@pytest.mark.parametrize("release, gcc, accepted", [
+    ("12.5", 13, True), ("12.5", 14, False), ("12.8", 14, True), ("11.8", 12, False), ("13.0", 15, True),
+    ("13.0", 16, False), ("13.2", 16, True)])  # past the table: not refused, said so
+def test_gcc_must_be_in_the_range_of_the_cuda_release(machine, release, gcc, accepted):
+    machine.gpus().cuda(release).gcc(gcc).nccl()
+    result = machine.preflight(HOROVOD_GPU_OPERATIONS="NCCL")
+    if accepted:
+        assert result[0] == 0, result
+    else:
+        _refused(result, f"nvcc {release} accepts GCC up to", f"is GCC {gcc}", "CXX=g++-")
+
+
+def test_nccl_header_and_library_are_found_or_refused(machine):
+    machine.gpus().cuda().gcc(12).nccl(header=False)
+    _refused(machine.preflight(HOROVOD_GPU_OPERATIONS="NCCL"), "no nccl.h", "HOROVOD_NCCL_HOME")
+    # NCCL's wheel: libnccl.so.2 alone, no static library and no unversioned link.
+    wheel = Machine(machine.root / "wheel")
+    wheel.gpus().cuda().gcc(12).nccl(libs=("libnccl.so.2",))
+    _refused(wheel.preflight(HOROVOD_GPU_OPERATIONS="NCCL"), "libnccl.so.2 only", "HOROVOD_NCCL_LINK=SHARED")
+    link = wheel.root / "nccl-link"
+    link.mkdir()
+    os.symlink(wheel.root / "nccl" / "lib" / "libnccl.so.2", link / "libnccl.so")
+    rc, out, err = wheel.preflight(HOROVOD_GPU_OPERATIONS="NCCL", HOROVOD_NCCL_LINK="SHARED", HOROVOD_NCCL_LIB=str(link))
+    assert rc == 0 and f"{link}/libnccl.so" in out, out + err
+
+
+@pytest.mark.parametrize("env, phrase", [
+    ({"HOROVOD_GPU_OPERATIONS": "CUDA"}, "is not one horovod knows"),
+    ({"HOROVOD_GPU_OPERATIONS": "NCCL", "HOROVOD_BUILD_CUDA_CC_LIST": "8.0,9.0"}, "as digits, comma-separated"),
+    ({"HOROVOD_GPU_OPERATIONS": "NCCL", "HOROVOD_BUILD_CUDA_CC_LIST": "70,80"}, "compute capability 75 and up")])
+def test_bad_gpu_settings_are_refused_in_one_line(machine, env, phrase):
+    machine.gpus().cuda("13.0").gcc(12).nccl()
+    _refused(machine.preflight(**env), phrase)
