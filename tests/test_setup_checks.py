@@ -312,3 +312,41 @@ def test_nccl_header_and_library_are_found_or_refused(machine):
 def test_bad_gpu_settings_are_refused_in_one_line(machine, env, phrase):
     machine.gpus().cuda("13.0").gcc(12).nccl()
     _refused(machine.preflight(**env), phrase)
+
+
+# --- scripts/check_gpu_build.sh: horovod's GPU build compiles on a CPU machine ---------------------
+
+spec = importlib.util.spec_from_file_location("check_gpu_build", os.path.join(ROOT, "scripts", "check_gpu_build.py"))
+check_gpu_build = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check_gpu_build)
+
+BUILD_LOG = """-- The CUDA compiler identification is NVIDIA 13.0.88 with host compiler GNU 12.2.0
+-- Found NCCL (include: /v/nvidia/nccl/include, library: /b/nccl-lib/libnccl.so)
+-- HVD_NVCC_COMPILE_FLAGS = -O3 -gencode arch=compute_75,code=sm_75 -gencode arch=compute_90,code=\\"sm_90,compute_90\\"
+"""
+
+
+def test_the_build_log_must_show_cuda_nccl_and_every_compute_capability():
+    assert "kernels for sm_75, sm_90" in check_gpu_build.check_build_log(BUILD_LOG, ["75", "90"])
+    with pytest.raises(check_gpu_build.Failed, match="compute capability 80"):
+        check_gpu_build.check_build_log(BUILD_LOG, ["75", "80", "90"])
+    with pytest.raises(check_gpu_build.Failed, match="no 'Found NCCL'"):
+        check_gpu_build.check_build_log(BUILD_LOG.replace("Found NCCL", "Could not find NCCL"), [])
+
+
+def test_ldd_output_is_read_for_missing_libraries_and_symbols():
+    out = ("\tlibnccl.so.2 => /v/nvidia/nccl/lib/libnccl.so.2 (0x1)\n\tlibcuda.so.1 => not found\n"
+           "undefined symbol: _ZN10tensorflow8OpKernelD2Ev\t(/v/horovod/tensorflow/mpi_lib.so)\n")
+    assert check_gpu_build.ldd_problems(out) == ({"libcuda.so.1"}, {"_ZN10tensorflow8OpKernelD2Ev"})
+
+
+@pytest.mark.timeout(5400)
+@pytest.mark.skipif(os.environ.get("MEDIMG_CHECK_GPU_BUILD") != "1",
+                    reason="builds horovod with CUDA 13 and NCCL in a throwaway venv (tens of minutes, about 3 GB): "
+                           "set MEDIMG_CHECK_GPU_BUILD=1 (MEDIMG_GPU_BUILD_DIR to reuse a folder)")
+def test_horovods_gpu_build_compiles_links_and_ticks_nccl(tmp_path):
+    folder = os.environ.get("MEDIMG_GPU_BUILD_DIR") or str(tmp_path / "gpu-build")
+    result = run_job(["bash", os.path.join(ROOT, "scripts", "check_gpu_build.sh"), folder], timeout=5300)
+    for line in ("ok: CUDA and NCCL compiled in", "hvd.cuda_built() and hvd.nccl_built() are true",
+                 "ticks TensorFlow, MPI, Gloo and NCCL", "[check-gpu-build] passed"):
+        assert line in result.stdout, result.stdout
