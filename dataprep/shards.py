@@ -203,6 +203,15 @@ def write_shard(job):
     return side
 
 
+def parse_writer_options(parser, options_cls, argv):
+    """(a writer's Options from ``argv``, whether only to check them); the output folder defaults to
+    <data-dir>/tfrecords."""
+    values = vars(parser.parse_args(argv))
+    check_only = values.pop("check_options")
+    opts = options_cls(**values)
+    return dataclasses.replace(opts, out_dir=opts.out_dir or os.path.join(opts.data_dir, "tfrecords")), check_only
+
+
 def mpi_comm():
     """COMM_WORLD when started by mpirun/srun with more than one rank, else None."""
     if not any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")):

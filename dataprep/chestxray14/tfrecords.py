@@ -199,26 +199,17 @@ def build_parser():
     p.add_argument("--allow-partial", action="store_true",
                    help="write although official archives are not extracted (a deliberate subset; recorded in "
                         "manifest.json); their images are rejected as missing")
-    # Measured (benchmarks/README.md): raw decodes 4x faster than PNG at 1.9x the
-    # size (64 KB a 256x256 record, ~7 GB for the real set) and, unlike JPEG, is lossless.
+    # raw: the fastest to decode and lossless, at about twice PNG's size (benchmarks/README.md).
     shards.add_writer_options(p, "stored side; training crops 224 of 256",
                               "raw (default: lossless, fastest to read), png (lossless, half the size), "
                               "jpeg (lossy q95)", most_size=4096)
     return p
 
 
-def parse_options(argv):
-    """(Options, whether only to check them)."""
-    a = vars(build_parser().parse_args(argv))
-    check_only = a.pop("check_options")
-    opts = Options(**a)
-    return dataclasses.replace(opts, out_dir=opts.out_dir or os.path.join(opts.data_dir, "tfrecords")), check_only
-
-
 @main_guard
 @shards.exits_on_interrupt
 def main(argv=None):
-    opts, check_only = parse_options(argv)
+    opts, check_only = shards.parse_writer_options(build_parser(), Options, argv)
     shards.refuse_foreign(opts.out_dir, DATASET)
     if check_only:
         return

@@ -258,18 +258,10 @@ def build_parser():
     return p
 
 
-def parse_options(argv):
-    """(Options, whether only to check them)."""
-    a = vars(build_parser().parse_args(argv))
-    check_only = a.pop("check_options")
-    opts = Options(**a)
-    return dataclasses.replace(opts, out_dir=opts.out_dir or os.path.join(opts.data_dir, "tfrecords")), check_only
-
-
 @main_guard
 @shards.exits_on_interrupt
 def main(argv=None):
-    opts, check_only = parse_options(argv)
+    opts, check_only = shards.parse_writer_options(build_parser(), Options, argv)
     shards.refuse_foreign(opts.out_dir, DATASET)
     if check_only:
         return
