@@ -153,11 +153,9 @@ STALL_DEFAULTS = {
 
 MPI_DEFAULTS = {
     # Open MPI polls while a rank waits for a peer in a collective, holding a core
-    # the other ranks' compute needs when ranks share a node's cores. Yielding the
-    # core while polling: DenseNet121 on 2 ranks x 1 thread on 2 cores ran at 28.7
-    # images/s against 17.6 with Open MPI's default (benchmarks/core_split.py,
-    # Intel Xeon, 2026-11-27, median of 3 quiet rounds). Read at MPI_Init,
-    # inside hvd.init(); override in the environment.
+    # the other ranks' compute needs when ranks share a node's cores: yield it while
+    # polling (measured in docs/decisions.md). Read at MPI_Init, inside hvd.init();
+    # override in the environment.
     "OMPI_MCA_mpi_yield_when_idle": "1",
 }
 

@@ -36,14 +36,10 @@ _become_child_subreaper()
 
 # The session fixtures below that tests of several modules use: those tests share a worker.
 SHARED = ("resunetpp_run", "small_kvasir")
-# Groups measured longest (seconds in one process, Intel Xeon, 2026-11-27): started first, so that
-# the two workers end close together. The rest follow in collection order.
-LONGEST_FIRST = ("resunetpp_run",          # test_segmentation_train 194 + the model comparison 53
-                 "small_kvasir",           # test_stopping 269 + test_elastic 123
-                 "test_chexnet_train",     # 335
-                 "test_benchmarks",        # 307 without the model comparison
-                 "test_job_submissions",   # 224
-                 "test_benchmarks_compute")  # 139
+# Groups measured longest (docs/decisions.md has the seconds): started first, so that the two
+# workers end close together. The rest follow in collection order.
+LONGEST_FIRST = ("resunetpp_run", "small_kvasir", "test_chexnet_train", "test_benchmarks",
+                 "test_job_submissions", "test_benchmarks_compute")
 
 
 def _group(item):
