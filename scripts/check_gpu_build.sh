@@ -2,7 +2,7 @@
 # Usage: scripts/check_gpu_build.sh [DIR]     (make check-gpu-build; DIR defaults to /tmp/medimg-gpu-build)
 #
 # Proves on a machine without a GPU that horovod's GPU build compiles and links:
-#   1. a throwaway venv in DIR/venv with the project's pinned TensorFlow, cmake < 4,
+#   1. a throwaway venv in DIR/venv with the project's pinned TensorFlow and tf-keras, cmake < 4,
 #      the CUDA 13 toolkit from PyPI (nvcc, cicc, static cudart, headers) and
 #      NCCL's wheel (header and libnccl.so.2);
 #   2. setup.sh's GPU preflight passes on that toolkit;
@@ -43,9 +43,10 @@ prepare_dir() {
 
 install_toolchain() {
   [ -x "$DIR/venv/bin/python" ] || "$PYTHON" -m venv "$DIR/venv" || die "$PYTHON -m venv failed: set PYTHON=python3.11"
-  log "installing tensorflow==$(pinned tensorflow), cmake<4, ${CUDA_WHEELS[*]} $NCCL_WHEEL into $DIR/venv"
+  # tf-keras too: with TF_USE_LEGACY_KERAS=1 (the project's setting) horovod.tensorflow imports it.
+  log "installing tensorflow==$(pinned tensorflow), tf-keras==$(pinned tf-keras), cmake<4, ${CUDA_WHEELS[*]} $NCCL_WHEEL into $DIR/venv"
   "$DIR/venv/bin/pip" install -q --disable-pip-version-check "tensorflow==$(pinned tensorflow)" \
-    "cmake>=3.13,<4" "${CUDA_WHEELS[@]}" "$NCCL_WHEEL" >> "$DIR/build.log" 2>&1 \
+    "tf-keras==$(pinned tf-keras)" "cmake>=3.13,<4" "${CUDA_WHEELS[@]}" "$NCCL_WHEEL" >> "$DIR/build.log" 2>&1 \
     || die "pip install failed (tail of $DIR/build.log: $(tail -n 2 "$DIR/build.log" | tr '\n' ' '))"
   SITE=$("$DIR/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   CUDA_HOME=$SITE/nvidia/cu13

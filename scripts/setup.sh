@@ -256,21 +256,27 @@ check_cc_list() {  # check_cc_list CUDA_VERSION: HOROVOD_BUILD_CUDA_CC_LIST as n
   fi
 }
 
+nccl_from_venv() {  # NCCL set to the venv's own nvidia-nccl-cu12 wheel, which tensorflow[and-cuda] installs
+  case "${HOROVOD_NCCL_INCLUDE:-}${HOROVOD_NCCL_HOME:-}" in "$VENV"/*) return 0;; *) return 1;; esac
+}
+
 PREFLIGHT_DONE=
-gpu_preflight() {  # the GPU build's needs, each refused in one line before anything is built
+gpu_preflight() {  # [early] the GPU build's needs, each refused in one line before anything is built
   [ -n "${HOROVOD_GPU_OPERATIONS:-}" ] && [ -z "$PREFLIGHT_DONE" ] || return 0
-  local nvcc home version compiler nccl=
+  local nvcc home version compiler nccl= later=
   nvcc=$(find_nvcc)
   home=$(cd "$(dirname "$nvcc")/.." && pwd)
   version=$(check_cuda_toolkit "$nvcc")
   compiler=$(check_host_compiler "$version")
   check_cc_list "$version"
-  if [ "$HOROVOD_GPU_OPERATIONS" = NCCL ]; then nccl=$(check_nccl "$home"); fi
+  # Before TensorFlow's wheels are installed, an NCCL taken from them cannot be checked yet.
+  if [ "${1:-}" = early ] && nccl_from_venv; then later=1; nccl="NCCL from $VENV checked once TensorFlow is installed"
+  elif [ "$HOROVOD_GPU_OPERATIONS" = NCCL ]; then nccl=$(check_nccl "$home"); fi
   if [ -n "${HOROVOD_CUDA_INCLUDE:-}${HOROVOD_CUDA_LIB:-}" ]; then
     log "NOTE: horovod $(pinned horovod) reads neither HOROVOD_CUDA_INCLUDE nor HOROVOD_CUDA_LIB: it finds CUDA from nvcc ($nvcc)"
   fi
   log "GPU preflight passed: CUDA $version ($nvcc)${compiler:+, $compiler}${nccl:+, $nccl}, kernels for ${HOROVOD_BUILD_CUDA_CC_LIST:-every compute capability nvcc knows}"
-  PREFLIGHT_DONE=1
+  [ -n "$later" ] || PREFLIGHT_DONE=1
 }
 
 horovod_problem() {  # prints why horovod needs a (re)build, nothing when it is good
@@ -322,7 +328,7 @@ main() {
   gpu_guard  # before anything is installed: a GPU machine says which build it wants
   ensure_system_packages
   # A fresh venv will surely build horovod: check the GPU build's needs before TensorFlow's download.
-  [ -x "$VENV/bin/horovodrun" ] || gpu_preflight
+  [ -x "$VENV/bin/horovodrun" ] || gpu_preflight early
   ensure_venv
   ensure_requirements
   ensure_horovod  # fails unless horovodrun --check-build ticks TensorFlow, MPI, Gloo (and NCCL on the GPU path)
