@@ -13,13 +13,12 @@ tests/test_export.py):
   fast IDCT differs by up to 15 grey levels); a 16-bit PNG keeps its high
   byte, as OpenCV's 8-bit read does; alpha is dropped;
 - gray: OpenCV's fixed-point BGR2GRAY, (3735 B + 19235 G + 9798 R + 2^14) >> 15;
-- area resize: OpenCV's three cases: 2x in both axes rounds half up, other
-  whole factors take the block sum times 1/area, other shrinks use its own
-  weight table (fractions under 1e-3 of a pixel dropped), in float32 and
-  rounded half to even as cv2 does. Summation order may still move one pixel
-  in many thousands by one grey level. Enlarging (an image smaller than the
-  stored size on either side) is TensorFlow's area resize: within one grey
-  level of OpenCV's fixed-point interpolation, not equal to it;
+- area resize: OpenCV's four cases: 2x in both axes rounds half up, other
+  whole factors take the block sum times 1/area, other shrinks use its weight
+  table (fractions under 1e-3 of a pixel dropped) summed in float32 in its
+  order and rounded half to even; an image smaller than the stored size on
+  either side takes its fixed-point linear interpolation, with the rounding
+  of its vector code;
 - nearest: OpenCV's floor(x * (1 / (dst / src))) in float64.
 
 Not read here: formats other than PNG and JPEG (``known`` is False), EXIF
