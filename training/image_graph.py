@@ -46,8 +46,17 @@ def is_jpeg(data):
 
 def png_bit_depth(data):
     """The IHDR bit depth of a PNG (8 for anything else): 16 is what predict's 8-bit reader refuses."""
-    byte = tf.io.decode_raw(tf.strings.substr(data, PNG_BIT_DEPTH_AT, 1), tf.uint8)
-    return tf.where(is_png(data) & (tf.size(byte) == 1), tf.cast(tf.reduce_max(byte), tf.int32), 8)
+    padded = tf.strings.join([data, b"\0" * (PNG_BIT_DEPTH_AT + 1)])  # substr refuses a start past the end
+    byte = tf.io.decode_raw(tf.strings.substr(padded, PNG_BIT_DEPTH_AT, 1), tf.uint8)[0]
+    return tf.where(is_png(data), tf.cast(byte, tf.int32), 8)
+
+
+def first_reason(checks):
+    """The message of the first true (condition, message) of ``checks``, else "": one image's refusal."""
+    reason = tf.constant("")
+    for condition, message in reversed(checks):
+        reason = tf.where(condition, message, reason)
+    return reason
 
 
 def decode(data, channels):
