@@ -19,7 +19,10 @@ import tensorflow as tf
 class Serving(tf.Module):
     def __init__(self, workload, model, state):
         super().__init__(name=f"{workload.name}_export")
-        self.model, self._workload, self._state = model, workload, state
+        # The variables, not the Keras model: saving a tracked Keras model also traces every layer's call.
+        self.weights = list(model.weights)
+        self._run = lambda x: model(x, training=False)
+        self._workload, self._state = workload, state
         shape = workload.input_shape(state)
         encoded = [tf.TensorSpec([None], tf.string, name="image_bytes")]
         self.serve_tensor = tf.function(self._tensor, input_signature=[
@@ -33,7 +36,7 @@ class Serving(tf.Module):
                 "preprocess": self.preprocess.get_concrete_function()}
 
     def _tensor(self, image):
-        return self._workload.tensor_outputs(self.model(image, training=False), self._state)
+        return self._workload.tensor_outputs(self._run(image), self._state)
 
     def _preprocess(self, image_bytes):
         shape = self._workload.input_shape(self._state)
@@ -46,6 +49,6 @@ class Serving(tf.Module):
 
     def _serve(self, image_bytes):
         pre = self._preprocess(image_bytes)
-        logits = self.model(pre["image"], training=False)
+        logits = self._run(pre["image"])
         return {**self._workload.image_outputs(logits, pre, self._state), "valid": pre["valid"],
                 "reason": pre["reason"]}
