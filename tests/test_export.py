@@ -106,6 +106,9 @@ NO_TF = ("import sys\nfrom segmentation import export\ntry:\n    export.main(sys
          "    print('tensorflow loaded' if 'tensorflow' in sys.modules else 'tensorflow not loaded')\n")
 
 
+SAVEDMODEL = ["--format", "savedmodel"]  # a format every venv can write
+
+
 def _refused(args, *expected):
     proc = run_job([sys.executable, "-c", NO_TF, *map(str, args)], expect_rc=None, timeout=120)
     assert proc.stdout.strip().splitlines()[-1] == "tensorflow not loaded", proc.stdout
@@ -119,14 +122,14 @@ def test_a_users_folder_is_refused_before_tensorflow_loads_and_left_as_it_was(tm
     mine.mkdir()
     (mine / "notes.txt").write_text("the user's")
     before = snapshot(mine)
-    _refused(["--checkpoint", ckpt, "--out", mine], "is not empty (notes.txt)", "--overwrite")
-    _refused(["--checkpoint", ckpt, "--out", mine, "--overwrite"], "holds notes.txt, which export did not write")
+    _refused([*SAVEDMODEL, "--checkpoint", ckpt, "--out", mine], "is not empty (notes.txt)", "--overwrite")
+    _refused([*SAVEDMODEL, "--checkpoint", ckpt, "--out", mine, "--overwrite"], "holds notes.txt, which export did not write")
     assert snapshot(mine) == before
     (mine / "notes.txt").unlink()
     (mine / "model.onnx").write_text("a file named as export's, without an export's card beside it")
     before = snapshot(mine)
-    _refused(["--checkpoint", ckpt, "--out", mine, "--overwrite"], "no model_card.json of an earlier export")
-    _refused(["--checkpoint", ckpt, "--out", mine / "model.onnx"], "is a file")
+    _refused([*SAVEDMODEL, "--checkpoint", ckpt, "--out", mine, "--overwrite"], "no model_card.json of an earlier export")
+    _refused([*SAVEDMODEL, "--checkpoint", ckpt, "--out", mine / "model.onnx"], "is a file")
     assert snapshot(mine) == before
 
 
