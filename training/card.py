@@ -137,7 +137,8 @@ def _figure_lines(fig):
         means = [(k, v) for k, v in record.items() if k.startswith("mean_") and not k.endswith("_ci")]
         shown = [f"{k} {v:.4g}" + (f" [{record[k + '_ci'][0]:.4g}, {record[k + '_ci'][1]:.4g}]"
                                    if k + "_ci" in record else "") for k, v in means]
-        lines.append(f"- {split} ({record.get('images')} images, evaluate): {', '.join(shown)}")
+        lines.append(f"- {split} ({record.get('images')} images, evaluate; 95% bootstrap intervals): "
+                     f"{', '.join(shown)}")
     if not fig["evaluations"]:
         lines.append("- no evaluate record of this checkpoint: run the workload's evaluate, then export again")
     return [*lines, ""]

@@ -112,6 +112,7 @@ def main(workload, doc, argv=None):
     state = read_state(args.checkpoint, workload, formats)
     model = build_float32(workload, state, args.checkpoint)
     serving = make_serving(workload, model, state)
+    created = not os.path.exists(args.out)
     stage = make_stage(args.out)
     try:
         timings, checks = write_formats(formats, serving, model, workload.input_shape(state), stage)
@@ -119,6 +120,8 @@ def main(workload, doc, argv=None):
         publish(stage, args.out, [FORMATS[f] for f in formats])
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # the staging folder is this command's own
+        if created and not os.listdir(args.out):
+            os.rmdir(args.out)  # a failed export leaves no folder it made
     print(f"exported {args.checkpoint} to {args.out}: {', '.join(FORMATS[f] for f in formats)} and "
           f"{' and '.join(CARD_FILES)} ({time.perf_counter() - started:.0f} s)", flush=True)
 
