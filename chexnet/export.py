@@ -55,6 +55,7 @@ def read_image(data, state):
         (~known, NOT_PNG_OR_JPEG),
         (image_graph.png_bit_depth(data) == 16, "unexpected mode: uint16 pixels, expected 8-bit"),
         (h != w, tf.strings.format("unexpected size {}x{}: expected a square image", (w, h))),
+        (tf.maximum(h, w) > image_graph.MAX_SIDE, image_graph.TOO_LARGE),
         (h < MIN_SIDE, tf.strings.format(f"unexpected size {{}}x{{}}: smaller than {MIN_SIDE}x{MIN_SIDE}", (w, h)))])
     stored = tf.cond(tf.equal(reason, ""), lambda: image_graph.area_resize(image, size),
                      lambda: tf.zeros([size, size, 1], tf.uint8))

@@ -64,6 +64,7 @@ def read_image(data, state):
     reason = image_graph.first_reason([
         (tf.strings.length(data) == 0, "image is an empty file (0 bytes)"),
         (~known, NOT_PNG_OR_JPEG),
+        (tf.maximum(h, w) > image_graph.MAX_SIDE, image_graph.TOO_LARGE),
         (tf.minimum(h, w) < MIN_SIDE, tf.strings.format("too small: {}x{}", (w, h)))])
     valid = tf.equal(reason, "")
     stored = tf.cond(valid, lambda: image_graph.area_resize(image, size), lambda: tf.zeros([size, size, 3], tf.uint8))

@@ -90,6 +90,19 @@ def test_the_graph_reads_and_resizes_images_as_opencv_does(tmp_path):
                 assert np.array_equal(gray, load_gray(path, size)), (path, size)
 
 
+def test_nearest_neighbour_in_a_graph_takes_opencvs_source_pixels():
+    """In a graph too (constant folding once turned 1 / (dst / 48) into 48 / dst, moving 2 mask pixels of 41x68
+    frames); every frame size up to 700 from the stored sides the tests use."""
+    import tensorflow as tf
+    from training import image_graph
+    for src in (32, 48, 64):
+        index = tf.function(lambda dst, src=src: image_graph.nearest_index(dst, src))
+        grid = np.arange(src * src, dtype=np.int32).reshape(src, src)
+        for dst in range(16, 700, 13):
+            want = cv2.resize(grid.astype(np.float32), (dst, src), interpolation=cv2.INTER_NEAREST)[0]
+            assert np.array_equal(grid[0][index(tf.constant(dst)).numpy()], want), (src, dst)
+
+
 def test_a_16_bit_png_is_flagged_and_read_by_its_high_byte_as_opencv_does(tmp_path):
     import tensorflow as tf
     from training import image_graph

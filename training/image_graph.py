@@ -21,10 +21,15 @@ tests/test_export.py):
   of its vector code;
 - nearest: OpenCV's floor(x * (1 / (dst / src))) in float64.
 
+The scales 1 / (dst / src) come from tables NumPy computes, up to MAX_SIDE:
+in a graph, constant folding would turn them into src / dst, which rounds
+otherwise.
+
 Not read here: formats other than PNG and JPEG (``known`` is False), EXIF
 orientation. Bytes that start as a PNG or JPEG but are corrupt make the
 decode op fail, and with it the whole call.
 """
+import numpy as np
 import tensorflow as tf
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,6 +38,8 @@ PNG_BIT_DEPTH_AT = 24  # signature (8), IHDR length and type (8), width and heig
 GRAY_WEIGHTS = (9798, 19235, 3735)  # R, G, B of OpenCV's 8-bit BGR2GRAY, out of 2^15
 GRAY_SHIFT = 15
 TABLE_EPSILON = 1e-3  # OpenCV's area table drops a source pixel covering less than this
+MAX_SIDE = 16384  # the scale tables' reach: the exports refuse a larger image (TOO_LARGE)
+TOO_LARGE = f"larger than {MAX_SIDE} px on a side (the exported model's limit)"
 LINEAR_ONE = 2048.0  # OpenCV's fixed-point unit of interpolation weights (INTER_RESIZE_COEF_SCALE)
 
 
@@ -89,8 +96,15 @@ def to_rgb(raw):
 
 
 def _scale(src, dst):
-    """OpenCV's source pixels per output pixel, 1 / (dst / src) in float64."""
-    return 1.0 / (tf.cast(dst, tf.float64) / tf.cast(src, tf.float64))
+    """OpenCV's source pixels per output pixel, 1 / (dst / src) in float64; one of the two is a Python int.
+
+    Looked up in a table NumPy computes: in a graph, constant folding turns 1 / (x / c) into c / x, which
+    rounds otherwise (and floor(x * scale) then differs where x * src / dst is a whole number)."""
+    fixed, side = (dst, src) if isinstance(dst, int) else (src, dst)
+    n = np.arange(MAX_SIDE + 1, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        table = 1.0 / (fixed / n) if fixed is dst else 1.0 / (n / fixed)
+    return tf.gather(tf.constant(table), tf.minimum(tf.cast(side, tf.int32), MAX_SIDE))
 
 
 def _whole(scale):
