@@ -10,6 +10,7 @@ the modules that share a session fixture below. The longest groups start first.
 import contextlib
 import ctypes
 import json
+import os
 import sys
 
 import runtime  # noqa: F401
@@ -17,7 +18,7 @@ import runtime  # noqa: F401
 import psutil
 import pytest
 
-from helpers import horovodrun, make_kvasir, run_ranks, stop_processes
+from helpers import horovodrun, make_chestxray14, make_kvasir, run_ranks, stop_processes
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
@@ -35,10 +36,10 @@ def _become_child_subreaper():
 _become_child_subreaper()
 
 # The session fixtures below that tests of several modules use: those tests share a worker.
-SHARED = ("resunetpp_run", "small_kvasir")
+SHARED = ("resunetpp_run", "small_kvasir", "chexnet_run")
 # Groups measured longest (docs/decisions.md has the seconds): started first, so that the two
 # workers end close together. The rest follow in collection order.
-LONGEST_FIRST = ("resunetpp_run", "small_kvasir", "test_chexnet_train", "test_benchmarks",
+LONGEST_FIRST = ("resunetpp_run", "small_kvasir", "chexnet_run", "test_benchmarks",
                  "test_job_submissions", "test_benchmarks_compute")
 
 
@@ -117,3 +118,29 @@ def resunetpp_run(tmp_path_factory):
                   "--bootstrap", "200"], timeout=600)
     manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
     return {"data": data, "run": run, "manifest": manifest, "epochs": epochs}
+
+
+# The CheXNet run's size: DenseNet121 learns the synthetic motifs on 2 CPU cores in a few minutes.
+IMAGES, STORED, CROP, EPOCHS = int(os.environ.get("CHEXNET_TEST_IMAGES", 1600)), 64, 56, \
+    int(os.environ.get("CHEXNET_TEST_EPOCHS", 2))
+# Every test pins float32 and a random start: its duration must not depend on
+# the CPU's bfloat16 units, and no test may reach for the network.
+FAST = ["--precision", "float32", "--weights", "none"]
+
+
+@pytest.fixture(scope="session")
+def chexnet_run(tmp_path_factory):
+    """CheXNet on 2 ranks over uneven shards (9 train files of 124-125 records: not a multiple of the ranks),
+    no warm-up; then one job evaluates best.npz on test and val; read only (test_chexnet_train.py,
+    test_export.py)."""
+    root = tmp_path_factory.mktemp("cx")
+    data = make_chestxray14(root, IMAGES, STORED, per_shard=130)
+    runs = root / "runs"
+    horovodrun(2, ["-m", "chexnet.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(runs),
+                   "--run-name", "t", "--epochs", str(EPOCHS), "--crop", str(CROP), "--per-rank-batch", "16",
+                   "--bn-momentum", "0.9", "--warmup-epochs", "0", *FAST], timeout=1500)
+    run = runs / "t"
+    run_ranks(2, ["-m", "chexnet.evaluate", "--run", str(run), "--split", "test,val", "--checkpoint", "best.npz",
+                  "--bootstrap", "200"], timeout=600)
+    manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
+    return {"data": data, "run": run, "manifest": manifest}

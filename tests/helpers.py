@@ -78,6 +78,17 @@ def make_kvasir(root, pairs, largest, stored, seed=0, per_shard=40):
     return root / "kvasir-seg"
 
 
+def make_chestxray14(root, images, stored, seed=0, per_shard=0):
+    """A synthetic ChestX-ray14 made by the three shell stages, records at ``stored`` px; returns
+    ``root/chestxray14``."""
+    write = ["--image-size", str(stored)] + (["--images-per-shard", str(per_shard)] if per_shard else [])
+    for script, extra in (("download_dataset.sh", ["--synthetic", str(images), "--image-size", str(stored),
+                                                   "--seed", str(seed)]),
+                          ("extract_images.sh", []), ("write_tfrecords.sh", write)):
+        run_job(["bash", script, "--out", str(root), *extra], timeout=600)
+    return root / "chestxray14"
+
+
 def tail(stdout, stderr, chars=6000):
     return f"--- stdout ---\n{stdout[-chars:]}\n--- stderr ---\n{stderr[-chars:]}"
 

@@ -9,44 +9,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from helpers import horovodrun, run_job, run_ranks
+from helpers import run_job, run_ranks
 from dataprep.chestxray14.facts import CLASSES
 from runtime.metrics import read_events
 
-# Sized so that DenseNet121 learns the synthetic motifs on 2 CPU cores in a few minutes.
-IMAGES, STORED, CROP, EPOCHS = int(os.environ.get("CHEXNET_TEST_IMAGES", 1600)), 64, 56, \
-    int(os.environ.get("CHEXNET_TEST_EPOCHS", 2))
-
-
-# Every test pins float32 and a random start: its duration must not depend on
-# the CPU's bfloat16 units, and no test may reach for the network.
-FAST = ["--precision", "float32", "--weights", "none"]
-
-
-def make_data(root, images, stored, seed=0, per_shard=0):
-    write = ["--image-size", str(stored)] + (["--images-per-shard", str(per_shard)] if per_shard else [])
-    for script, extra in (("download_dataset.sh", ["--synthetic", str(images), "--image-size", str(stored),
-                                                   "--seed", str(seed)]),
-                          ("extract_images.sh", []), ("write_tfrecords.sh", write)):
-        run_job(["bash", script, "--out", str(root), *extra], timeout=600)
-    return root / "chestxray14"
+from conftest import CROP, EPOCHS, FAST, STORED  # the shared run's settings
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """2 ranks over uneven shards (9 train files of 124-125 records: not a multiple of the ranks),
-    no warm-up; then one job evaluates best.npz on test and val."""
-    root = tmp_path_factory.mktemp("cx")
-    data = make_data(root, IMAGES, STORED, per_shard=130)
-    runs = root / "runs"
-    horovodrun(2, ["-m", "chexnet.train", "--data-dir", str(data / "tfrecords"), "--runs-dir", str(runs),
-                   "--run-name", "t", "--epochs", str(EPOCHS), "--crop", str(CROP), "--per-rank-batch", "16",
-                   "--bn-momentum", "0.9", "--warmup-epochs", "0", *FAST], timeout=1500)
-    run = runs / "t"
-    run_ranks(2, ["-m", "chexnet.evaluate", "--run", str(run), "--split", "test,val", "--checkpoint", "best.npz",
-                  "--bootstrap", "200"], timeout=600)
-    manifest = json.loads((data / "tfrecords" / "manifest.json").read_text())
-    return {"data": data, "run": run, "manifest": manifest}
+def trained(chexnet_run):
+    """The suite's trained CheXNet run (conftest.py; test_export.py exports it too): read only."""
+    return chexnet_run
 
 
 def _epochs(trained):

@@ -18,13 +18,16 @@ HOROVOD_FREE = ["chexnet.model", "chexnet.preprocess", "chexnet.losses", "chexne
                 "training.report", "training.config", "training.prediction", "dataprep.records",
                 "segmentation.model", "segmentation.preprocess", "segmentation.losses", "segmentation.metrics",
                 "segmentation.data", "segmentation.config", "segmentation.predict", "training.paths",
-                "training.manifest", "training.preflight", "segmentation.catalog", "chexnet.weights"]
+                "training.manifest", "training.preflight", "segmentation.catalog", "chexnet.weights",
+                "training.export", "training.card", "training.serving", "training.image_graph", "chexnet.export",
+                "segmentation.export"]
 
 # What the entry points read before TensorFlow loads (the flags, the manifest, the output folders, the device
 # rules): a bad input is refused without TensorFlow's start-up.
 TENSORFLOW_FREE = ["runtime.config", "runtime.devices", "runtime.files", "runtime.precision", "training.config",
                    "training.manifest", "training.preflight", "training.paths", "chexnet.config", "chexnet.weights",
-                   "segmentation.catalog", "segmentation.config", "dataprep.flags"]
+                   "segmentation.catalog", "segmentation.config", "dataprep.flags", "training.export", "training.card",
+                   "chexnet.export", "segmentation.export"]
 
 PROBE = """
 import importlib, json, sys

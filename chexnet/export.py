@@ -1,0 +1,108 @@
+"""Export a CheXNet checkpoint for use without this code: SavedModel (preprocessing inside), ONNX, Keras, card.
+
+    python -m chexnet.export --checkpoint runs/cx --out exported/cx
+    python -m chexnet.export --checkpoint runs/cx/best.npz --out exported/cx --format savedmodel,onnx
+
+Writes into ``--out`` (a new or empty folder; training.export):
+
+- ``savedmodel/``: ``serving_default`` takes ``image_bytes``, a batch of
+  encoded PNG or JPEG files, and reads each as predict does (the TFRecord
+  writer's reader: 8-bit gray, RGB or RGBA to gray, square, at least 32x32,
+  area-resized to the stored size; training.image_graph), then the centre
+  crop, /255, gray to RGB and ImageNet normalisation. Outputs
+  ``probabilities`` (N, classes) in the checkpoint's class order, ``valid``
+  and ``reason``: an image predict refuses (16-bit, not square, too small,
+  empty) is ``valid`` False with predict's reason, and NaN probabilities.
+  ``serving_tensor`` takes the normalised (N, crop, crop, 3) float32 tensor;
+  ``preprocess`` gives it.
+- ``model.onnx``: serving_tensor (input ``image``, output ``probabilities``).
+- ``model.keras``: the network (normalised tensor in, logits out), for
+  fine-tuning in tf-keras.
+- ``model_card.json`` and ``MODEL_CARD.md``.
+"""
+import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
+from runtime.errors import main_guard
+from training import export
+
+MIN_SIDE = 32  # dataprep.chestxray14.tfrecords.MIN_SIDE: the writer refuses smaller X-rays
+NOT_PNG_OR_JPEG = "not a PNG or JPEG image (the exported model decodes those two formats only)"
+
+
+def check_checkpoint(state, path):
+    from chexnet.model import check_checkpoint as check
+    check(state, path)
+
+
+def build(state):
+    from chexnet.model import build_model
+    return build_model(state["crop"], len(state["classes"]))
+
+
+def input_shape(state):
+    return (state["crop"], state["crop"], 3)
+
+
+def read_image(data, state):
+    """(normalised crop, reason or "", [height, width]) of one encoded image, as predict reads a file."""
+    import tensorflow as tf
+    from chexnet.preprocess import preprocess
+    from training import image_graph
+    size = state["stored_size"]
+    image, known = image_graph.decode(data, channels=1)
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    reason = image_graph.first_reason([
+        (tf.strings.length(data) == 0, "empty file (0 bytes)"),
+        (~known, NOT_PNG_OR_JPEG),
+        (image_graph.png_bit_depth(data) == 16, "unexpected mode: uint16 pixels, expected 8-bit"),
+        (h != w, tf.strings.format("unexpected size {}x{}: expected a square image", (w, h))),
+        (tf.maximum(h, w) > image_graph.MAX_SIDE, image_graph.TOO_LARGE),
+        (h < MIN_SIDE, tf.strings.format(f"unexpected size {{}}x{{}}: smaller than {MIN_SIDE}x{MIN_SIDE}", (w, h)))])
+    stored = tf.cond(tf.equal(reason, ""), lambda: image_graph.area_resize(image, size),
+                     lambda: tf.zeros([size, size, 1], tf.uint8))
+    return preprocess(stored, state["crop"], training=False), reason, tf.where(known, tf.stack([h, w]), 0)
+
+
+def tensor_outputs(logits, state):
+    import tensorflow as tf
+    return {"probabilities": tf.sigmoid(logits)}
+
+
+def image_outputs(logits, pre, state):
+    import tensorflow as tf
+    probabilities = tf.where(pre["valid"][:, None], tf.sigmoid(logits), float("nan"))
+    return {"probabilities": probabilities}
+
+
+def describe(state):
+    from chexnet.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    crop, stored = state["crop"], state["stored_size"]
+    return {"model": "densenet121", "classes": list(state["classes"]),
+            "input_contract": [
+                "serving_default: image_bytes, a batch of encoded PNG or JPEG files (other formats: valid False)",
+                f"read as chexnet.predict reads a file: 8-bit gray, RGB or RGBA (converted to gray by OpenCV's "
+                f"formula), square, at least {MIN_SIDE}x{MIN_SIDE}; a 16-bit, non-square, smaller or empty image "
+                f"is valid False with predict's reason and NaN probabilities",
+                f"area-resized to the stored {stored}x{stored} (OpenCV's INTER_AREA, reproduced), centre crop "
+                f"{crop}x{crop}, /255, gray repeated to RGB, ImageNet mean {list(IMAGENET_MEAN)} and std "
+                f"{list(IMAGENET_STD)}",
+                f"serving_tensor and model.onnx: that normalised (N, {crop}, {crop}, 3) float32 tensor, "
+                f"named image; the preprocess signature computes it",
+                "EXIF orientation is not applied (predict does not apply it either for X-rays)"],
+            "outputs": {"probabilities": "(N, classes) float32, sigmoid of the logits, in the class order above; "
+                                         "NaN where valid is False",
+                        "valid": "(N,) bool (serving_default)", "reason": "(N,) string, \"\" when valid",
+                        "model.keras": "the network: the normalised tensor in, logits (N, classes) out"}}
+
+
+WORKLOAD = export.Workload(name="chexnet", trainer="chexnet.train", check_checkpoint=check_checkpoint, build=build,
+                           input_shape=input_shape, read_image=read_image, tensor_outputs=tensor_outputs,
+                           image_outputs=image_outputs, describe=describe)
+
+
+@main_guard
+def main(argv=None):
+    export.main(WORKLOAD, __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()

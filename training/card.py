@@ -1,0 +1,144 @@
+"""The model card of an export: model_card.json (for programs) and MODEL_CARD.md (for people), from the run.
+
+    data = contents(workload, state, "runs/cx/best.npz", ["savedmodel", "onnx"], checks, timings)
+    write("exported/cx", data)
+    written_by_export("exported/cx/model_card.json")   # True: --overwrite may replace that folder
+
+The figures come from the run folder the checkpoint is in: the validation
+figures logged at the checkpoint's epoch (metrics.jsonl ``epoch`` records),
+and the evaluate records of that same checkpoint and epoch (``eval``
+records), each with its bootstrap interval where evaluate computed one. The
+training data is the manifest of the records the run trained on
+(config.json's data_dir): its SHA-256 and split sizes. Light: no TensorFlow.
+"""
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+
+from runtime.files import write_json
+from runtime.metrics import read_events
+from training import paths
+
+MARK = "training.export"
+INTENDED_USE = "research; not for clinical use"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOLATILE = ("event", "time")
+
+
+def written_by_export(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh).get("exported_by") == MARK
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def contents(workload, state, checkpoint_path, formats, checks, timings):
+    """Everything the card says, as one JSON-ready dict."""
+    from training.export import FORMATS
+    run = os.path.dirname(os.path.abspath(checkpoint_path))
+    return {"exported_by": MARK, "workload": workload.name, "intended_use": INTENDED_USE,
+            **workload.describe(state),
+            "checkpoint": {"file": os.path.abspath(checkpoint_path), "epoch": state.get("epoch"),
+                           "monitor": state.get("monitor"), "best": state.get("best")},
+            "precision": {"trained": state.get("precision", "float32"), "exported": "float32",
+                          "note": "exported in float32 whatever the training precision: equal to predict "
+                                  "--precision float32"},
+            "files": {f: FORMATS[f] for f in formats}, "checks": {"max_abs_difference": checks,
+                                                                 "on": "2 random tensors, against TensorFlow"},
+            "export_seconds": timings, "training_data": training_data(run), "figures": figures(run, state,
+                                                                                               checkpoint_path),
+            "code_version": code_version(), "exported_at": datetime.datetime.now().astimezone().isoformat()}
+
+
+def training_data(run):
+    """The manifest the run trained on: path, SHA-256, data set, options and split sizes; or why not."""
+    try:
+        with open(os.path.join(run, "config.json"), encoding="utf-8") as fh:
+            data_dir = json.load(fh)["config"]["data_dir"]
+        path = os.path.join(data_dir, "manifest.json")
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        manifest = json.loads(raw)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return {"found": False, "why": f"no readable config.json and manifest.json from {run} "
+                                       f"({type(err).__name__})"}
+    splits = {name: {k: v for k, v in split.items() if k in ("images", "patients")}
+              for name, split in manifest.get("splits", {}).items()}
+    return {"found": True, "manifest": os.path.abspath(path), "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+            "dataset": manifest.get("dataset"), "options": manifest.get("options"), "splits": splits}
+
+
+def figures(run, state, checkpoint_path):
+    """Validation figures at the checkpoint's epoch and the evaluate records of this checkpoint."""
+    stream = os.path.join(run, "metrics.jsonl")
+    if not os.path.isfile(stream):
+        return {"found": False, "why": f"no metrics.jsonl beside the checkpoint ({run})"}
+    epoch, name = state.get("epoch"), os.path.basename(checkpoint_path)
+    logged = [e for e in read_events(stream, "epoch") if e.get("epoch") == epoch]
+    validation = {k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("val_")}
+    evaluations = {}
+    for record in read_events(stream, "eval"):
+        if record.get("checkpoint") == name and record.get("epoch") == epoch:
+            evaluations[record["split"]] = {k: v for k, v in record.items() if k not in VOLATILE}
+    return {"found": True, "epoch": epoch, "validation": validation, "evaluations": evaluations}
+
+
+def code_version():
+    """git describe of the code that exported (a checkout), else "unknown"."""
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty", "--tags"], capture_output=True,
+                             text=True, timeout=30, check=True)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+
+
+def write(folder, data):
+    write_json(os.path.join(folder, "model_card.json"), data)
+    paths.write_text(os.path.join(folder, "MODEL_CARD.md"), markdown(data))
+
+
+def markdown(data):
+    """MODEL_CARD.md: the same facts, in the order a reader needs them."""
+    lines = [f"# Model card: {data['workload']} ({data.get('model', '')})", "",
+             f"**Intended use: {data['intended_use']}.**", "",
+             "## Classes (output order)", "", *(f"{i}. {c}" for i, c in enumerate(data["classes"])), "",
+             "## Input", "", *(f"- {line}" for line in data["input_contract"]), "",
+             "## Outputs", "", *(f"- `{k}`: {v}" for k, v in data["outputs"].items()), "",
+             "## Files", "", *(f"- `{v}` ({k})" for k, v in data["files"].items()), "",
+             f"Precision: trained in {data['precision']['trained']}, exported in float32 "
+             f"({data['precision']['note']}). Largest difference from TensorFlow when loaded back: "
+             + ", ".join(f"{k} {v:.2g}" for k, v in data["checks"]["max_abs_difference"].items()) + ".", "",
+             *_data_lines(data["training_data"]), *_figure_lines(data["figures"]),
+             f"Checkpoint: `{data['checkpoint']['file']}` (epoch {data['checkpoint']['epoch']}). "
+             f"Code version: `{data['code_version']}`. Exported {data['exported_at']}.", ""]
+    return "\n".join(lines)
+
+
+def _data_lines(td):
+    if not td["found"]:
+        return ["## Training data", "", f"Not recorded: {td['why']}.", ""]
+    sizes = ", ".join(f"{name} {s.get('images')} images" + (f" ({s['patients']} patients)" if "patients" in s
+                                                            else "") for name, s in td["splits"].items())
+    return ["## Training data", "", f"`{td['manifest']}` ({td['dataset']}), SHA-256 `{td['manifest_sha256']}`.",
+            f"Splits: {sizes}.", ""]
+
+
+def _figure_lines(fig):
+    if not fig["found"]:
+        return ["## Figures", "", f"Not recorded: {fig['why']}.", ""]
+    lines = ["## Figures", "", f"Validation at epoch {fig['epoch']}: " + (", ".join(
+        f"{k} {v:.4g}" for k, v in fig["validation"].items() if isinstance(v, float) and "_auc_" not in k)
+        or "not logged") + "."]
+    for split, record in fig["evaluations"].items():
+        means = [(k, v) for k, v in record.items() if k.startswith("mean_") and not k.endswith("_ci")]
+        shown = [f"{k} {v:.4g}" + (f" [{record[k + '_ci'][0]:.4g}, {record[k + '_ci'][1]:.4g}]"
+                                   if k + "_ci" in record else "") for k, v in means]
+        lines.append(f"- {split} ({record.get('images')} images, evaluate; 95% bootstrap intervals): "
+                     f"{', '.join(shown)}")
+    if not fig["evaluations"]:
+        lines.append("- no evaluate record of this checkpoint: run the workload's evaluate, then export again")
+    return [*lines, ""]
