@@ -5,17 +5,33 @@
     mpirun -np 2 python -m chexnet.evaluate --run runs/cx --split val,test    # both, one model load
 
 Writes, for each split, <run>/eval-<split>/{auc.md, auc.csv, roc.csv, roc.png, predictions.csv}, appends
-an ``eval`` record to <run>/metrics.jsonl, and prints the table (rank 0). A read-only run folder, or a
+an ``eval`` record to <run>/metrics.jsonl, and prints the table (rank 0). Operating points (chexnet.operating)
+are chosen on val: when val is graded, <run>/operating_points.json holds each pathology's threshold at
+Youden's J and at ``--sensitivity``, and eval-<split>/operating_points.{md,csv} give each graded split's
+sensitivity and specificity at them (a later job grading test alone reuses the json of the same checkpoint). A read-only run folder, or a
 checkpoint that is unreadable or not chexnet.train's, stops it before any work (training.evaluation).
 """
+import dataclasses
+import json
 import os
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from runtime.config import parse_args
+from runtime.config import field, parse_args
 from runtime.errors import main_guard
-from runtime.files import atomic_write
+from runtime.files import atomic_write, sha256_of, write_json
 from training import paths
 from training.evaluation import EvalConfig, start
+
+POINTS_FILE = "operating_points.json"
+CHOSEN_ON = "val"
+
+
+@dataclasses.dataclass
+class CheXNetEvalConfig(EvalConfig):
+    """Evaluate a CheXNet checkpoint: the shared settings and the operating points' target."""
+
+    sensitivity: float = field(0.9, "target sensitivity of the second operating point, chosen on val (the "
+                               "first is Youden's J)", above=0.0, at_most=1.0)
 
 
 def roc_png(path, labels, probs, classes):
@@ -71,9 +87,52 @@ def write_split(ev, logits, labels, names, patients):
     ev.log.info("evaluation written to %s", out)
 
 
+def chosen_points(ev, gathered):
+    """This checkpoint's operating points (the operating_points.json dict): chosen now if val was graded, else
+    read from <run>/operating_points.json when that file is this checkpoint's; None otherwise (rank 0)."""
+    from chexnet import losses, operating
+    path, sha = os.path.join(ev.cfg.run, POINTS_FILE), sha256_of(ev.checkpoint_path)
+    by_split = {one.split: rows for one, rows in gathered}
+    if CHOSEN_ON in by_split:
+        logits, labels = by_split[CHOSEN_ON][:2]
+        points = operating.choose(labels, losses.sigmoid(logits), ev.manifest.classes, ev.cfg.sensitivity)
+        return {"checkpoint": os.path.basename(ev.checkpoint_path), "checkpoint_sha256": sha,
+                "epoch": ev.state["epoch"], "chosen_on": CHOSEN_ON, "images": len(labels),
+                "target_sensitivity": ev.cfg.sensitivity, "points": points, "measured": {}}
+    saved = read_points(path)
+    if saved and saved.get("checkpoint_sha256") == sha:
+        ev.log.info("operating points from %s (chosen on %s at sensitivity %g)", path, CHOSEN_ON,
+                    saved["target_sensitivity"])
+        return saved
+    ev.log.info("no operating points: they are chosen on val; grade --split val,test to have them")
+    return None
+
+
+def read_points(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def write_operating_points(ev, gathered):
+    """Rank 0: each graded split's sensitivity and specificity at the val-chosen thresholds, in its
+    eval-<split>/ and in <run>/operating_points.json (read by export's model card)."""
+    from chexnet import losses, operating
+    chosen = chosen_points(ev, gathered)
+    if chosen is None:
+        return
+    for one, (logits, labels, *_rest) in gathered:
+        rows = operating.measure(labels, losses.sigmoid(logits), chosen["points"])
+        operating.write(one.out_dir(), rows, one.split, CHOSEN_ON, chosen["target_sensitivity"])
+        chosen["measured"][one.split] = rows
+    write_json(os.path.join(ev.cfg.run, POINTS_FILE), chosen)
+
+
 @main_guard
 def main(argv=None):
-    cfg = parse_args(EvalConfig, argv, description="Evaluate a CheXNet checkpoint: per-pathology AUC table, "
+    cfg = parse_args(CheXNetEvalConfig, argv, description="Evaluate a CheXNet checkpoint: per-pathology AUC table, "
                                                    "bootstrap intervals, ROC curves.")
     from chexnet import model as cx_model
     ev = start(cfg, "evaluate", "chexnet.train", cx_model.check_checkpoint)
@@ -89,6 +148,7 @@ def main(argv=None):
     if ev.ctx.is_chief:
         for one, split_rows in gathered:
             write_split(one, *split_rows)
+        write_operating_points(ev, gathered)
 
 
 if __name__ == "__main__":

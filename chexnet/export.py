@@ -16,12 +16,15 @@ Writes into ``--out`` (a new or empty folder; training.export):
   ``serving_tensor`` takes the normalised (N, crop, crop, 3) float32 tensor;
   ``preprocess`` gives it.
 - ``model.onnx``: serving_tensor (input ``image``, output ``probabilities``).
+- With ``--operating-point youden|sensitivity``: a ``positive`` output too
+  (probability >= the class's threshold, chosen on val by chexnet.evaluate).
 - ``model.keras``: the network (normalised tensor in, logits out), for
   fine-tuning in tf-keras.
 - ``model_card.json`` and ``MODEL_CARD.md``.
 """
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from runtime.errors import main_guard
+from chexnet.operating import KINDS
 from training import export
 
 MIN_SIDE = 32  # dataprep.chestxray14.tfrecords.MIN_SIDE: the writer refuses smaller X-rays
@@ -62,15 +65,24 @@ def read_image(data, state):
     return preprocess(stored, state["crop"], training=False), reason, tf.where(known, tf.stack([h, w]), 0)
 
 
+def with_positive(probabilities, state):
+    """The probabilities, and with --operating-point ``positive``: probability >= the class's threshold
+    (False where val chose none: a NaN threshold; False for an invalid image's NaN probabilities)."""
+    import tensorflow as tf
+    if "thresholds" not in state:
+        return {"probabilities": probabilities}
+    thresholds = tf.constant(state["thresholds"], tf.float32)
+    return {"probabilities": probabilities, "positive": probabilities >= thresholds}
+
+
 def tensor_outputs(logits, state):
     import tensorflow as tf
-    return {"probabilities": tf.sigmoid(logits)}
+    return with_positive(tf.sigmoid(logits), state)
 
 
 def image_outputs(logits, pre, state):
     import tensorflow as tf
-    probabilities = tf.where(pre["valid"][:, None], tf.sigmoid(logits), float("nan"))
-    return {"probabilities": probabilities}
+    return with_positive(tf.where(pre["valid"][:, None], tf.sigmoid(logits), float("nan")), state)
 
 
 def describe(state):
@@ -90,13 +102,16 @@ def describe(state):
                 "EXIF orientation is not applied (predict does not apply it either for X-rays)"],
             "outputs": {"probabilities": "(N, classes) float32, sigmoid of the logits, in the class order above; "
                                          "NaN where valid is False",
+                        **({"positive": f"(N, classes) bool, probability >= the class's {state['operating_point']} "
+                                        f"threshold (Operating points below); False where none was chosen"}
+                           if "thresholds" in state else {}),
                         "valid": "(N,) bool (serving_default)", "reason": "(N,) string, \"\" when valid",
                         "model.keras": "the network: the normalised tensor in, logits (N, classes) out"}}
 
 
 WORKLOAD = export.Workload(name="chexnet", trainer="chexnet.train", check_checkpoint=check_checkpoint, build=build,
                            input_shape=input_shape, read_image=read_image, tensor_outputs=tensor_outputs,
-                           image_outputs=image_outputs, describe=describe)
+                           image_outputs=image_outputs, describe=describe, operating_points=KINDS)
 
 
 @main_guard

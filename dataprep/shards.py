@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.files import atomic_write, write_json, write_lines
+from runtime.files import atomic_write, sha256_of, write_json, write_lines
 
 log = logging.getLogger("tfrecords")
 NOT_WRITTEN = "not written yet (or its write was interrupted)"
@@ -145,14 +145,6 @@ def shard_staleness(out_dir, shard, writer):
     if side["entries_sha256"] != writer.entries_sha256(shard.entries):
         return writer.METADATA_CHANGED
     return None
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_shard(job):

@@ -14,7 +14,7 @@ hand-placed metadata, is refused before anything is written.
 import json
 import os
 
-from dataprep.shards import sha256_of
+from runtime.files import sha256_of
 from runtime.errors import UserError
 from runtime.files import write_json
 

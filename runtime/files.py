@@ -5,10 +5,20 @@
     atomic_write("runs/x/best.npz", lambda tmp: save(tmp, model))
 """
 import errno
+import hashlib
 import json
 import os
 
 from runtime.errors import UserError
+
+
+def sha256_of(path):
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_writable_folder(path, flag):

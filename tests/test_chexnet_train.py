@@ -127,6 +127,38 @@ def test_evaluate_resamples_the_patients_gathered_from_both_ranks(trained):
         assert f"200 resamples of the {patients} patients, each with all its images ({images} images)" in text
 
 
+def _labels_and_probs(trained, split, c):
+    rows = _predictions(trained, split)
+    return np.array([int(r[f"y_{c}"]) for r in rows]), np.array([float(r[f"p_{c}"]) for r in rows])
+
+
+def test_operating_points_are_chosen_on_val_and_measured_on_test(trained):
+    """The thresholds in operating_points.json are val's Youden and 90%-sensitivity points (found here by
+    trying every val score); test's table counts its own predictions at those thresholds."""
+    saved = json.loads((trained["run"] / "operating_points.json").read_text())
+    assert (saved["chosen_on"], saved["target_sensitivity"], saved["checkpoint"]) == ("val", 0.9, "best.npz")
+    with open(trained["run"] / "eval-test" / "operating_points.csv") as fh:
+        table = {r["pathology"]: r for r in csv.DictReader(fh)}
+    defined = 0
+    for point in saved["points"]:
+        c = point["pathology"]
+        y, p = _labels_and_probs(trained, "val", c)
+        if not 0 < y.sum() < len(y):
+            assert point["youden"] is None and table[c]["youden_threshold"] == ""
+            continue
+        defined += 1
+        scores = np.unique(p)[::-1]
+        j = [(p[y == 1] >= t).mean() + (p[y == 0] < t).mean() - 1 for t in scores]
+        assert point["youden"] == scores[int(np.argmax(j))]
+        assert point["sensitivity"] == next(t for t in scores if (p[y == 1] >= t).mean() >= 0.9)
+        ty, tp = _labels_and_probs(trained, "test", c)
+        if 0 < ty.sum() < len(ty):
+            assert float(table[c]["youden_sensitivity"]) == (tp[ty == 1] >= point["youden"]).mean()
+            assert float(table[c]["sensitivity_specificity"]) == (tp[ty == 0] < point["sensitivity"]).mean()
+    assert defined >= 10
+    assert "Thresholds chosen on the val split" in (trained["run"] / "eval-test" / "operating_points.md").read_text()
+
+
 def test_roc_csv_holds_sklearns_curve_for_every_pathology(trained):
     """roc.csv (and so roc.png) from the gathered predictions equals scikit-learn's roc_curve, every point."""
     from sklearn.metrics import roc_curve

@@ -117,13 +117,14 @@ def test_a_16_bit_png_is_flagged_and_read_by_its_high_byte_as_opencv_does(tmp_pa
 # ------------------------------------------------------------------ refusals before TensorFlow loads
 NO_TF = ("import sys\nfrom segmentation import export\ntry:\n    export.main(sys.argv[1:])\nexcept SystemExit:\n"
          "    print('tensorflow loaded' if 'tensorflow' in sys.modules else 'tensorflow not loaded')\n")
+NO_TF_CHEXNET = NO_TF.replace("from segmentation import export", "from chexnet import export")
 
 
 SAVEDMODEL = ["--format", "savedmodel"]  # a format every venv can write
 
 
-def _refused(args, *expected):
-    proc = run_job([sys.executable, "-c", NO_TF, *map(str, args)], expect_rc=None, timeout=120)
+def _refused(args, *expected, code=NO_TF):
+    proc = run_job([sys.executable, "-c", code, *map(str, args)], expect_rc=None, timeout=120)
     assert proc.stdout.strip().splitlines()[-1] == "tensorflow not loaded", proc.stdout
     return one_line_refusal(proc, *expected)
 
@@ -154,6 +155,18 @@ def test_bad_formats_and_checkpoints_are_refused_before_tensorflow_loads(tmp_pat
     if not HAS_ONNX:
         _refused(["--checkpoint", tmp_path, "--out", tmp_path / "x", "--format", "onnx"],
                  "--format onnx needs", "make setup", "--format savedmodel,keras")
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_operating_point_needs_evaluates_choice_for_this_very_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.npz").write_bytes(b"not read: the flags are checked first")
+    args = ["--checkpoint", run / "best.npz", "--out", tmp_path / "x", *SAVEDMODEL, "--operating-point", "youden"]
+    _refused(args, "--operating-point youden: no operating_points.json beside", "--split val,test",
+             code=NO_TF_CHEXNET)
+    (run / "operating_points.json").write_text(json.dumps({"checkpoint": "best.npz", "checkpoint_sha256": "0" * 64}))
+    _refused(args, "was chosen for another checkpoint (best.npz)", "--checkpoint best.npz", code=NO_TF_CHEXNET)
     assert not (tmp_path / "x").exists()
 
 
@@ -205,7 +218,7 @@ def _segmentation_files(frames, folder):
 def chexnet_comparison(run, data, manifest, root):
     """Export ``run``'s best.npz; predict's CSV and refusals and the fresh client's outputs, same files."""
     best, out = run / "best.npz", root / "export"
-    export("chexnet.export", best, out, "--format", FORMATS)
+    export("chexnet.export", best, out, "--format", FORMATS, "--operating-point", "youden")
     (root / "files").mkdir()
     files = _chexnet_files(data / "images_all" / "images", manifest["options"]["image_size"], root / "files")
     proc = run_job([sys.executable, "-m", "chexnet.predict", "--precision", "float32", "--checkpoint", str(best),
@@ -273,6 +286,24 @@ def test_chexnet_model_card_names_the_classes_data_figures_and_precision(chexnet
     assert set(card["checks"]["max_abs_difference"]) == set(FORMATS.split(","))
     assert all(v <= TOLERANCE for v in card["checks"]["max_abs_difference"].values())
     assert "not for clinical use" in (chexnet_compared["out"] / "MODEL_CARD.md").read_text()
+
+
+def test_chexnet_thresholded_output_is_the_val_youden_point_of_the_card(chexnet_compared):
+    """--operating-point youden: ``positive`` is probability >= evaluate's val-chosen threshold, in the
+    SavedModel and in the ONNX file, and the card carries the thresholds and test's rates at them."""
+    card, got = chexnet_compared["card"], chexnet_compared["got"]
+    saved = json.loads((chexnet_compared["fixture"]["run"] / "operating_points.json").read_text())
+    op = card["operating_points"]
+    assert op["found"] and op["output"] == "youden" and op["points"] == saved["points"]
+    assert [r["pathology"] for r in op["measured"]["test"]] == card["classes"]
+    thresholds = np.array([np.nan if p["youden"] is None else p["youden"] for p in op["points"]], np.float32)
+    valid = got["valid"]
+    assert np.array_equal(got["positive"][valid], got["probabilities"][valid] >= thresholds)
+    assert not got["positive"][~valid].any()
+    onnx = got.get("onnx_positive")
+    if onnx is not None:
+        assert np.array_equal(onnx[valid], got["onnx_probabilities"][valid] >= thresholds)
+    assert "The `positive` output uses the youden threshold." in (chexnet_compared["out"] / "MODEL_CARD.md").read_text()
 
 
 # ------------------------------------------------------------------ segmentation: the trained fixture run

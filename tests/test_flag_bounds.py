@@ -12,7 +12,7 @@ from runtime.config import BOUNDS, ProcessConfig, flag_name, parse_args
 from runtime.errors import UserError
 
 # Every module that defines an entry point's config; their ProcessConfig subclasses are collected below.
-CONFIG_MODULES = ("chexnet.config", "segmentation.config", "smoke.train", "training.evaluation")
+CONFIG_MODULES = ("chexnet.config", "chexnet.evaluate", "segmentation.config", "smoke.train", "training.evaluation")
 
 
 def config_classes():
@@ -53,7 +53,8 @@ CASES = [(cls, f, key) for cls in config_classes() if cls.__module__ in CONFIG_M
 
 def test_every_numeric_flag_of_every_entry_point_has_a_lower_and_an_upper_bound():
     classes = config_classes()
-    assert {c.__name__ for c in classes} >= {"CheXNetConfig", "SegmentationConfig", "SmokeConfig", "EvalConfig"}
+    assert {c.__name__ for c in classes} >= {"CheXNetConfig", "SegmentationConfig", "SmokeConfig", "EvalConfig",
+                                               "CheXNetEvalConfig"}
     missing = [f"{c.__name__}.{f.name}" for c in classes for f in numeric_fields(c)
                if f.metadata.get("at_most") is None
                or (f.metadata.get("at_least") is None and f.metadata.get("above") is None)]

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 
-from runtime.files import write_json
+from runtime.files import sha256_of, write_json
 from runtime.metrics import read_events
 from training import paths
 
@@ -50,6 +50,7 @@ def contents(workload, state, checkpoint_path, formats, checks, timings):
                                                                  "on": "2 random tensors, against TensorFlow"},
             "export_seconds": timings, "training_data": training_data(run), "figures": figures(run, state,
                                                                                                checkpoint_path),
+            "operating_points": {**operating_points(checkpoint_path), "output": state.get("operating_point")},
             "code_version": code_version(), "exported_at": datetime.datetime.now().astimezone().isoformat()}
 
 
@@ -69,6 +70,27 @@ def training_data(run):
               for name, split in manifest.get("splits", {}).items()}
     return {"found": True, "manifest": os.path.abspath(path), "manifest_sha256": hashlib.sha256(raw).hexdigest(),
             "dataset": manifest.get("dataset"), "options": manifest.get("options"), "splits": splits}
+
+
+def operating_points(checkpoint_path):
+    """evaluate's operating_points.json beside the checkpoint, when it was chosen for this very file (by SHA-256)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), "operating_points.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            saved = json.load(fh)
+    except (OSError, ValueError):
+        return {"found": False, "why": f"no operating_points.json beside {checkpoint_path}: grade the checkpoint "
+                                       f"with chexnet.evaluate --split val,test first"}
+    if saved.get("checkpoint_sha256") != sha256_of(checkpoint_path):
+        return {"found": False, "why": f"{path} was chosen for another checkpoint ({saved.get('checkpoint')}); "
+                                       f"grade this one with chexnet.evaluate --split val,test --checkpoint "
+                                       f"{os.path.basename(checkpoint_path)}"}
+    return {"found": True, **{k: saved[k] for k in ("chosen_on", "target_sensitivity", "points", "measured")}}
+
+
+def thresholds(checkpoint_path, kind):
+    """Per class, in order, the threshold of operating point ``kind``; NaN where val could not choose one."""
+    return [float("nan") if p[kind] is None else p[kind] for p in operating_points(checkpoint_path)["points"]]
 
 
 def figures(run, state, checkpoint_path):
@@ -113,6 +135,7 @@ def markdown(data):
              f"({data['precision']['note']}). Largest difference from TensorFlow when loaded back: "
              + ", ".join(f"{k} {v:.2g}" for k, v in data["checks"]["max_abs_difference"].items()) + ".", "",
              *_data_lines(data["training_data"]), *_figure_lines(data["figures"]),
+             *_operating_lines(data["operating_points"]),
              f"Checkpoint: `{data['checkpoint']['file']}` (epoch {data['checkpoint']['epoch']}). "
              f"Code version: `{data['code_version']}`. Exported {data['exported_at']}.", ""]
     return "\n".join(lines)
@@ -142,3 +165,25 @@ def _figure_lines(fig):
     if not fig["evaluations"]:
         lines.append("- no evaluate record of this checkpoint: run the workload's evaluate, then export again")
     return [*lines, ""]
+
+
+def _operating_lines(op):
+    if not op["found"]:
+        return ["## Operating points", "", f"Not recorded: {op['why']}.", ""]
+    measured = op["measured"].get("test") or op["measured"].get(op["chosen_on"], [])
+    split = "test" if "test" in op["measured"] else op["chosen_on"]
+    lines = ["## Operating points", "",
+             f"Thresholds chosen on the {op['chosen_on']} split (positive when the probability is at least the "
+             f"threshold): Youden's J, and the highest threshold reaching sensitivity {op['target_sensitivity']:g}. "
+             f"Sensitivity / specificity on the {split} split." + (
+                 f" The `positive` output uses the {op['output']} threshold." if op["output"] else ""), "",
+             "| class | Youden threshold | sens / spec | sensitivity threshold | sens / spec |", "|---|---|---|---|---|"]
+    for row in measured:
+        lines.append(f"| {row['pathology']} | {_num(row['youden_threshold'])} | {_num(row['youden_sensitivity'])} / "
+                     f"{_num(row['youden_specificity'])} | {_num(row['sensitivity_threshold'])} | "
+                     f"{_num(row['sensitivity_sensitivity'])} / {_num(row['sensitivity_specificity'])} |")
+    return [*lines, ""]
+
+
+def _num(v):
+    return "n/a" if v is None else f"{v:.4g}"

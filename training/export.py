@@ -52,9 +52,11 @@ class Workload:
     image_outputs: Callable        # (logits, preprocess outputs, state) -> {name: tensor} of serving_default
     describe: Callable             # (state) -> the card's classes, input contract and outputs
     keras_problem: Callable = lambda state: None  # why the Keras file would not load without this code
+    operating_points: tuple = ()   # the kinds --operating-point takes (chexnet.operating.KINDS), if any
 
 
-def parser(doc, trainer):
+def parser(doc, workload):
+    trainer = workload.trainer
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help=f"best.npz or last.npz of a {trainer} run, or the run's "
                    f"folder (its best.npz)")
@@ -63,11 +65,16 @@ def parser(doc, trainer):
                    f"(default: all three)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (a folder that "
                    "holds only export's files); anything else there stops the command")
+    if workload.operating_points:
+        p.add_argument("--operating-point", choices=workload.operating_points, default=None,
+                       help="add a thresholded output, positive, at this operating point of the checkpoint (chosen "
+                            "on val by evaluate: its operating_points.json)")
     return p
 
 
 def check_args(args, trainer):
-    """Before TensorFlow loads: the formats, their packages, --out and the checkpoint; returns the formats."""
+    """Before TensorFlow loads: the formats, their packages, --out, the checkpoint and its operating points;
+    returns the formats."""
     formats = list(dict.fromkeys(f.strip() for f in args.format.split(",") if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -81,6 +88,8 @@ def check_args(args, trainer):
     args.checkpoint, note = paths.locate_checkpoint(args.checkpoint, trainer)
     if note:
         print(note, flush=True)
+    if getattr(args, "operating_point", None) and not card.operating_points(args.checkpoint)["found"]:
+        raise UserError(f"--operating-point {args.operating_point}: {card.operating_points(args.checkpoint)['why']}")
     return formats
 
 
@@ -106,10 +115,13 @@ def check_out(out, overwrite):
 
 def main(workload, doc, argv=None):
     """The export command: flags, checks, the model in float32, each format written and checked, the card."""
-    args = parser(doc, workload.trainer).parse_args(argv)
+    args = parser(doc, workload).parse_args(argv)
     formats = check_args(args, workload.trainer)
     started = time.perf_counter()
     state = read_state(args.checkpoint, workload, formats)
+    if getattr(args, "operating_point", None):
+        state = {**state, "operating_point": args.operating_point,
+                 "thresholds": card.thresholds(args.checkpoint, args.operating_point)}
     model = build_float32(workload, state, args.checkpoint)
     serving = make_serving(workload, model, state)
     created = not os.path.exists(args.out)
@@ -202,6 +214,8 @@ def compare(fmt, expected, got):
     import numpy as np
     worst = 0.0
     for name, want in expected.items():
+        if want.dtype.kind != "f":
+            continue  # a thresholded output follows the probabilities compared here
         diff = np.abs(np.asarray(got[name], np.float64) - want).max() if want.size else 0.0
         worst = max(worst, float(diff))
     if not worst <= TOLERANCE:
