@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from runtime import devices, precision as precision_mod
+from runtime import devices, precision as precision_mod, tf_devices
 from runtime.errors import UserError
 from runtime.logs import setup_logging
 
@@ -80,20 +80,7 @@ def _configure_threads(cfg, local_size):
 def _pin_device(requested, local_rank, size):
     """("GPU:<n>", compute capability, GPU name) for this rank's GPU, or ("CPU", None, None); refused in one
     line where the node has GPUs TensorFlow cannot use (runtime.devices)."""
-    if requested == "cpu":
-        tf.config.set_visible_devices([], "GPU")
-        return "CPU", None, None
-    gpus = tf.config.list_physical_devices("GPU")
-    evidence = [] if devices.gpus_hidden() else devices.gpu_evidence()
-    if devices.choose_device(requested, len(gpus), evidence, bool(hvd.nccl_built()), size) == "CPU":
-        return "CPU", None, None
-    # One GPU per local rank: ranks on one node must not share a device (checked in init).
-    index = local_rank % len(gpus)
-    gpu = gpus[index]
-    tf.config.experimental.set_memory_growth(gpu, True)
-    tf.config.set_visible_devices(gpu, "GPU")
-    details = tf.config.experimental.get_device_details(gpu)
-    return f"GPU:{index}", details.get("compute_capability"), details.get("device_name", "GPU")
+    return tf_devices.pin(requested, local_rank, size, bool(hvd.nccl_built()))
 
 
 def _set_precision(requested, device, capability, cpu, is_chief, agree):
@@ -175,9 +162,9 @@ def init(cfg):
     hvd.init()
     setup_logging(hvd.rank())
     if cfg.xla and hvd.size() > 1:
-        # horovod 0.28.1 has no XLA kernel for its allreduce on CPU ("No registered
-        # 'HorovodAllreduce' OpKernel for XLA_CPU_JIT devices"): refuse, do not crash.
-        raise UserError(f"--xla works on one rank only with horovod 0.28.1 (no XLA allreduce kernel); "
+        # horovod 0.28.1 has no XLA allreduce kernel on CPU, and its GPU one is opt-in and untested here.
+        raise UserError(f"--xla works on one rank only with horovod 0.28.1 (it has no XLA allreduce kernel on "
+                        f"CPU, and its GPU one, HOROVOD_ENABLE_XLA_OPS, is not supported by this project); "
                         f"this job has {hvd.size()} ranks: drop --xla")
     intra = _configure_threads(cfg, hvd.local_size())
     elastic = getattr(cfg, "elastic", False)  # no collective before the elastic loop (training.elastic)

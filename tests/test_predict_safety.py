@@ -133,6 +133,24 @@ def _read(text):
     return list(csv.reader(io.StringIO(text)))
 
 
+@pytest.mark.parametrize("device, environ, message", [
+    ("gpu", {}, "--device gpu: TensorFlow sees no GPU on this node"),
+    ("auto", {"CUDA_VISIBLE_DEVICES": "0"}, "this node has GPUs (CUDA_VISIBLE_DEVICES=0) but TensorFlow sees none"),
+])
+def test_predict_refuses_a_gpu_it_cannot_use_instead_of_running_on_the_cpu(tmp_path, monkeypatch, device, environ,
+                                                                             message):
+    """Predict chooses its device as the trainers do: no silent CPU fallback on a node with GPUs."""
+    import argparse
+    from training import prediction
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    good = tmp_path / "good.npz"
+    np.savez(good, weight_0000=np.ones(3), state_json=np.frombuffer(b'{"epoch": 1}', np.uint8))
+    args = argparse.Namespace(checkpoint=str(good), device=device, precision="checkpoint")
+    with pytest.raises(UserError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        prediction.read_checkpoint(args)
+
+
 def test_every_csv_quotes_names_with_commas_and_quotes(tmp_path):
     from chexnet import auc
     from chexnet.evaluate import write_predictions

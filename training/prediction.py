@@ -14,7 +14,10 @@ Outputs never replace an input image; an output file that already exists
 unless ``--overwrite`` is given (training.paths). ``--checkpoint`` takes a
 checkpoint file or a run folder, which stands for its best.npz.
 
-Single process, no Horovod: prediction needs none. Each entry point reads the
+Single process, no Horovod: prediction needs none. ``--device`` chooses as the
+trainers do (runtime.devices): one GPU, with memory growth, whose compute
+capability sets the ``auto`` precision; a node whose GPUs TensorFlow cannot
+see is refused in one line. Each entry point reads the
 images the way its TFRecord writer does, and refuses, per image and with the
 writer's reason, what the writer rejects.
 """
@@ -22,7 +25,7 @@ import argparse
 import sys
 
 from dataprep.shards import Rejected
-from runtime import precision
+from runtime import devices, precision
 from runtime.files import check_writable_folder
 from training import paths
 
@@ -36,6 +39,9 @@ def parser(doc, trainer):
                    f"folder (its best.npz)")
     p.add_argument("--precision", default="checkpoint", choices=["checkpoint", *precision.REQUESTS],
                    help="checkpoint (default): the precision the model was trained and validated in")
+    p.add_argument("--device", default="auto", choices=devices.DEVICES,
+                   help="auto (default): a GPU TensorFlow sees, else the CPU, refusing a node whose GPUs it cannot "
+                        "see; gpu: require one; cpu: hide them")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("images", nargs="+", help="image files")
     return p
@@ -54,14 +60,18 @@ def check_paths(args, trainer, folders, outputs):
 
 
 def read_checkpoint(args):
-    """The checkpoint's saved state; sets the Keras precision policy (before any model is built)."""
-    import tensorflow as tf
+    """The checkpoint's saved state; pins the device and sets the Keras precision policy for it (before any
+    model is built)."""
     import tf_keras as keras
+    from runtime import tf_devices
     from training import checkpoint
     _, _, state = checkpoint.read(args.checkpoint)
+    device, capability, name = tf_devices.pin(args.device, index=0, size=1, nccl=True)
     requested = state.get("precision", "float32") if args.precision == "checkpoint" else args.precision
-    choice = precision.choose(requested, on_gpu=bool(tf.config.list_physical_devices("GPU")))
+    choice = precision.choose(requested, gpu_capability=capability, on_gpu=device != "CPU")
     keras.mixed_precision.set_global_policy(choice.policy)
+    print(f"predicting on {device}" + (f" ({name}, compute capability {capability})" if name else "")
+          + f" in {choice.policy}", file=sys.stderr, flush=True)
     return state
 
 
