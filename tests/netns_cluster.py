@@ -116,14 +116,29 @@ class NetnsCluster:
     def _wait_sshd(self, timeout=20):
         end = time.time() + timeout
         while time.time() < end:
-            if all(self.ssh(self.nodes[0], ["true"], check=False, to=n).returncode == 0 for n in self.nodes):
+            if len(self.sshd) == len(self.nodes) and all(self.ssh(self.nodes[0], ["true"], check=False, to=n).returncode == 0 for n in self.nodes):
                 return
             time.sleep(0.3)
         raise RuntimeError(f"sshd did not answer in {timeout} s: {(self.folder / 'sshd_node0.log').read_text()}")
 
+    def on(self, node, cmd):
+        """``cmd`` prefixed to run on ``node`` (its network, hostname and /etc/hosts: sshd's namespaces)."""
+        pid = self.sshd[self.nodes.index(node)].pid  # ip netns exec, unshare and sh all exec into sshd
+        return ["nsenter", "-t", str(pid), "-n", "-u", "-m", *cmd]
+
+    def hostfile(self, slots=1):
+        path = self.folder / f"hostfile{slots}"
+        path.write_text("".join(f"{n} slots={slots}\n" for n in self.nodes))
+        return path
+
+    def mpirun_env(self, iface="data0"):
+        """Open MPI settings for a launch from a node: ssh with the cluster's key, TCP on ``iface``."""
+        return dict(OMPI_MCA_plm_rsh_args=f"-F {self.folder / 'ssh' / 'config'}",
+                    OMPI_MCA_btl_tcp_if_include=iface, OMPI_MCA_oob_tcp_if_include=iface)
+
     def exec(self, node, cmd, check=True, timeout=60):
-        """Run ``cmd`` inside ``node``'s network namespace (with its /etc/hosts), not over ssh."""
-        return _run(["ip", "netns", "exec", self.ns(node), *cmd], check=check, timeout=timeout)
+        """Run ``cmd`` on ``node``, not over ssh."""
+        return _run(self.on(node, cmd), check=check, timeout=timeout)
 
     def ssh(self, node, cmd, check=True, to=None, timeout=60):
         """From ``node``, ssh to ``to`` (default ``node``) by its name and run ``cmd``."""

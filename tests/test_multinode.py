@@ -1,5 +1,9 @@
 """The namespace cluster itself: separate hostnames, two networks, name resolution, ssh between nodes."""
+import sys
+
 import pytest
+
+from helpers import run_job
 
 from netns_cluster import NetnsCluster, unavailable
 
@@ -30,3 +34,17 @@ def test_each_node_has_a_data_and_a_management_interface(netns_cluster):
                         ("mgmt0", f"{c.address(node, 'mgmt')}/24")}
     # the management network carries ssh too, by its own name
     assert c.ssh("node0", ["hostname"], to="node1-mgmt").stdout.strip() == c.hostname("node1")
+
+
+RANKS = ("import socket, horovod.tensorflow as hvd; hvd.init(); "
+         "print('RANK', hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), hvd.cross_size(),"
+         " socket.gethostname(), flush=True)")
+
+
+def test_mpirun_hostfile_places_one_rank_per_node(netns_cluster):
+    c = netns_cluster
+    cmd = c.on("node0", ["mpirun", "--hostfile", str(c.hostfile()), "-x", "PYTHONPATH", "-x", "HOROVOD_GLOO_IFACE",
+                         sys.executable, "-c", RANKS])
+    out = run_job(cmd, timeout=120, HOROVOD_GLOO_IFACE="data0", **c.mpirun_env()).stdout
+    ranks = sorted(line.split()[1:] for line in out.splitlines() if line.startswith("RANK "))
+    assert ranks == [["0", "2", "0", "1", "2", c.hostname("node0")], ["1", "2", "0", "1", "2", c.hostname("node1")]]
