@@ -8,7 +8,9 @@ Each node is a network namespace (``ip netns``) whose sshd runs in a UTS namespa
 the cluster makes: ``data`` (10.226.0.0/24) and ``mgmt`` (10.227.0.0/24); the addresses exist only
 inside the namespaces. Names resolve through ``/etc/netns/NS/hosts``, which ``ip netns exec`` binds
 over /etc/hosts in that node's mount namespace (the documented iproute2 mechanism, nothing global
-changes). Teardown kills every pid in each namespace, then deletes the exact namespaces, bridges and
+changes); the cluster's ssh client config (its key, no known_hosts writes) is bound over
+/etc/ssh/ssh_config there too, so mpirun's and horovodrun's plain ``ssh`` use it.
+Teardown kills every pid in each namespace, then deletes the exact namespaces, bridges and
 /etc/netns folders it made, even when a test fails. ``unavailable()`` says why tests must skip.
 """
 import os
@@ -110,7 +112,8 @@ class NetnsCluster:
         os.makedirs("/run/sshd", exist_ok=True)
         self.sshd.append(subprocess.Popen(
             ["ip", "netns", "exec", self.ns(node), "unshare", "--uts", "sh", "-c",
-             f"hostname {self.hostname(node)} && exec /usr/sbin/sshd -D -e -f {cfg}"],
+             f"hostname {self.hostname(node)} && mount --bind {ssh / 'config'} /etc/ssh/ssh_config"
+             f" && exec /usr/sbin/sshd -D -e -f {cfg}"],
             stdout=subprocess.DEVNULL, stderr=open(self.folder / f"sshd_{node}.log", "w")))
 
     def _wait_sshd(self, timeout=20):
@@ -132,9 +135,8 @@ class NetnsCluster:
         return path
 
     def mpirun_env(self, iface="data0"):
-        """Open MPI settings for a launch from a node: ssh with the cluster's key, TCP on ``iface``."""
-        return dict(OMPI_MCA_plm_rsh_args=f"-F {self.folder / 'ssh' / 'config'}",
-                    OMPI_MCA_btl_tcp_if_include=iface, OMPI_MCA_oob_tcp_if_include=iface)
+        """Open MPI settings for a launch from a node: TCP on ``iface``."""
+        return dict(OMPI_MCA_btl_tcp_if_include=iface, OMPI_MCA_oob_tcp_if_include=iface)
 
     def exec(self, node, cmd, check=True, timeout=60):
         """Run ``cmd`` on ``node``, not over ssh."""

@@ -48,3 +48,13 @@ def test_mpirun_hostfile_places_one_rank_per_node(netns_cluster):
     out = run_job(cmd, timeout=120, HOROVOD_GLOO_IFACE="data0", **c.mpirun_env()).stdout
     ranks = sorted(line.split()[1:] for line in out.splitlines() if line.startswith("RANK "))
     assert ranks == [["0", "2", "0", "1", "2", c.hostname("node0")], ["1", "2", "0", "1", "2", c.hostname("node1")]]
+
+
+def test_horovodrun_hosts_with_gloo_on_the_data_interface(netns_cluster):
+    c = netns_cluster
+    hosts = ",".join(f"{n}:1" for n in c.nodes)
+    cmd = c.on("node0", [f"{sys.prefix}/bin/horovodrun", "--gloo", "--network-interface", "data0", "-np", "2",
+                         "-H", hosts, sys.executable, "-c", RANKS])
+    out = run_job(cmd, timeout=120).stdout
+    ranks = sorted(line.split("RANK ")[1].split() for line in out.splitlines() if "RANK " in line)
+    assert ranks == [["0", "2", "0", "1", "2", c.hostname("node0")], ["1", "2", "0", "1", "2", c.hostname("node1")]]
