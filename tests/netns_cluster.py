@@ -45,6 +45,7 @@ class NetnsCluster:
         self.folder, self.tag = folder, "mn" + uuid.uuid4().hex[:6]
         self.nodes = [f"node{i}" for i in range(nodes)]
         self.namespaces, self.links, self.sshd = [], [], []
+        self.made_etc_netns = not os.path.isdir("/etc/netns")
 
     def ns(self, node):
         return f"{self.tag}-{node}"
@@ -164,3 +165,5 @@ class NetnsCluster:
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
         for link in self.links:
             _run(["ip", "link", "del", link], check=False)
+        if self.made_etc_netns and os.path.isdir("/etc/netns") and not os.listdir("/etc/netns"):
+            os.rmdir("/etc/netns")
