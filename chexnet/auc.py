@@ -26,10 +26,12 @@ LEVEL = 0.95
 
 
 def per_class_auc(labels, probs):
+    """AUC per class over its known labels (a label below 0 is ignored: --uncertain ignore)."""
     out = []
     for c in range(labels.shape[1]):
-        y = labels[:, c]
-        out.append(float(roc_auc_score(y, probs[:, c])) if 0 < y.sum() < len(y) else float("nan"))
+        known = labels[:, c] >= 0
+        y = labels[known, c]
+        out.append(float(roc_auc_score(y, probs[known, c])) if 0 < y.sum() < len(y) else float("nan"))
     return np.array(out)
 
 
@@ -122,17 +124,18 @@ def influence(labels, probs):
     the negatives' by sqrt(n / (n - 1)), so that its Gram matrix is DeLong's S10/m + S01/n exactly
     (a side with a single image, whose sample variance is undefined, adds nothing).
     """
-    defined = [k for k in range(labels.shape[1]) if 0 < labels[:, k].sum() < len(labels)]
+    known = labels >= 0  # an ignored label (below 0) adds no term
+    defined = [k for k in range(labels.shape[1]) if 0 < (labels[:, k] == 1).sum() < known[:, k].sum()]
     psi = np.zeros((len(labels), len(defined)))
     small = np.zeros_like(psi)
     aucs = np.zeros(len(defined))
     for col, k in enumerate(defined):
-        is_pos = labels[:, k] == 1
-        v10, v01, aucs[col] = structural_components(labels[:, k], probs[:, k])
+        is_pos, is_neg = labels[:, k] == 1, labels[:, k] == 0
+        v10, v01, aucs[col] = structural_components(labels[known[:, k], k], probs[known[:, k], k])
         m, n = len(v10), len(v01)
-        psi[is_pos, col], psi[~is_pos, col] = (v10 - aucs[col]) / m, (v01 - aucs[col]) / n
+        psi[is_pos, col], psi[is_neg, col] = (v10 - aucs[col]) / m, (v01 - aucs[col]) / n
         small[is_pos, col] = psi[is_pos, col] * np.sqrt(m / (m - 1)) if m > 1 else 0.0
-        small[~is_pos, col] = psi[~is_pos, col] * np.sqrt(n / (n - 1)) if n > 1 else 0.0
+        small[is_neg, col] = psi[is_neg, col] * np.sqrt(n / (n - 1)) if n > 1 else 0.0
     return psi, small, aucs, defined
 
 
@@ -183,11 +186,11 @@ def auc_table(labels, probs, class_names, n_boot=1000, seed=0, patients=None):
     clustered = resample_unit(patients) == "patient"
     nan = np.full(len(class_names), np.nan)
     c_lo, c_hi, c_mean = delong_ci(labels, probs, patients) if clustered else (nan, nan, (np.nan, np.nan))
-    rows = [{"pathology": name, "positives": int(labels[:, i].sum()), "auc": aucs[i], "ci_low": lo[i],
+    rows = [{"pathology": name, "positives": int((labels[:, i] == 1).sum()), "auc": aucs[i], "ci_low": lo[i],
              "ci_high": hi[i], "delong_low": d_lo[i], "delong_high": d_hi[i], "clustered_low": c_lo[i],
              "clustered_high": c_hi[i]} for i, name in enumerate(class_names)]
     defined = int((~np.isnan(aucs)).sum())
-    rows.append({"pathology": f"Mean ({defined} classes)", "positives": int(labels.sum()), "auc": mean_auc(aucs),
+    rows.append({"pathology": f"Mean ({defined} classes)", "positives": int((labels == 1).sum()), "auc": mean_auc(aucs),
                  "ci_low": mean_ci[0], "ci_high": mean_ci[1], "delong_low": d_mean[0], "delong_high": d_mean[1],
                  "clustered_low": c_mean[0], "clustered_high": c_mean[1], "images": len(labels),
                  "patients": patient_groups(patients, len(labels))[1] if clustered else 0, "resamples": n_boot})

@@ -8,6 +8,8 @@ from runtime.config import field
 from chexnet.weights import check_weights_flag
 from training.config import TrainConfig
 
+DATASETS = ("chestxray14", "csv")  # the writers whose records CheXNet trains on (csv: the user's own classes)
+
 
 @dataclasses.dataclass
 class CheXNetConfig(TrainConfig):

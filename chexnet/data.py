@@ -21,6 +21,12 @@ def class_positives(manifest, split):
     return [positives[c] for c in manifest.classes]
 
 
+def class_known(manifest, split):
+    """Images of ``split`` with a known label per class (all of them, but those --uncertain ignore left out)."""
+    ignored = manifest.split(split).get("ignored", {})
+    return [manifest.images(split) - ignored.get(c, 0) for c in manifest.classes]
+
+
 def train_dataset(manifest, rank, size, per_rank_batch, crop, seed, first_epoch, epochs, steps,
                   pipeline=shards.Pipeline(), first_step=0):
     n_classes = len(manifest.classes)

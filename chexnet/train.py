@@ -6,7 +6,7 @@
 """
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from runtime.errors import main_guard
-from chexnet.config import CheXNetConfig
+from chexnet.config import DATASETS, CheXNetConfig
 from training.preflight import preflight
 
 MONITOR = "val_mean_auc"  # picks best.npz and drives the plateau schedule (CheXNet: validation AUC)
@@ -14,7 +14,7 @@ MONITOR = "val_mean_auc"  # picks best.npz and drives the plateau schedule (CheX
 
 @main_guard
 def main(argv=None):
-    cfg, manifest = preflight(CheXNetConfig, argv, "chestxray14", "chexnet.train")
+    cfg, manifest = preflight(CheXNetConfig, argv, DATASETS, "chexnet.train")
     # TensorFlow and Horovod load from here on, once the flags and the records' manifest passed.
     import tf_keras as keras
     from runtime import distributed
@@ -28,7 +28,7 @@ def main(argv=None):
         manifest.check_crop(cfg.crop, log)
     run = RunDir.create(cfg, ctx, "chexnet", resume=cfg.resume)
     classes = manifest.classes if manifest else data.CLASSES
-    w_pos, w_neg = losses.class_weights(data.class_positives(manifest, "train"), manifest.images("train")) \
+    w_pos, w_neg = losses.class_weights(data.class_positives(manifest, "train"), data.class_known(manifest, "train")) \
         if manifest else losses.uniform_weights(len(classes))
     model = cx_model.build_model(cfg.crop, len(classes), cfg.weights, cfg.bn_momentum)
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)

@@ -61,10 +61,12 @@ class Manifest:
         return cls(folder, data)
 
     def expect_dataset(self, dataset, trainer):
-        """Refuse the records of another data set than ``dataset`` (the trainer would crash on them, or worse)."""
-        if self.dataset != dataset:
+        """Refuse the records of another data set than ``dataset`` (a name, or a tuple of the names a trainer
+        takes): the trainer would crash on them, or worse."""
+        names = (dataset,) if isinstance(dataset, str) else tuple(dataset)
+        if self.dataset not in names:
             raise UserError(f"{self.folder} holds {self.dataset or 'unnamed'} records; {trainer} trains on "
-                            f"{dataset}: pass --data-dir of ./write_tfrecords.sh --dataset {dataset}")
+                            f"{' or '.join(names)}: pass --data-dir of ./write_tfrecords.sh --dataset {names[0]}")
 
     def check_crop(self, crop, log):
         """The crop must fit the stored images and should cover most of them (224 of 256 does)."""
