@@ -24,7 +24,8 @@ def choose(labels, probs, classes, sensitivity):
     """[{pathology, youden, sensitivity}]: the two thresholds of each class (None where undefined)."""
     points = []
     for c, name in enumerate(classes):
-        y, p = labels[:, c], probs[:, c]
+        known = labels[:, c] >= 0  # -1: an uncertain label left out (--uncertain ignore)
+        y, p = labels[known, c], probs[known, c]
         youden = at_target = None
         if 0 < y.sum() < len(y):
             fpr, tpr, thr = roc_points(y, p)
@@ -51,7 +52,7 @@ def measure(labels, probs, points):
     rows = []
     for c, point in enumerate(points):
         y, p = labels[:, c], probs[:, c]
-        row = {"pathology": point["pathology"], "positives": int(y.sum()), "negatives": int(len(y) - y.sum())}
+        row = {"pathology": point["pathology"], "positives": int((y == 1).sum()), "negatives": int((y == 0).sum())}
         for kind in KINDS:
             sens, spec = rates(y, p, point[kind])
             row.update({f"{kind}_threshold": point[kind], f"{kind}_sensitivity": sens,

@@ -50,3 +50,12 @@ def test_a_class_without_positives_gets_no_threshold_and_no_rates():
     (row,) = operating.measure(y, p, [point])
     assert row["youden_sensitivity"] is None and row["youden_threshold"] is None
     assert "| none | 0 | n/a |" in operating.markdown([row], "test", "val", 0.9)
+
+
+def test_uncertain_labels_are_left_out_of_the_choice_and_the_rates():
+    y = np.array([[0], [0], [1], [1], [-1], [-1]])
+    p = np.array([[0.1], [0.4], [0.35], [0.8], [0.99], [0.0]])
+    (point,) = operating.choose(y, p, ["x"], sensitivity=1.0)
+    assert point["sensitivity"] == pytest.approx(0.35) and point["youden"] == pytest.approx(0.8)
+    (row,) = operating.measure(y, p, [point])
+    assert (row["positives"], row["negatives"], row["youden_specificity"]) == (2, 2, 1.0)
