@@ -120,7 +120,8 @@ def is_project_package(name):
 def help_flags(command):
     """The flags named by ``COMMAND --help`` (a tuple of words), read once per entry point."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([*command, "--help"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+    asks_help = command[-1] in ("--help", "--help-writer")  # the writer's own: a --help after it is the script's
+    proc = subprocess.run([*command, *(() if asks_help else ("--help",))], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(command)} --help exited {proc.returncode}:\n{proc.stderr[-2000:]}")
