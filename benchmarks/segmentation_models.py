@@ -136,7 +136,7 @@ def load(run, checkpoint_name):
     from segmentation import model as seg_model
     from training import checkpoint, prediction
     path = os.path.join(run, checkpoint_name)
-    state = prediction.read_checkpoint(argparse.Namespace(checkpoint=path, precision="checkpoint"))
+    state = prediction.read_checkpoint(argparse.Namespace(checkpoint=path, precision="checkpoint", device="auto"))
     model = seg_model.build_model(state["model"], state["stored_size"])
     checkpoint.restore(path, model, with_optimizer=False)
     return model, state["stored_size"]

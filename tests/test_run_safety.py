@@ -92,15 +92,16 @@ def entry_point(module, *args):
                           timeout=120)
 
 
-@pytest.mark.parametrize("trainer, dataset, other", [("chexnet.train", "chestxray14", "kvasir-seg"),
-                                                      ("segmentation.train", "kvasir-seg", "chestxray14")])
+@pytest.mark.parametrize("trainer, dataset, accepted, other", [
+    ("chexnet.train", "chestxray14", "chestxray14 or csv", "kvasir-seg"),
+    ("segmentation.train", "kvasir-seg", "kvasir-seg", "chestxray14")])
 def test_a_trainer_refuses_bad_flags_and_the_other_data_sets_records_before_tensorflow_loads(
-        tmp_path, trainer, dataset, other):
+        tmp_path, trainer, dataset, accepted, other):
     (tmp_path / "manifest.json").write_text(json.dumps(
         {"dataset": other, "options": {"image_size": 64}, "splits": {}}))
     for args, message in ((["--base-lr=-0.1"], "error: --base-lr must be > 0, got -0.1"),
                           (["--data-dir", str(tmp_path)], f"error: {tmp_path} holds {other} records; {trainer} "
-                                                          f"trains on {dataset}: pass --data-dir of "
+                                                          f"trains on {accepted}: pass --data-dir of "
                                                           f"./write_tfrecords.sh --dataset {dataset}")):
         proc = entry_point(trainer, *args, "--runs-dir", str(tmp_path / "runs"))
         assert proc.returncode == 2, proc.stderr
