@@ -88,8 +88,9 @@ def check_args(args, trainer):
     args.checkpoint, note = paths.locate_checkpoint(args.checkpoint, trainer)
     if note:
         print(note, flush=True)
-    if getattr(args, "operating_point", None) and not card.operating_points(args.checkpoint)["found"]:
-        raise UserError(f"--operating-point {args.operating_point}: {card.operating_points(args.checkpoint)['why']}")
+    chosen = card.operating_points(args.checkpoint) if getattr(args, "operating_point", None) else {"found": True}
+    if not chosen["found"]:
+        raise UserError(f"--operating-point {args.operating_point}: {chosen['why']}")
     return formats
 
 
