@@ -22,7 +22,7 @@ import time
 import numpy as np
 import tf_keras as keras
 
-from runtime import distributed, throughput
+from runtime import distributed, schedule, throughput
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,6 @@ class MetricAverage(keras.callbacks.Callback):
             logs.update(distributed.allreduce_mean(logs))
 
 
-def warmup_lr(update, warmup_updates, base_lr, target_lr):
-    """Linear ramp from ``base_lr`` at update 0 to ``target_lr`` at ``warmup_updates``."""
-    if warmup_updates <= 0 or update >= warmup_updates:
-        return target_lr
-    return base_lr + (target_lr - base_lr) * update / warmup_updates
-
-
 class LearningRateWarmup(keras.callbacks.Callback):
     """Ramps the learning rate from ``base_lr`` to ``target_lr`` over ``warmup_updates`` optimizer updates.
 
@@ -132,7 +125,7 @@ class LearningRateWarmup(keras.callbacks.Callback):
         self._last_set, self._started = None, False
 
     def _rate(self, batch):
-        return warmup_lr(batch // self.batches_per_update, self.warmup_updates, self.base_lr, self.target_lr)
+        return schedule.warmup_lr(batch // self.batches_per_update, self.warmup_updates, self.base_lr, self.target_lr)
 
     def _set_for_next_batch(self):
         if self.batch // self.batches_per_update > self.warmup_updates:
@@ -279,22 +272,21 @@ def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_e
     """The runtime's callbacks in the order they must run.
 
     ``cfg`` carries ``base_lr``, ``lr_scaling``, ``warmup_epochs`` and
-    ``grad_accum_steps``: the target rate is derived here. ``epoch_end``: the
+    ``grad_accum_steps``: the target rate is derived here (``runtime.schedule``). ``epoch_end``: the
     trainer's callbacks that add to or act on the epoch logs (validation,
     plateau LR, checkpoints); they run after the metric averaging and the
     BatchNorm averaging, and before the epoch record is written. On resume the
     warm-up continues from where the interrupted run stood (``initial_step``
     batches into ``initial_epoch`` for a mid-epoch checkpoint).
     """
-    target_lr = distributed.scaled_lr(cfg.base_lr, ctx.size, cfg.lr_scaling)
-    warmup_updates = int(round(cfg.warmup_epochs * steps_per_epoch / cfg.grad_accum_steps))
+    plan = schedule.Schedule.of(cfg, ctx.size, steps_per_epoch)
     meter = Throughput(per_rank_batch, cfg.throughput_warmup_steps)
     cbs = [
         BroadcastInitialState(),
         MetricAverage(),
         AverageModelState(),
         ImagesSeen(per_rank_batch, resumed_at=(initial_epoch, initial_step)),
-        LearningRateWarmup(cfg.base_lr, target_lr, warmup_updates, cfg.grad_accum_steps,
+        LearningRateWarmup(plan.base_lr, plan.target_lr, plan.warmup_updates, plan.batches_per_update,
                            initial_batch=initial_epoch * steps_per_epoch + initial_step),
         meter,
         *epoch_end,

@@ -1,7 +1,7 @@
 """Horovod, devices, threads and precision: the only module that imports Horovod.
 
     ctx = init(cfg)                            # once, before any TensorFlow op
-    lr = scaled_lr(cfg.base_lr, ctx.size, cfg.lr_scaling)
+    lr = schedule.Schedule.of(cfg, ctx.size, steps).target_lr   # runtime.schedule
     opt = distributed_optimizer(keras.optimizers.Adam(lr), cfg)
     mean = allreduce_mean({"loss": 0.3})       # same keys on every rank
     preds = allgather(np.zeros((n_local, 14))) # rows of every rank, rank order
@@ -11,7 +11,6 @@ Works under ``horovodrun``/``mpirun``/``srun`` and alone (one rank).
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import platform
 
@@ -29,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from runtime import devices, precision as precision_mod, tf_devices
+from runtime import accumulation, devices, precision as precision_mod, tf_devices
 from runtime.errors import UserError
 from runtime.logs import setup_logging
 
@@ -229,45 +228,34 @@ def _elastic_reset():
     log.info("elastic: rank %d of %d after the rendezvous", hvd.rank(), hvd.size())
 
 
-def scaled_lr(base_lr, size, rule="linear"):
-    """The learning rate for ``size`` ranks, whose global batch is ``size`` times larger.
-
-    linear: x size (Goyal et al. 2017, derived for SGD); sqrt: x sqrt(size)
-    (Malladi et al. 2022, the rule for Adam-like optimizers, whose step size does
-    not grow with the gradient); none: unchanged.
-    """
-    factor = {"linear": size, "sqrt": math.sqrt(size), "none": 1}[rule]
-    return base_lr * factor
-
-
 def distributed_optimizer(optimizer, cfg):
-    """Wrap a Keras optimizer so gradients are averaged across ranks each step."""
+    """Wrap a Keras optimizer so gradients are averaged across ranks each update.
+
+    ``--grad-accum-steps K``: one update (and one allreduce) every K batches
+    (``runtime.accumulation``); config refuses it with --elastic, --xla and float16."""
     if cfg.xla:
         # One rank (init refuses more): nothing to average, and XLA cannot compile the wrapper's
         # allreduce even in the branch a single rank never takes ("tf2xla conversion failed").
         return optimizer
-    # Not elastic (whose size changes) and not accumulating (the wrapper's helper does that).
-    fixed_size = cfg.grad_accum_steps == 1 and os.environ.get("HOROVOD_ELASTIC") != "1"
-    if fixed_size and hvd.size() == 1:
-        # Nothing to average, and the wrapper's tf.cond per gradient costs graph building
-        # (DenseNet121: 15 s of CPU per process, for an identity).
-        return optimizer
     # fp16 halves allreduce bytes; worth it when the network, not compute, limits.
     compression = hvd.Compression.fp16 if cfg.fp16_allreduce else hvd.Compression.none
+    if cfg.grad_accum_steps > 1:
+        average = _fixed_size_allreduce_grads("DistributedAccumulated", compression) if hvd.size() > 1 \
+            else (lambda grads, vars=None: grads)
+        return accumulation.accumulating(optimizer, cfg.grad_accum_steps, average)
+    fixed_size = os.environ.get("HOROVOD_ELASTIC") != "1"  # an elastic job's size changes
+    if fixed_size and hvd.size() == 1:
+        # Nothing to average, and the wrapper's tf.cond per gradient costs graph building
+        # (seconds of CPU per process for DenseNet121), for an identity.
+        return optimizer
     wrapped = create_distributed_optimizer(
         keras, optimizer, name=None, device_dense="", device_sparse="", compression=compression,
         sparse_as_dense=False, gradient_predivide_factor=1.0, op=hvd.Average, groups=None,
-        process_set=hvd.global_process_set, scale_local_gradients=True,
-        # Accumulating N local batches per allreduce emulates an N times larger
-        # batch with N times fewer (latency-bound) allreduces; averaged so the
-        # learning rate means the same as without accumulation.
-        backward_passes_per_step=cfg.grad_accum_steps,
-        average_aggregated_gradients=True,
-    )
+        process_set=hvd.global_process_set, scale_local_gradients=True)
     if fixed_size:
         # Horovod's function puts each gradient's allreduce in a tf.cond (for an elastic job that
-        # may shrink to one rank), whose two branch graphs cost DenseNet121 about 10 s of start-up
-        # per rank; the same allreduce, without the cond.
+        # may shrink to one rank), whose two branch graphs cost seconds of start-up per rank;
+        # the same allreduce, without the cond.
         wrapped._allreduce_grads = _fixed_size_allreduce_grads(wrapped._name, compression)
     return wrapped
 

@@ -1,10 +1,12 @@
 """The runtime on 2 real MPI ranks: sync, averaging, gathering, warm-up, throughput."""
 import json
 
+import numpy as np
 import pytest
 
 from helpers import run_ranks
-from runtime.callbacks import progress_mode, warmup_lr
+from runtime.callbacks import progress_mode
+from runtime.schedule import warmup_lr
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +97,27 @@ def test_gradient_accumulation_keeps_ranks_in_sync(tmp_path):
 
 
 def test_one_rank_trains_with_keras_own_optimizer_unless_it_accumulates(tmp_path):
-    """One rank has nothing to average: the wrapper, whose graph costs DenseNet121 15 s of CPU per
-    process, is left out; accumulating batches is the wrapper's work, so there it stays."""
+    """One rank has nothing to average: the wrapper, whose graph costs seconds of CPU per process, is
+    left out; accumulating batches is the wrapper's work, so there it stays."""
     assert _train_sync(tmp_path, "runtime", ranks=1)["wrapped"] is False
     assert _train_sync(tmp_path, "runtime", accum=2, ranks=1)["wrapped"] is True
+
+
+def test_two_ranks_accumulating_two_batches_make_the_updates_of_four_ranks(tmp_path):
+    """N ranks x K batches = N*K ranks x 1 batch (the same global batches per update, Adam counting
+    updates); a third job of 4 ranks x 1 would need 4 processes on 2 cores, so 2 x 1 and 1 x 2 it is."""
+    run_ranks(2, ["tests/mpi_programs/accumulation.py", "--grad-accum-steps", "1", "--out", str(tmp_path)],
+              timeout=300)
+    run_ranks(1, ["tests/mpi_programs/accumulation.py", "--grad-accum-steps", "2", "--out", str(tmp_path)],
+              timeout=300)
+    wide, deep = (np.load(tmp_path / f"weights-k{k}.npz") for k in (1, 2))
+    assert int(wide["iterations"]) == int(deep["iterations"]) == 6  # updates, not the 12 batches of 1 x 2
+    arrays = sorted(k for k in wide.files if k.startswith("arr_"))
+    assert len(arrays) == 4
+    for name in arrays:
+        np.testing.assert_allclose(deep[name], wide[name], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(wide["arr_0"], wide["initial_kernel"])  # it trained
+    np.testing.assert_array_equal(wide["initial_kernel"], deep["initial_kernel"])
 
 
 def test_fp16_compressed_allreduce_keeps_ranks_in_sync(tmp_path):

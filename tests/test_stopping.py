@@ -102,6 +102,27 @@ def test_a_signal_to_one_rank_stops_every_rank_at_one_step_and_the_resumed_run_m
     assert resumed[-1]["loss"] == pytest.approx(whole[-1]["loss"], rel=1e-6)
 
 
+def test_with_accumulated_batches_a_stop_waits_for_the_update_and_the_resumed_run_matches(setup, tmp_path):
+    """--grad-accum-steps 2 on one process: a signal during step 1 stops after step 2 (the update's last
+    batch: the accumulated sums are in no checkpoint), and --resume ends with the model of an uninterrupted
+    run, optimizer state included; Adam counted updates (9), not batches (18)."""
+    runs, common = setup
+    accum = [*common, "--runs-dir", str(tmp_path), "--grad-accum-steps", "2", "--epochs", "1"]
+    run_job([sys.executable, *accum, "--run-name", "whole"], timeout=300)
+    with started_job([sys.executable, *accum, "--run-name", "stopped"]) as job:
+        _wait_for(tmp_path / "stopped" / "config.json", job)
+        job.proc.send_signal(signal.SIGUSR1)
+        job.proc.wait(300)
+        stdout, stderr = job.output()
+    assert job.proc.returncode == 75 and "Traceback" not in stderr, f"{stdout[-3000:]}\n{stderr[-3000:]}"
+    assert [(e["epoch"], e["step"]) for e in read_events(str(tmp_path / "stopped" / "metrics.jsonl"), "stop")] \
+        == [(1, 2)]
+    run_job([sys.executable, *accum, "--run-name", "stopped", "--resume"], timeout=300)
+    same_model(tmp_path, "stopped")
+    with np.load(tmp_path / "whole" / "last.npz") as whole:
+        assert int(whole["optimizer_0000"]) == 9  # iterations, after 18 batches on one rank
+
+
 def test_ctrl_c_on_one_process_checkpoints_and_says_how_to_go_on(setup):
     runs, common = setup
     with started_job([sys.executable, *common, "--run-name", "ctrl-c", "--epochs", str(EPOCHS)]) as job:

@@ -99,6 +99,14 @@ class TrainConfig(RuntimeConfig):
             raise UserError("--elastic needs --run-name: a worker that joins later must find the run's folder")
         if self.xla and self.elastic:  # --xla trains one rank without Horovod's optimizer wrapper
             raise UserError("--xla trains one rank only and cannot join an elastic job: drop --xla or --elastic")
+        if self.elastic and self.grad_accum_steps > 1:  # a rolled-back or joining worker's sums would be stale
+            raise UserError("--elastic with --grad-accum-steps > 1 is refused: a worker lost mid-update would leave "
+                            "the others' accumulated gradients out of step; drop one of them (a larger "
+                            "--per-rank-batch gives the same global batch)")
+        if self.checkpoint_every_steps % self.grad_accum_steps:
+            raise UserError(f"--checkpoint-every-steps {self.checkpoint_every_steps} is not a multiple of "
+                            f"--grad-accum-steps {self.grad_accum_steps}: checkpoints are written between "
+                            f"updates only; pass a multiple")
         if self.resume and not self.run_name:
             raise UserError("--resume needs --run-name: the run folder whose last checkpoint to continue")
         if not self.data_dir and not (self.benchmark and self.synthetic_input):

@@ -93,7 +93,7 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
         here = RunDir(run.path, now)  # this membership's rank 0 writes the records
         steps, train_data = train_input(now)
         if state.saved:
-            keras.backend.set_value(model.optimizer.learning_rate, loop.resumed_lr(cfg, state.saved, now.size))
+            keras.backend.set_value(model.optimizer.learning_rate, loop.resumed_lr(cfg, state.saved, now.size, steps))
         state.restarts += 1
         at = (state.saved or {}).get("epoch", 0), (state.saved or {}).get("step", 0)
         here.stream.write("elastic", ranks=now.size, restarts=state.restarts, epoch=at[0] + 1, step=at[1],

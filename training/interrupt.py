@@ -21,6 +21,9 @@ last good one).
 Each batch and epoch end is also a beat of ``runtime.watchdog``, which ends
 a rank that waits on a frozen peer for ``--stall-timeout-s``.
 
+With --grad-accum-steps K a stop waits for the end of the update in progress
+(at most K - 1 more batches) and checkpoints fall between updates.
+
 A mid-epoch checkpoint resumes at the exact batch (``training.shards`` skips
 the batches already trained), so a stopped and resumed run trains on what an
 uninterrupted one would have.
@@ -39,9 +42,12 @@ log = logging.getLogger(__name__)
 
 
 class StepCheckpoints(keras.callbacks.Callback):
-    def __init__(self, run, saver, requests, steps_per_epoch, every_steps, epochs, resumed_at=(0, 0)):
-        """``every_steps`` 0: checkpoints only at epoch ends (and on a stop)."""
+    def __init__(self, run, saver, requests, steps_per_epoch, every_steps, epochs, resumed_at=(0, 0),
+                 batches_per_update=1):
+        """``every_steps`` 0: checkpoints only at epoch ends (and on a stop); ``batches_per_update``
+        (--grad-accum-steps): checkpoints and stops between updates only."""
         super().__init__()
+        self.batches_per_update = batches_per_update
         self.run, self.saver, self.requests = run, saver, requests
         self.steps_per_epoch, self.every_steps, self.epochs = steps_per_epoch, every_steps, epochs
         self.resumed_at = resumed_at
@@ -65,6 +71,8 @@ class StepCheckpoints(keras.callbacks.Callback):
             raise UserError(self._divergence(loss))  # before any checkpoint can hold the broken weights
         if self.step == self.steps_per_epoch:
             return  # the epoch's own checkpoint follows; a stop is taken after it
+        if self.step % self.batches_per_update:
+            return  # mid-update: checkpoints and stops wait for its last batch (accumulated sums are not saved)
         if stop or (self.every_steps and self.step % self.every_steps == 0):
             self._checkpoint()
         if stop:

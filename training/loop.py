@@ -21,7 +21,7 @@ import os
 
 import tf_keras as keras
 
-from runtime import callbacks, distributed, nvtx, stop, trace, watchdog
+from runtime import callbacks, distributed, nvtx, schedule, stop, trace, watchdog
 from runtime.errors import UserError
 from runtime.logs import setup_logging
 from training import checkpoint, interrupt, report
@@ -46,7 +46,7 @@ def start(cfg, manifest, name):
         watchdog.start(cfg.stall_timeout_s, "training", ranks=ctx.size)
     if manifest is None:
         return ctx, trainer_log
-    manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)  # too few images for the ranks stop here
+    manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch, cfg.grad_accum_steps)  # too few images for the ranks stop here
     # One reader of every shard's record headers, not one per rank; an elastic worker checks alone.
     distributed.on_chief(check_data, manifest, splits_read(cfg), collective=not cfg.elastic)
     record_bytes = manifest.record_bytes("train")
@@ -118,6 +118,7 @@ def resume_position(state, ctx, cfg, steps):
         # ranks' slices differ at another size, so the rest of this epoch is not the
         # one an uninterrupted run would have seen (later epochs are unaffected).
         moved = min(step * saved[0] * saved[1] // (ctx.size * cfg.per_rank_batch), steps - 1)
+        moved -= moved % cfg.grad_accum_steps  # between updates, as checkpoints are
         if ctx.is_chief:
             log.warning("the checkpoint stopped at step %d of epoch %d with %d ranks x %d images; this run has "
                         "%d x %d: continuing at step %d, the rest of this epoch in another order", step, epoch + 1,
@@ -143,7 +144,7 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
         run.write_config(cfg, ctx)  # the settings it goes on with, once they are known to be good
     steps, train_data = train_input(ctx)
     if state:
-        keras.backend.set_value(model.optimizer.learning_rate, resumed_lr(cfg, state, ctx.size))
+        keras.backend.set_value(model.optimizer.learning_rate, resumed_lr(cfg, state, ctx.size, steps))
     train(cfg, ctx, run, model, steps, train_data, validators(ctx), model_info, monitor, mode, state, requests)
     finish(ctx, run, columns)
 
@@ -163,8 +164,8 @@ def epochs_left(cfg, ctx, run, state):
     return True
 
 
-def resumed_lr(cfg, state, size):
-    """The learning rate to go on with on ``size`` ranks from a checkpoint's ``state``.
+def resumed_lr(cfg, state, size, steps=None):
+    """The learning rate to go on with on ``size`` ranks (``steps`` per epoch) from a checkpoint's ``state``.
 
     On the ranks it was saved with, the saved rate. On others, the saved rate times the ratio of the
     two sizes' scheduled rates (scaling rule and warm-up) at the saved point, so that a plateau cut
@@ -174,11 +175,9 @@ def resumed_lr(cfg, state, size):
         return state["lr"]
     saved_steps = state.get("steps_per_epoch")  # absent from checkpoints of older versions: epoch ends only
     epochs_done = state["epoch"] + (state.get("step", 0) / saved_steps if saved_steps else 0)
-
-    def scheduled(n):
-        return callbacks.warmup_lr(epochs_done, cfg.warmup_epochs, cfg.base_lr,
-                                   distributed.scaled_lr(cfg.base_lr, n, cfg.lr_scaling))
-    return state["lr"] * scheduled(size) / scheduled(saved_size)
+    saved_plan = schedule.Schedule.of(cfg, saved_size, saved_steps or steps or 1)
+    plan = schedule.Schedule.of(cfg, size, steps or saved_steps or 1)
+    return state["lr"] * plan.at_epochs(epochs_done) / saved_plan.at_epochs(epochs_done)
 
 
 def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode, state, requests,
@@ -186,10 +185,11 @@ def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monit
     """The fit calls from ``state``'s position (None: a new run), with every callback in its order;
     ``extra_callbacks`` run last (an elastic run's commit)."""
     first_epoch, first_step = resume_position(state, ctx, cfg, steps)
-    log.info("%d ranks x %d images = global batch %d; %d steps/epoch; LR %.2e -> %.2e (%s scaling, %g warm-up "
-             "epochs); precision %s (%s); epochs %d..%d%s; %s", ctx.size, cfg.per_rank_batch,
-             ctx.size * cfg.per_rank_batch, steps, cfg.base_lr,
-             distributed.scaled_lr(cfg.base_lr, ctx.size, cfg.lr_scaling), cfg.lr_scaling, cfg.warmup_epochs,
+    accum = f" x {cfg.grad_accum_steps} accumulated" if cfg.grad_accum_steps > 1 else ""
+    log.info("%d ranks x %d images%s = global batch %d; %d steps/epoch; LR %.2e -> %.2e (%s scaling, %g warm-up "
+             "epochs); precision %s (%s); epochs %d..%d%s; %s", ctx.size, cfg.per_rank_batch, accum,
+             ctx.size * cfg.per_rank_batch * cfg.grad_accum_steps, steps, cfg.base_lr,
+             schedule.Schedule.of(cfg, ctx.size, steps).target_lr, cfg.lr_scaling, cfg.warmup_epochs,
              ctx.precision.policy, ctx.precision.reason, first_epoch + 1, cfg.epochs,
              f" (from step {first_step + 1} of epoch {first_epoch + 1})" if first_step else "", run.path)
     plateau = checkpoint.Plateau(restored=state and state["plateau"], monitor=monitor, mode=mode,
@@ -209,7 +209,8 @@ def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monit
     hooks = callbacks.standard_callbacks(run, cfg, ctx, steps, cfg.per_rank_batch, initial_epoch=first_epoch,
                                          epoch_end=epoch_end, initial_step=first_step)
     hooks.callbacks.append(interrupt.StepCheckpoints(run, saver, requests, steps, cfg.checkpoint_every_steps,
-                                                     cfg.epochs, resumed_at=(first_epoch, first_step)))
+                                                     cfg.epochs, resumed_at=(first_epoch, first_step),
+                                                     batches_per_update=cfg.grad_accum_steps))
     hooks.callbacks.extend(cb(saver) for cb in extra_callbacks)
     if cfg.nvtx:  # first: its range closes before the stop allreduce and checkpoints of the batch end
         hooks.callbacks.insert(0, nvtx.StepRanges(initial_step=first_step))

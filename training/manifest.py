@@ -151,12 +151,15 @@ class Manifest:
                  for s in shards]
         return sum(sizes) / max(1, sum(s["records"] for s in shards))
 
-    def steps_per_epoch(self, name, size, per_rank_batch):
-        """Steps every rank runs: the smallest rank share (N // size) in whole batches."""
+    def steps_per_epoch(self, name, size, per_rank_batch, batches_per_update=1):
+        """Steps every rank runs: the smallest rank share (N // size) in whole updates of
+        ``batches_per_update`` batches (--grad-accum-steps), so that an epoch ends between updates."""
         steps = (sum(self.record_counts(name)) // size) // per_rank_batch
+        steps -= steps % batches_per_update
         if steps < 1:
+            accum = f" x --grad-accum-steps {batches_per_update}" if batches_per_update > 1 else ""
             raise UserError(f"the {name} split has {self.images(name)} images: too few for "
-                            f"{size} ranks x --per-rank-batch {per_rank_batch}; lower the batch")
+                            f"{size} ranks x --per-rank-batch {per_rank_batch}{accum}; lower the batch")
         return steps
 
 

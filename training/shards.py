@@ -15,9 +15,10 @@ exactly one rank, rank shares differ by at most one record, and which
 records a rank holds changes from epoch to epoch.
 
 Equal steps: every rank runs ``steps_per_epoch = (N // size) // per_rank_batch``
-steps, or Horovod's allreduce would hang on the ranks that ran out. An epoch
-therefore trains on all but fewer than one global batch (``size x
-per_rank_batch``) of the N images, and the few left out change every epoch.
+steps (rounded down to whole updates with --grad-accum-steps K), or Horovod's
+allreduce would hang on the ranks that ran out. An epoch therefore trains on
+all but fewer than one global batch (``size x per_rank_batch x K``) of the N
+images, and the few left out change every epoch.
 Evaluation keeps every record (the last, partial batch included).
 
 Determinism: epoch ``e`` is built from (seed, rank, e) alone, and ``parse``
