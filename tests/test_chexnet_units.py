@@ -309,6 +309,14 @@ def test_too_few_images_for_the_batch_is_a_clear_error():
         _manifest([50]).steps_per_epoch("train", 2, 64)
 
 
+def test_with_accumulated_batches_an_epoch_is_whole_updates():
+    from runtime.errors import UserError
+    assert _manifest([50]).steps_per_epoch("train", 2, 4) == 6             # 25 // 4
+    assert _manifest([50]).steps_per_epoch("train", 2, 4, 4) == 4          # the last update's 2 batches left out
+    with pytest.raises(UserError, match="too few for 2 ranks x --per-rank-batch 4 x --grad-accum-steps 8"):
+        _manifest([50]).steps_per_epoch("train", 2, 4, 8)
+
+
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     from chexnet.model import build_model
     from runtime.errors import UserError

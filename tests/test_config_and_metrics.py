@@ -40,6 +40,26 @@ def test_bad_values_are_one_line_errors():
         parse_args(DemoConfig, ["--precision", "float8"])
 
 
+def test_accumulation_is_refused_where_it_could_not_be_exact():
+    from training.config import TrainConfig
+    with pytest.raises(UserError, match="^--elastic with --grad-accum-steps > 1 is refused"):
+        parse_args(TrainConfig, ["--elastic", "--run-name", "r", "--grad-accum-steps", "2", "--data-dir", "d"])
+    with pytest.raises(UserError, match="^--checkpoint-every-steps 5 is not a multiple of --grad-accum-steps 2"):
+        parse_args(TrainConfig, ["--checkpoint-every-steps", "5", "--grad-accum-steps", "2", "--data-dir", "d"])
+    assert parse_args(TrainConfig, ["--checkpoint-every-steps", "6", "--grad-accum-steps", "2",
+                                    "--data-dir", "d"]).checkpoint_every_steps == 6
+
+
+def test_the_rate_follows_the_images_per_update_and_the_warmup_counts_updates():
+    from runtime.schedule import Schedule
+    from training.config import TrainConfig
+    cfg = TrainConfig(base_lr=1e-3, lr_scaling="linear", warmup_epochs=2, grad_accum_steps=4)
+    plan = Schedule.of(cfg, ranks=2, steps_per_epoch=40)
+    assert plan.target_lr == pytest.approx(8e-3)   # 2 ranks x 4 batches: the update of 8 ranks
+    assert plan.warmup_updates == 20 and plan.at_epochs(1) == pytest.approx(4.5e-3)
+    assert Schedule.of(TrainConfig(base_lr=1e-3), ranks=4, steps_per_epoch=10).target_lr == pytest.approx(2e-3)
+
+
 def test_evaluate_takes_one_split_or_several_each_once(tmp_path):
     from training.evaluation import EvalConfig
     (tmp_path / "config.json").write_text("{}")
