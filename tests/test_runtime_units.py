@@ -291,3 +291,63 @@ def test_nvtx_flag_without_the_package_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "nvtx", None)  # as if not installed
     with pytest.raises(UserError, match="^--nvtx needs the nvtx package: pip install nvtx"):
         nvtx.enable(True)
+
+
+def _elastic_epoch_end(monkeypatch, tmp_path):
+    """What the callbacks loop.train hands to fit do at an epoch end, in order: every collective, the
+    epoch record, the checkpoint and the elastic commit (collectives and files replaced by recorders)."""
+    from runtime import callbacks as cbs, distributed
+    from runtime.metrics import MetricsStream
+    from runtime.precision import Choice
+    from training import checkpoint, interrupt, loop
+    from training.config import TrainConfig
+    from training.elastic import Commit
+
+    events = []
+    for module, name in ((distributed, "allreduce_mean"), (distributed, "any_rank"),
+                         (distributed, "average_variables"), (distributed, "allgather_object")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: events.append(f"collective {_n}") or
+                            ({"loss": 1.0} if _n == "allreduce_mean" else (False,) * 2))
+    monkeypatch.setattr(cbs, "average_model_state", lambda model: events.append("collective bn"))
+    monkeypatch.setattr(checkpoint.CheckpointSaver, "on_epoch_end",
+                        lambda self, epoch, logs=None: events.append("checkpoint") or
+                        setattr(self, "last_written", (epoch + 1, 0)) or setattr(self, "last_state", {}))
+    monkeypatch.setattr(cbs.EpochLog, "on_epoch_end", lambda self, epoch, logs=None: events.append("record"))
+    monkeypatch.setattr(interrupt.watchdog, "beat", lambda: None)
+
+    class State:
+        def commit(self):
+            events.append("commit")
+
+    class Run:
+        path, ctx = str(tmp_path), None
+        stream = MetricsStream(str(tmp_path / "metrics.jsonl"), enabled=False)
+
+        def file(self, name):
+            return str(tmp_path / name)
+
+    class Model:
+        def fit(self, *args, callbacks, **kwargs):
+            for cb in callbacks:
+                if isinstance(cb, (cbs.MetricAverage, cbs.AverageModelState, checkpoint.CheckpointSaver,
+                                   cbs.EpochLog, Commit, interrupt.StepCheckpoints)):
+                    cb.on_epoch_end(0, {"loss": 1.0, "val_dice": 0.5})
+
+    class Requests:
+        pending = None
+
+    ctx = distributed.Context(rank=0, size=2, local_rank=0, local_size=2, intra_op_threads=1, device="CPU",
+                              precision=Choice("float32", "float32", "pinned"), jit_compile=False, cpu_model="x")
+    cfg = TrainConfig(data_dir="d", epochs=2, tensorboard=False, progress="none")
+    loop.train(cfg, ctx, Run(), Model(), 4, lambda *a: None, [], {}, "val_dice", "max", None, Requests(),
+               commit=lambda saver: Commit(State(), saver))
+    return events
+
+
+def test_an_elastic_epoch_is_committed_before_any_collective_that_follows_its_record(monkeypatch, tmp_path):
+    """A peer lost in a collective after the epoch record and best.npz but before the commit would send the
+    survivors back to the previous commit: they would train and record that epoch again."""
+    events = _elastic_epoch_end(monkeypatch, tmp_path)
+    assert "commit" in events and "collective any_rank" in events, events
+    after_record = events[events.index("checkpoint"):]
+    assert after_record.index("commit") < min(i for i, e in enumerate(after_record) if e.startswith("collective"))

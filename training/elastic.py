@@ -9,7 +9,9 @@ Built on Horovod's elastic mode (Gloo controller; ``runtime.distributed``):
   variables and the run's position (the state of the last checkpoint: epoch,
   step, learning rate, best figure, plateau counters, ranks). It is committed
   where a checkpoint is written: at each epoch end and every
-  ``--checkpoint-every-steps`` batches, after the epoch record.
+  ``--checkpoint-every-steps`` batches, right after the epoch record and
+  before any later collective, so a peer lost after an epoch was recorded
+  does not make the survivors train and record it again.
 - **A worker lost.** The survivors' next collective fails; they go back to
   the last commit, a new rendezvous numbers them, and training goes on from
   there. Lost: the batches since the last commit.
@@ -44,14 +46,15 @@ log = logging.getLogger(__name__)
 
 
 class Commit(keras.callbacks.Callback):
-    """Commits the elastic state after each checkpoint; the last callback of a batch and of an epoch."""
+    """Commits the elastic state after each checkpoint: at an epoch end right after the epoch record
+    (``loop.train`` places it before any later collective), mid-epoch when ``StepCheckpoints`` calls it."""
 
     def __init__(self, state, saver):
         super().__init__()
         self.state, self.saver = state, saver
         self.committed = saver.last_written
 
-    def _commit(self):
+    def commit(self):
         if self.saver.last_written == self.committed:
             return
         self.committed = self.saver.last_written
@@ -60,11 +63,8 @@ class Commit(keras.callbacks.Callback):
         # worker when workers were added or lost since the last commit.
         self.state.commit()
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._commit()
-
     def on_epoch_end(self, epoch, logs=None):
-        self._commit()
+        self.commit()
 
 
 def initial_state(run, model, model_info, ctx):
@@ -104,7 +104,7 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
             log.warning("elastic: training goes on with %d ranks from epoch %d step %d (restart %d)", now.size,
                         at[0] + 1, at[1], state.restarts)
         loop.train(cfg, now, here, model, steps, train_data, validators(now), model_info, monitor, mode,
-                   state.saved, requests, extra_callbacks=[lambda saver: Commit(state, saver)])
+                   state.saved, requests, commit=lambda saver: Commit(state, saver))
         return now, here
 
     now, here = train(state)

@@ -43,10 +43,12 @@ log = logging.getLogger(__name__)
 
 class StepCheckpoints(keras.callbacks.Callback):
     def __init__(self, run, saver, requests, steps_per_epoch, every_steps, epochs, resumed_at=(0, 0),
-                 batches_per_update=1):
+                 batches_per_update=1, on_checkpoint=None):
         """``every_steps`` 0: checkpoints only at epoch ends (and on a stop); ``batches_per_update``
-        (--grad-accum-steps): checkpoints and stops between updates only."""
+        (--grad-accum-steps): checkpoints and stops between updates only; ``on_checkpoint()``: called
+        after each mid-epoch checkpoint (an elastic run's commit)."""
         super().__init__()
+        self.on_checkpoint = on_checkpoint
         self.batches_per_update = batches_per_update
         self.run, self.saver, self.requests = run, saver, requests
         self.steps_per_epoch, self.every_steps, self.epochs = steps_per_epoch, every_steps, epochs
@@ -91,6 +93,8 @@ class StepCheckpoints(keras.callbacks.Callback):
         # moving average is linear), so resuming from it changes nothing.
         callbacks.average_model_state(self.model)
         self.saver.write_last(self.epoch, self.step)
+        if self.on_checkpoint:
+            self.on_checkpoint()
 
     def _divergence(self, loss):
         seen = f"on rank {self.run.ctx.rank}" if not math.isfinite(loss) else "on another rank"

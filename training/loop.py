@@ -181,9 +181,12 @@ def resumed_lr(cfg, state, size, steps=None):
 
 
 def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode, state, requests,
-          extra_callbacks=()):
+          commit=None):
     """The fit calls from ``state``'s position (None: a new run), with every callback in its order;
-    ``extra_callbacks`` run last (an elastic run's commit)."""
+    ``commit(saver)``: an elastic run's commit (training.elastic), a callback that runs right after the
+    epoch record, before the stop check's collective: a peer lost there rolls back to this epoch's commit,
+    not to the previous one, so no epoch is recorded (or its best.npz written) twice. Mid-epoch it is called
+    after each checkpoint."""
     first_epoch, first_step = resume_position(state, ctx, cfg, steps)
     accum = f" x {cfg.grad_accum_steps} accumulated" if cfg.grad_accum_steps > 1 else ""
     log.info("%d ranks x %d images%s = global batch %d; %d steps/epoch; LR %.2e -> %.2e (%s scaling, %g warm-up "
@@ -208,10 +211,13 @@ def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monit
             run.file("tensorboard"), profile_batch=cfg.profile_range() if cfg.profile_steps else 0))
     hooks = callbacks.standard_callbacks(run, cfg, ctx, steps, cfg.per_rank_batch, initial_epoch=first_epoch,
                                          epoch_end=epoch_end, initial_step=first_step)
+    committer = commit(saver) if commit else None
+    if committer:
+        hooks.callbacks.append(committer)
     hooks.callbacks.append(interrupt.StepCheckpoints(run, saver, requests, steps, cfg.checkpoint_every_steps,
                                                      cfg.epochs, resumed_at=(first_epoch, first_step),
-                                                     batches_per_update=cfg.grad_accum_steps))
-    hooks.callbacks.extend(cb(saver) for cb in extra_callbacks)
+                                                     batches_per_update=cfg.grad_accum_steps,
+                                                     on_checkpoint=committer.commit if committer else None))
     if cfg.nvtx:  # first: its range closes before the stop allreduce and checkpoints of the batch end
         hooks.callbacks.insert(0, nvtx.StepRanges(initial_step=first_step))
     with timeline(cfg, ctx, run):
