@@ -30,7 +30,7 @@ from training import export
 
 MIN_SIDE = 16  # dataprep.kvasir_seg.tfrecords.MIN_SIDE: predict refuses smaller frames
 NOT_PNG_OR_JPEG = "not a PNG or JPEG image (the exported model decodes those two formats only)"
-CUSTOM_LAYERS = {"segnet": "PoolSwitch"}  # networks with a layer of this project's own
+CUSTOM_LAYERS = {"segnet": "PoolSwitch", "fcn8s": "CountedDropout"}  # networks with a layer of this project's own
 
 
 def check_checkpoint(state, path):

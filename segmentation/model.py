@@ -207,13 +207,50 @@ def fcn8s(size, channels=3, filters=(32, 64, 128, 256, 256), fc=1024, dropout=0.
     for width, convs in zip(filters, VGG16_CONVS):
         x = L.MaxPooling2D(2)(_vgg_block(x, width, convs))
         pools.append(x)
-    x = L.Dropout(dropout)(L.Conv2D(fc, 7, padding="same", activation="relu", name="fc6")(x))
-    x = L.Dropout(dropout)(L.Conv2D(fc, 1, activation="relu", name="fc7")(x))
+    x = CountedDropout(dropout, name="drop6")(L.Conv2D(fc, 7, padding="same", activation="relu", name="fc6")(x))
+    x = CountedDropout(dropout, name="drop7")(L.Conv2D(fc, 1, activation="relu", name="fc7")(x))
     score = L.Conv2D(1, 1, name="score_fr")(x)
     for pool, name in ((pools[3], "pool4"), (pools[2], "pool3")):
         score = L.Add()([bilinear_upsampling(2, f"up_to_{name}")(score), L.Conv2D(1, 1, name=f"score_{name}")(pool)])
     score = bilinear_upsampling(8, "up_to_input")(score)
     return keras.Model(inputs, L.Activation("linear", dtype="float32", name="logits")(score), name="fcn8s")
+
+
+class CountedDropout(L.Layer):
+    """Dropout whose masks are a function of (its stream, its count of training calls).
+
+    Keras' Dropout draws from a generator that is the same on every rank (one
+    global seed) and in no checkpoint, so every rank drops the same units and
+    a resumed run draws other masks. Here the count is a weight (saved and
+    restored with the others, the same on every rank) and the stream is set
+    per rank (``set_dropout_streams``): each rank draws its own masks, and a
+    resumed run the masks an uninterrupted one would have drawn.
+    """
+
+    def __init__(self, rate, stream=0, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.stream = float(rate), int(stream)
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(name="calls", shape=(), dtype="int64", initializer="zeros", trainable=False)
+        super().build(input_shape)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0:
+            return x
+        count = self.calls.assign_add(1)
+        seed = tf.stack([tf.constant(self.stream, tf.int64), count])
+        keep = tf.random.stateless_uniform(tf.shape(x), seed) >= self.rate
+        return tf.where(keep, x / tf.cast(1 - self.rate, x.dtype), tf.zeros_like(x))
+
+    def get_config(self):
+        return dict(super().get_config(), rate=self.rate, stream=self.stream)
+
+
+def set_dropout_streams(model, seed, rank):
+    """Give each CountedDropout of ``model`` its own stream of masks on this rank (before training)."""
+    for i, layer in enumerate(l for l in model.layers if isinstance(l, CountedDropout)):
+        layer.stream = (seed * 1_000_003 + rank) * 64 + i
 
 
 class PoolSwitch(L.Layer):
@@ -277,8 +314,8 @@ def build_model(name, size, channels=3, bn_momentum=None, **kwargs):
 
 
 def count_params(model):
-    """All parameters: trainable ones plus BatchNorm moving statistics."""
-    return sum(w.shape.num_elements() for w in model.weights)
+    """All parameters: trainable ones plus BatchNorm moving statistics (not the dropout layers' counts)."""
+    return sum(w.shape.num_elements() for w in model.weights if w.dtype.is_floating)
 
 
 OUTPUT_KIND = "logits"  # recorded in checkpoints: predict and evaluate apply the sigmoid / threshold

@@ -30,6 +30,7 @@ def main(argv=None):
         raise UserError(determinism_problem(cfg.model, ctx.device))
     run = RunDir.create(cfg, ctx, "segmentation", resume=cfg.resume)
     model = seg_model.build_model(cfg.model, size, bn_momentum=cfg.bn_momentum)
+    seg_model.set_dropout_streams(model, cfg.seed, ctx.rank)
     loss = losses.build_loss(cfg.loss)
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
     loop.compile_model(model, optimizer, loss, ctx)

@@ -166,3 +166,62 @@ def test_the_module_does_not_import_horovod():
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
+
+
+def _train(model, steps, start, restarted=True):
+    """``steps`` deterministic batches from batch ``start``; ``restarted``: in a new process, whose global
+    seed is set again (as distributed.init does)."""
+    import tensorflow as tf
+    if restarted:
+        keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(start)
+    x = rng.random((steps * 2, 32, 32, 3)).astype("float32")
+    y = (rng.random((steps * 2, 32, 32, 1)) > 0.5).astype("float32")
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(2), epochs=1, verbose=0)
+
+
+TINY = {"resunetpp": {"filters": (4, 4, 8, 8, 8)}, "unet": {"filters": (4, 4, 8, 8, 8)},
+        "fcn8s": {"filters": (4, 4, 8, 8, 8), "fc": 16}, "segnet": {"filters": (4, 4, 8, 8, 8)}}
+
+
+def _compiled(name):
+    from segmentation.model import set_dropout_streams
+    keras.utils.set_random_seed(1)
+    model = build_model(name, 32, **TINY[name])
+    set_dropout_streams(model, seed=0, rank=0)
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_training_resumed_from_a_checkpoint_matches_an_uninterrupted_run_bit_for_bit(name, tmp_path):
+    """Every network, dropout included: 2 steps, checkpoint.save, 2 more steps equal 2 steps after
+    checkpoint.restore in a model built again (and the global seed set again, as a new process would)."""
+    import tensorflow as tf
+    from training import checkpoint
+    tf.config.experimental.enable_op_determinism()
+    whole = _compiled(name)
+    _train(whole, 2, 0)
+    checkpoint.save(str(tmp_path / "last.npz"), whole, {"epoch": 1, "lr": 1e-3})
+    _train(whole, 2, 1, restarted=False)
+    resumed = _compiled(name)
+    checkpoint.restore(str(tmp_path / "last.npz"), resumed)
+    _train(resumed, 2, 1)
+    same = [np.array_equal(a, b) for a, b in zip(whole.get_weights(), resumed.get_weights())]
+    assert all(same), f"{same.count(False)} of {len(same)} weight arrays differ"
+
+
+def test_each_rank_drops_its_own_units():
+    import tensorflow as tf
+    from segmentation.model import CountedDropout, set_dropout_streams
+    x = tf.ones((1, 8, 8, 16))
+    masks = []
+    for rank in (0, 1, 0):
+        model = keras.Sequential([keras.layers.Input((8, 8, 16)), CountedDropout(0.5)])
+        set_dropout_streams(model, seed=0, rank=rank)
+        masks.append(model(x, training=True).numpy() > 0)
+    assert not np.array_equal(masks[0], masks[1]) and np.array_equal(masks[0], masks[2])
+    assert 0.4 < masks[0].mean() < 0.6
+    assert np.array_equal(model(x, training=False).numpy(), x.numpy())
