@@ -109,7 +109,7 @@ def test_a_lost_worker_leaves_the_others_training_and_its_host_is_taken_in_again
 def test_a_run_resumed_on_other_ranks_goes_on_with_the_rate_of_its_new_size(saved_ranks, ranks, rule, warmup,
                                                                              saved_lr, expected):
     from training.config import TrainConfig
-    from training.loop import resumed_lr
+    from training.engine import resumed_lr
     cfg = TrainConfig(base_lr=1e-3, lr_scaling=rule, warmup_epochs=warmup)
     state = {"epoch": 1, "step": 0, "lr": saved_lr, "ranks": saved_ranks, "steps_per_epoch": 10}
     assert resumed_lr(cfg, state, ranks) == pytest.approx(expected)

@@ -8,6 +8,7 @@ module) counts too.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,46 @@ def test_usage_examples_in_docstrings_hold(module):
     import importlib
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0, result
+
+
+PACKAGES = ("runtime", "training", "chexnet", "segmentation", "dataprep", "smoke")
+
+
+def _project_imports():
+    """{module: the project modules it imports anywhere in its file (lazy imports in functions too)}."""
+    import ast
+    graph = {}
+    for package in PACKAGES:
+        for path in sorted((Path(ROOT) / package).rglob("*.py")):
+            module = ".".join(path.relative_to(Path(ROOT)).with_suffix("").parts).removesuffix(".__init__")
+            found = set()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    found.update(a.name for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    found.update(f"{node.module}.{a.name}" for a in node.names)
+                    found.add(node.module)
+            graph[module] = found
+    return {m: {d for d in deps if d in graph and d != m and not m.startswith(d + ".") and d not in PACKAGES}
+            for m, deps in graph.items()}
+
+
+def test_no_import_circle_between_the_projects_modules():
+    """An import circle, lazy or not, means two modules that cannot be read (or changed) one without the other."""
+    graph = _project_imports()
+    assert graph["training.loop"] >= {"training.elastic", "training.engine"}  # the walk sees real edges
+    state, circles = {}, []
+
+    def visit(module, path):
+        state[module] = "open"
+        for dep in sorted(graph[module]):
+            if state.get(dep) == "open":
+                circles.append(path[path.index(dep):] + [dep] if dep in path else [module, dep])
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, circles

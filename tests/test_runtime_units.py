@@ -294,12 +294,12 @@ def test_nvtx_flag_without_the_package_is_a_one_line_error(monkeypatch):
 
 
 def _elastic_epoch_end(monkeypatch, tmp_path):
-    """What the callbacks loop.train hands to fit do at an epoch end, in order: every collective, the
+    """What the callbacks engine.train hands to fit do at an epoch end, in order: every collective, the
     epoch record, the checkpoint and the elastic commit (collectives and files replaced by recorders)."""
     from runtime import callbacks as cbs, distributed
     from runtime.metrics import MetricsStream
     from runtime.precision import Choice
-    from training import checkpoint, interrupt, loop
+    from training import checkpoint, engine, interrupt
     from training.config import TrainConfig
     from training.elastic import Commit
 
@@ -339,7 +339,7 @@ def _elastic_epoch_end(monkeypatch, tmp_path):
     ctx = distributed.Context(rank=0, size=2, local_rank=0, local_size=2, intra_op_threads=1, device="CPU",
                               precision=Choice("float32", "float32", "pinned"), jit_compile=False, cpu_model="x")
     cfg = TrainConfig(data_dir="d", epochs=2, tensorboard=False, progress="none")
-    loop.train(cfg, ctx, Run(), Model(), 4, lambda *a: None, [], {}, "val_dice", "max", None, Requests(),
+    engine.train(cfg, ctx, Run(), Model(), 4, lambda *a: None, [], {}, "val_dice", "max", None, Requests(),
                commit=lambda saver: Commit(State(), saver))
     return events
 

@@ -1,6 +1,7 @@
 """The model card of an export: model_card.json (for programs) and MODEL_CARD.md (for people), from the run.
 
-    data = contents(workload, state, "runs/cx/best.npz", ["savedmodel", "onnx"], checks, timings)
+    data = contents(workload, state, "runs/cx/best.npz", {"savedmodel": "savedmodel", "onnx": "model.onnx"},
+                    checks, timings)
     write("exported/cx", data)
     written_by_export("exported/cx/model_card.json")   # True: --overwrite may replace that folder
 
@@ -35,9 +36,8 @@ def written_by_export(path):
         return False
 
 
-def contents(workload, state, checkpoint_path, formats, checks, timings):
-    """Everything the card says, as one JSON-ready dict."""
-    from training.export import FORMATS
+def contents(workload, state, checkpoint_path, files, checks, timings):
+    """Everything the card says, as one JSON-ready dict; ``files``: {format: its name in the export folder}."""
     run = os.path.dirname(os.path.abspath(checkpoint_path))
     return {"exported_by": MARK, "workload": workload.name, "intended_use": INTENDED_USE,
             **workload.describe(state),
@@ -46,7 +46,7 @@ def contents(workload, state, checkpoint_path, formats, checks, timings):
             "precision": {"trained": state.get("precision", "float32"), "exported": "float32",
                           "note": "exported in float32 whatever the training precision: equal to predict "
                                   "--precision float32"},
-            "files": {f: FORMATS[f] for f in formats}, "checks": {"max_abs_difference": checks,
+            "files": dict(files), "checks": {"max_abs_difference": checks,
                                                                  "on": "2 random tensors, against TensorFlow"},
             "export_seconds": timings, "training_data": training_data(run), "figures": figures(run, state,
                                                                                                checkpoint_path),

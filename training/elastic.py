@@ -19,10 +19,10 @@ Built on Horovod's elastic mode (Gloo controller; ``runtime.distributed``):
   host's cool-down ends): noticed at the next commit. Every worker stops
   there; the new ones start and receive rank 0's state.
 - **On every (re)start** the ranks, the steps per epoch, the training and
-  validation shards and the learning rate (``loop.resumed_lr``: the scaling
+  validation shards and the learning rate (``engine.resumed_lr``: the scaling
   rule at the new size, plateau cuts kept) are derived again for the workers
   present; the position maps to the same share of the epoch
-  (``loop.resume_position``). An ``elastic`` record in metrics.jsonl says
+  (``engine.resume_position``). An ``elastic`` record in metrics.jsonl says
   when, on how many ranks, and from where.
 - **Run folder.** Any worker may become rank 0, so ``--runs-dir`` must be a
   folder every worker sees (on one node, any folder). An elastic job continues
@@ -40,14 +40,14 @@ import tf_keras as keras
 from runtime import distributed, stop
 from runtime.errors import UserError
 from runtime.rundir import RunDir
-from training import checkpoint, loop
+from training import checkpoint, engine
 
 log = logging.getLogger(__name__)
 
 
 class Commit(keras.callbacks.Callback):
     """Commits the elastic state after each checkpoint: at an epoch end right after the epoch record
-    (``loop.train`` places it before any later collective), mid-epoch when ``StepCheckpoints`` calls it."""
+    (``engine.train`` places it before any later collective), mid-epoch when ``StepCheckpoints`` calls it."""
 
     def __init__(self, state, saver):
         super().__init__()
@@ -93,7 +93,7 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
         here = RunDir(run.path, now)  # this membership's rank 0 writes the records
         steps, train_data = train_input(now)
         if state.saved:
-            keras.backend.set_value(model.optimizer.learning_rate, loop.resumed_lr(cfg, state.saved, now.size, steps))
+            keras.backend.set_value(model.optimizer.learning_rate, engine.resumed_lr(cfg, state.saved, now.size, steps))
         state.restarts += 1
         at = (state.saved or {}).get("epoch", 0), (state.saved or {}).get("step", 0)
         here.stream.write("elastic", ranks=now.size, restarts=state.restarts, epoch=at[0] + 1, step=at[1],
@@ -103,9 +103,9 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
         if now.is_chief and state.restarts:
             log.warning("elastic: training goes on with %d ranks from epoch %d step %d (restart %d)", now.size,
                         at[0] + 1, at[1], state.restarts)
-        loop.train(cfg, now, here, model, steps, train_data, validators(now), model_info, monitor, mode,
+        engine.train(cfg, now, here, model, steps, train_data, validators(now), model_info, monitor, mode,
                    state.saved, requests, commit=lambda saver: Commit(state, saver))
         return now, here
 
     now, here = train(state)
-    loop.finish(now, here, columns)
+    engine.finish(now, here, columns)

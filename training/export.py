@@ -129,7 +129,8 @@ def main(workload, doc, argv=None):
     stage = make_stage(args.out)
     try:
         timings, checks = write_formats(formats, serving, model, workload.input_shape(state), stage)
-        card.write(stage, card.contents(workload, state, args.checkpoint, formats, checks, timings))
+        card.write(stage, card.contents(workload, state, args.checkpoint, {f: FORMATS[f] for f in formats}, checks,
+                                         timings))
         publish(stage, args.out, [FORMATS[f] for f in formats])
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # the staging folder is this command's own
