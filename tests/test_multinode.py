@@ -1,9 +1,11 @@
 """The namespace cluster itself: separate hostnames, two networks, name resolution, ssh between nodes."""
+import os
 import sys
+import time
 
 import pytest
 
-from helpers import run_job
+from helpers import ROOT, run_job
 
 from netns_cluster import NetnsCluster, unavailable
 
@@ -58,3 +60,37 @@ def test_horovodrun_hosts_with_gloo_on_the_data_interface(netns_cluster):
     out = run_job(cmd, timeout=120).stdout
     ranks = sorted(line.split("RANK ")[1].split() for line in out.splitlines() if "RANK " in line)
     assert ranks == [["0", "2", "0", "1", "2", c.hostname("node0")], ["1", "2", "0", "1", "2", c.hostname("node1")]]
+
+
+LAUNCH = os.path.join(ROOT, "job_submissions", "local", "launch.sh")
+SMOKE = ["smoke.train", "--epochs", "1", "--steps-per-epoch", "3", "--per-rank-batch", "4", "--eval-images", "16",
+         "--precision", "float32", "--progress", "none"]
+
+
+def test_the_launcher_trains_across_nodes_on_the_interface_medimg_iface_names(netns_cluster, tmp_path):
+    """MEDIMG_IFACE=data0 with a hostfile: the launcher's horovodrun puts one rank on each node and
+    the run trains to the end (every collective over the data network)."""
+    c = netns_cluster
+    cmd = c.on("node0", ["bash", LAUNCH, "--np", "2", "--hostfile", str(c.hostfile()), *SMOKE,
+                         "--runs-dir", str(tmp_path), "--run-name", "across"])
+    proc = run_job(cmd, timeout=240, MEDIMG_IFACE="data0")
+    assert "on 2 rank(s) of 2 host(s)" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    assert (tmp_path / "across" / "metrics.jsonl").exists()
+
+
+def test_an_interface_one_node_lacks_is_named_in_one_line_before_any_rank_starts(netns_cluster):
+    """node0 has an interface node1 lacks: the launcher checks every host over ssh first and names node1,
+    within seconds, where horovodrun would end in a traceback (and Open MPI could wait on the wrong network)."""
+    c = netns_cluster
+    c.exec("node0", ["ip", "link", "add", "only0", "type", "veth", "peer", "name", "only0p"])
+    try:
+        started = time.monotonic()
+        proc = run_job(c.on("node0", ["bash", LAUNCH, "--np", "2", "--hostfile", str(c.hostfile()), *SMOKE]),
+                       timeout=60, expect_rc=2, MEDIMG_IFACE="only0")
+        elapsed = time.monotonic() - started
+    finally:
+        c.exec("node0", ["ip", "link", "del", "only0"])
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["launch.sh: error: MEDIMG_IFACE=only0: host node1 has no interface only0 ('ip -br addr' "
+                     "there lists its interfaces)"], proc.stderr[-2000:]
+    assert elapsed < 20 and "Traceback" not in proc.stderr

@@ -17,6 +17,11 @@
 # taken in again if SCRIPT still lists it. The trainer gets --elastic, and needs
 # --run-name and a --runs-dir every host sees (training/elastic.py):
 #   job_submissions/local/launch.sh --np 4 --elastic 2:8 --discovery ./hosts.sh chexnet.train --run-name cx ...
+# Several networks per host (a data network and a management one): MEDIMG_IFACE=NAME
+# sends every collective over interface NAME (horovodrun --network-interface, Open
+# MPI's btl/oob TCP, Gloo, NCCL); each host is first checked to have it (ssh, 5 s
+# timeout) and a host without it, or one ssh cannot reach, is named in one line:
+#   MEDIMG_IFACE=ib0 job_submissions/local/launch.sh --np 8 --hostfile hosts.txt chexnet.train ...
 # The same without this script:
 #   horovodrun -np 8 -hostfile hosts.txt python -m segmentation.train --epochs 100
 #   mpirun -np 8 --hostfile hosts.txt --bind-to none python -m segmentation.train --epochs 100
@@ -60,6 +65,36 @@ fi
 [ -f "$ROOT/${MODULE//.//}.py" ] || die "no entry point $MODULE in $ROOT (e.g. chexnet.train, segmentation.evaluate)"
 [ -x "$VENV/bin/horovodrun" ] || die "$VENV/bin/horovodrun not found: run 'make setup' first (or set MEDIMG_VENV)"
 VENV=$(cd "$VENV" && pwd)  # every rank, on every host, finds it whatever its folder
+IFACE=${MEDIMG_IFACE:-}
+job_hosts() {  # the hosts of the job: the hostfile's, the discovery script's now, or this one
+  if [ -n "$HOSTFILE" ]; then awk '!/^[[:space:]]*(#|$)/ {print $1}' "$HOSTFILE"
+  elif [ -n "$DISCOVERY" ]; then "$DISCOVERY" | cut -d: -f1
+  else echo localhost
+  fi
+}
+check_iface() {  # check_iface HOST: HOST has interface $IFACE, or one line saying why not
+  local rc=0
+  case "$1" in
+    localhost|127.0.0.1|"$(hostname)"|"$(hostname -s)") [ -e "/sys/class/net/$IFACE" ] || rc=1 ;;
+    *) timeout 15 ssh -o BatchMode=yes -o ConnectTimeout=5 "$1" test -e "/sys/class/net/$IFACE" </dev/null || rc=$? ;;
+  esac
+  case $rc in
+    0) ;;
+    1) if [ -e /sys/class/net/lo ] && [ "$1" = localhost ]; then hint="it has: $(ls /sys/class/net | paste -sd ' ' -)"
+       else hint="'ip -br addr' there lists its interfaces"; fi
+       die "MEDIMG_IFACE=$IFACE: host $1 has no interface $IFACE ($hint)" ;;
+    *) die "MEDIMG_IFACE=$IFACE: cannot reach host $1 by ssh to check it (exit $rc): horovodrun needs passwordless ssh to every host" ;;
+  esac
+}
+IFACE_ARGS=()
+if [ -n "$IFACE" ]; then
+  [[ "$IFACE" =~ ^[A-Za-z0-9_.:@-]+$ ]] || die "MEDIMG_IFACE '$IFACE' is not an interface name (e.g. eth0, ib0)"
+  for host in $(job_hosts | sort -u); do check_iface "$host"; done
+  IFACE_ARGS=(--network-interface "$IFACE")
+  # horovodrun sets its own controller's interface; these cover Open MPI's, Gloo's and NCCL's sockets.
+  export OMPI_MCA_btl_tcp_if_include=$IFACE OMPI_MCA_oob_tcp_if_include=$IFACE HOROVOD_GLOO_IFACE=$IFACE \
+    GLOO_SOCKET_IFNAME=$IFACE NCCL_SOCKET_IFNAME=$IFACE
+fi
 # No cd: relative paths stay the user's; PYTHONPATH finds the project, -P keeps the user's folder off sys.path.
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 HOSTS=()
@@ -69,4 +104,5 @@ if [ -n "$ELASTIC" ]; then
          --blacklist-cooldown-range "${COOLDOWN%%:*}" "${COOLDOWN##*:}")
   set -- "$@" --elastic
 fi
-exec "$VENV/bin/horovodrun" -np "$NP" ${HOSTS[@]+"${HOSTS[@]}"} "$VENV/bin/python" -P -m "$MODULE" "$@"
+exec "$VENV/bin/horovodrun" -np "$NP" ${HOSTS[@]+"${HOSTS[@]}"} ${IFACE_ARGS[@]+"${IFACE_ARGS[@]}"} \
+  "$VENV/bin/python" -P -m "$MODULE" "$@"
