@@ -30,7 +30,8 @@ def main(argv=None):
     classes = manifest.classes if manifest else data.CLASSES
     w_pos, w_neg = losses.class_weights(data.class_positives(manifest, "train"), data.class_known(manifest, "train")) \
         if manifest else losses.uniform_weights(len(classes))
-    model = cx_model.build_model(cfg.crop, len(classes), cfg.weights, cfg.bn_momentum)
+    # --init-from replaces the backbone's start: ImageNet weights would be fetched for nothing.
+    model = cx_model.build_model(cfg.crop, len(classes), "none" if cfg.init_from else cfg.weights, cfg.bn_momentum)
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
     loop.compile_model(model, optimizer, losses.weighted_bce(w_pos, w_neg), ctx)
 

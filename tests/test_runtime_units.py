@@ -351,3 +351,46 @@ def test_an_elastic_epoch_is_committed_before_any_collective_that_follows_its_re
     assert "commit" in events and "collective any_rank" in events, events
     after_record = events[events.index("checkpoint"):]
     assert after_record.index("commit") < min(i for i, e in enumerate(after_record) if e.startswith("collective"))
+
+
+def test_init_from_loads_every_layer_of_the_same_shapes_and_starts_another_head_fresh(tmp_path):
+    import tf_keras as keras
+    from runtime.errors import UserError
+    from training import checkpoint
+
+    def net(classes, seed):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential([keras.layers.Input((6,)), keras.layers.Dense(5, name="body"),
+                                  keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(classes, name="head")])
+        model.compile(keras.optimizers.Adam(1e-3), "mse")
+        return model
+
+    source = net(3, seed=1)
+    checkpoint.save(str(tmp_path / "best.npz"), source, {"epoch": 2, "lr": 1e-3})
+    same = net(3, seed=2)
+    assert checkpoint.init_from(str(tmp_path / "best.npz"), same) == {"loaded": ["body", "bn", "head"], "fresh": []}
+    assert all((a == b).all() for a, b in zip(same.get_weights(), source.get_weights()))
+    other = net(4, seed=2)
+    fresh_head = other.get_layer("head").get_weights()
+    assert checkpoint.init_from(str(tmp_path / "best.npz"), other) == {"loaded": ["body", "bn"], "fresh": ["head"]}
+    assert (other.get_layer("body").get_weights()[0] == source.get_layer("body").get_weights()[0]).all()
+    assert all((a == b).all() for a, b in zip(other.get_layer("head").get_weights(), fresh_head))
+    deeper = keras.Sequential([keras.layers.Input((6,)), keras.layers.Dense(5), keras.layers.Dense(5),
+                               keras.layers.Dense(3)])
+    with pytest.raises(UserError, match="holds 8 weight arrays, this model has 6: it was trained with another "
+                                        "network"):
+        checkpoint.init_from(str(tmp_path / "best.npz"), deeper)
+
+
+def test_init_from_is_checked_before_tensorflow_and_is_not_resume(tmp_path):
+    from runtime.config import parse_args
+    from runtime.errors import UserError
+    from training.config import TrainConfig
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UserError, match=r"--init-from .*run: no best.npz in that run folder"):
+        parse_args(TrainConfig, ["--init-from", str(tmp_path / "run"), "--data-dir", "d"])
+    (tmp_path / "run" / "best.npz").write_bytes(b"x")
+    assert parse_args(TrainConfig, ["--init-from", str(tmp_path / "run"), "--data-dir", "d"]).init_from_checkpoint() \
+        == str(tmp_path / "run" / "best.npz")
+    with pytest.raises(UserError, match="^--init-from starts a new run from other weights, --resume continues"):
+        parse_args(TrainConfig, ["--init-from", str(tmp_path / "run"), "--resume", "--run-name", "r", "--data-dir", "d"])

@@ -7,6 +7,7 @@ on the records (stopping and resuming: test_stopping.py).
 import csv
 import json
 import os
+import re
 import sys
 
 import cv2
@@ -155,3 +156,21 @@ def test_a_split_the_records_lack_stops_evaluate_before_any_split_is_graded(trai
         f"error: {trained['data'] / 'tfrecords'}/manifest.json has no test images (its splits: train, val): pick "
         "one of those, or rewrite the TFRecords with that split")
     assert "Traceback" not in proc.stderr and len(read_events(metrics, "eval")) == before
+
+
+def test_a_fine_tuned_run_starts_from_the_given_runs_weights(trained, tmp_path):
+    """--init-from RUN: every layer of the same network is loaded (a line says so), the optimizer and the
+    position are not (a new run: epoch 1 of 1); at a vanishing learning rate the weights stay the source's."""
+    import numpy as np
+    proc = run_job([sys.executable, "-m", "segmentation.train", "--data-dir", str(trained["data"] / "tfrecords"),
+                    "--runs-dir", str(tmp_path), "--run-name", "tuned", "--init-from", str(trained["run"]),
+                    "--epochs", "1", "--per-rank-batch", "32", "--base-lr", "1e-12", "--min-lr", "1e-12",
+                    "--warmup-epochs", "0",
+                    "--no-tensorboard", *FAST], timeout=300)
+    assert re.search(r"--init-from \S+best.npz: loaded the weights of (\d+) of \1 layers\n", proc.stderr + proc.stdout)
+    with np.load(trained["run"] / "best.npz") as source, np.load(tmp_path / "tuned" / "last.npz") as tuned:
+        kernels = sorted(k for k in source.files if k.startswith("weight_"))
+        assert np.allclose(source[kernels[0]], tuned[kernels[0]], atol=1e-9)
+        assert json.loads(tuned["state_json"].tobytes())["epoch"] == 1
+        steps = trained["manifest"]["splits"]["train"]["images"] // 32
+        assert int(tuned["optimizer_0000"]) == steps  # its own updates only, from 0

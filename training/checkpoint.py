@@ -98,6 +98,31 @@ def restore(path, model, with_optimizer=True, expected=None):
     return state
 
 
+def init_from(path, model):
+    """Fine-tuning's start: load a run's weights into ``model``, layer by layer; no optimizer state, no position.
+
+    A layer whose saved arrays all have its shapes is loaded; one whose shapes differ (a head for
+    another number of classes) keeps its fresh initialisation. A checkpoint of another architecture
+    (another number of arrays) is refused. Returns {"loaded": [...], "fresh": [...]}: layer names."""
+    weights, _, _ = read(path)
+    layers = [layer for layer in model.layers if layer.weights]
+    expected = sum(len(layer.get_weights()) for layer in layers)
+    if len(weights) != expected:
+        raise UserError(f"--init-from {path}: holds {len(weights)} weight arrays, this model has {expected}: it was "
+                        f"trained with another network; pass a run of the same --model (the head may differ)")
+    loaded, fresh, at = [], [], 0
+    for layer in layers:
+        n = len(layer.get_weights())
+        saved = weights[at:at + n]
+        at += n
+        if all(a.shape == w.shape for a, w in zip(saved, layer.get_weights())):
+            layer.set_weights(saved)
+            loaded.append(layer.name)
+        else:
+            fresh.append(layer.name)
+    return {"loaded": loaded, "fresh": fresh}
+
+
 class Plateau(keras.callbacks.ReduceLROnPlateau):
     """ReduceLROnPlateau whose counters survive a resume (Keras resets them at train start)."""
 

@@ -12,6 +12,7 @@ Every field is a flag (``runtime.config``); ``--preset FILE`` fills them from a
 JSON file first, and flags given on the command line win.
 """
 import dataclasses
+import os
 
 from runtime.config import RuntimeConfig, field
 from runtime.errors import UserError
@@ -63,6 +64,9 @@ class TrainConfig(RuntimeConfig):
     stall_timeout_s: float = field(600.0, "seconds without progress (a step, a validation batch) after which a "
                                    "rank ends itself, and so the job: a frozen peer would hang it; 0: never",
                                    at_least=0, at_most=7 * 86400)
+    init_from: str = field("", "fine-tune: start from the weights of RUN_FOLDER (its best.npz) or of an .npz "
+                           "checkpoint; layers whose shapes differ (the head, for other classes) start fresh; "
+                           "no optimizer state or position (that is --resume)")
     checkpoint_every_steps: int = field(0, "also write last.npz every N steps within an epoch, resumed at the "
                                         "exact step (0: at epoch ends only; a stop signal always writes one)",
                                         at_least=0, at_most=10 ** 9)
@@ -107,10 +111,24 @@ class TrainConfig(RuntimeConfig):
             raise UserError(f"--checkpoint-every-steps {self.checkpoint_every_steps} is not a multiple of "
                             f"--grad-accum-steps {self.grad_accum_steps}: checkpoints are written between "
                             f"updates only; pass a multiple")
+        if self.init_from:
+            self.init_from_checkpoint()  # a missing run or file is refused before TensorFlow loads
+            if self.resume:
+                raise UserError("--init-from starts a new run from other weights, --resume continues this one: "
+                                "drop one of them")
         if self.resume and not self.run_name:
             raise UserError("--resume needs --run-name: the run folder whose last checkpoint to continue")
         if not self.data_dir and not (self.benchmark and self.synthetic_input):
             raise UserError("--data-dir is empty: pass the folder write_tfrecords.sh wrote")
+
+    def init_from_checkpoint(self):
+        """The checkpoint --init-from names: RUN/best.npz for a run folder, else the file itself."""
+        path = os.path.join(self.init_from, "best.npz") if os.path.isdir(self.init_from) else self.init_from
+        if not os.path.isfile(path):
+            what = "best.npz in that run folder" if os.path.isdir(self.init_from) else "such file"
+            raise UserError(f"--init-from {self.init_from}: no {what}; pass a run folder that holds best.npz, or an "
+                            f".npz checkpoint of one")
+        return path
 
     def profile_range(self):
         """(A, B) of --profile-steps A:B, 1-based steps with 1 <= A <= B."""

@@ -82,6 +82,8 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
     """``loop.fit`` for an elastic job: the same training, started again on every change of workers."""
     requests = stop.install()
     saved, refusal = initial_state(run, model, model_info, ctx)
+    if saved is None and refusal is None and cfg.init_from:
+        engine.start_from(cfg, ctx, model)  # every worker loads them: no collective before the elastic loop
     state = distributed.elastic_state(model, saved=saved, refusal=refusal, restarts=-1)
 
     @distributed.run_elastic

@@ -76,6 +76,17 @@ def resumed_lr(cfg, state, size, steps=None):
     return state["lr"] * plan.at_epochs(epochs_done) / saved_plan.at_epochs(epochs_done)
 
 
+def start_from(cfg, ctx, model):
+    """--init-from: rank 0 loads the weights (the initial broadcast hands them to every rank) and says which
+    layers start fresh; a refusal reaches every rank."""
+    path = cfg.init_from_checkpoint()
+    report = distributed.on_chief(checkpoint.init_from, path, model, collective=not cfg.elastic)
+    if ctx.is_chief:
+        fresh = f"; started fresh (other shapes): {', '.join(report['fresh'])}" if report["fresh"] else ""
+        log.info("--init-from %s: loaded the weights of %d of %d layers%s", path, len(report["loaded"]),
+                 len(report["loaded"]) + len(report["fresh"]), fresh)
+
+
 def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode, state, requests,
           commit=None):
     """The fit calls from ``state``'s position (None: a new run), with every callback in its order;

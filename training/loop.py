@@ -103,6 +103,8 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
         return
     if state:
         run.write_config(cfg, ctx)  # the settings it goes on with, once they are known to be good
+    if not state and cfg.init_from:
+        engine.start_from(cfg, ctx, model)
     steps, train_data = train_input(ctx)
     if state:
         keras.backend.set_value(model.optimizer.learning_rate, engine.resumed_lr(cfg, state, ctx.size, steps))
