@@ -4,6 +4,7 @@ tables, and able to expose a defect that the easy setting hides.
 The ceiling checks recompute it independently: scikit-learn's AUC over the written CSV, test list and planted
 scores; Dice by hand over the extracted masks, the planted masks and val.txt.
 """
+import concurrent.futures
 import csv
 import io
 import json
@@ -89,13 +90,20 @@ def test_faint_findings_are_drawn_fainter():
 
 @pytest.fixture(scope="module")
 def realistic_sets(tmp_path_factory):
-    """Tiny realistic ChestX-ray14 and Kvasir-SEG made by the three shell stages (official Kvasir lists)."""
+    """Tiny realistic ChestX-ray14 and Kvasir-SEG made by the three shell stages (official Kvasir lists), the
+    two data sets side by side (each writer's start-up is most of its time)."""
     root = tmp_path_factory.mktemp("realistic")
-    for dataset, size, stored in (("chestxray14", 32, 32), ("kvasir-seg", 96, 32)):
-        for script, extra in (("download_dataset.sh", ["--synthetic", "240" if dataset == "chestxray14" else "50",
-                                                       "--image-size", str(size), "--difficulty", "realistic"]),
-                              ("extract_images.sh", []), ("write_tfrecords.sh", ["--image-size", str(stored)])):
+
+    def stages(dataset, images, size, stored):
+        for script, extra in (("download_dataset.sh", ["--synthetic", str(images), "--image-size", str(size),
+                                                       "--difficulty", "realistic"]),
+                              ("extract_images.sh", []),
+                              ("write_tfrecords.sh", ["--image-size", str(stored), "--processes", "1"])):
             run_job(["bash", script, "--dataset", dataset, "--out", str(root), *extra], timeout=300)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(stages, "chestxray14", 120, 32, 32), pool.submit(stages, "kvasir-seg", 50, 96, 32)]:
+            done.result()
     return root
 
 
