@@ -7,13 +7,18 @@ writes what the real download plus the hand-placed metadata give:
     images_01.tar.gz .. images_12.tar.gz   each holding images/<8-digit patient>_<3-digit>.png
     Data_Entry_2017.csv                    real header, 11 fields a row, '|'-separated labels
     train_val_list.txt, test_list.txt      split by patient
-    SYNTHETIC.json                         how it was made (seed, counts) and each file's SHA-256
+    SYNTHETIC.json                         how it was made (seed, counts, difficulty, ceiling), each file's SHA-256
+    planted_scores.csv                     --difficulty realistic only: the oracle's score per image and class
 
 Patients have one to several follow-up images. Prevalence follows the real set
 (No Finding the majority, Hernia the rarest) with a floor (``--min-prevalence``)
 so that every class has positives in a small split. Each pathology is drawn as
 its own motif on a chest-like background, so a CNN can learn every label.
-The same seed gives the same bytes. It always writes the 12 archives (so it
+``--difficulty realistic`` draws findings at a per-class evidence strength and
+writes labels with missed and false reports (``plant``); planted_scores.csv
+then holds each image's P(label | planted), from which dataprep.ceiling
+computes the best achievable AUC. The same seed gives the same bytes (and
+``easy``, the default, the bytes it always gave). It always writes the 12 archives (so it
 needs at least 12 images), and rewrites only a folder it made itself
 (``dataprep.synthetic_marker``): any other non-empty folder is refused.
 """

@@ -7,7 +7,8 @@ writes what the real download gives (``download_dataset.sh --dataset kvasir-seg`
     kvasir-seg.zip       Kvasir-SEG/images/<id>.jpg, Kvasir-SEG/masks/<id>.jpg,
                          Kvasir-SEG/kavsir_bboxes.json
     train.txt, val.txt   an 88/12 split of the ids, in the form of the official lists
-    SYNTHETIC.json       how it was made (seed, counts, sizes) and each file's SHA-256
+    SYNTHETIC.json       how it was made (seed, counts, sizes, difficulty, ceiling), each file's SHA-256
+    planted_masks.zip    --difficulty realistic only: <id>.png, the outline each frame was drawn from
 
 Frames are endoscopy-like: a shaded, textured mucosa inside a dark vignette,
 with vessels and specular highlights; one polyp (sometimes two), a blob of
@@ -18,7 +19,10 @@ what is under it. Sizes span the real range (332x487 to 1072x1920, height x
 width) scaled by ``--image-size`` (the largest height; default 1072, the
 real one). Masks are JPEG, so their edges carry compression noise, as the
 real masks do; the boxes are the bounding boxes of the true mask's
-components. The same seed gives the same bytes. It rewrites only a folder it
+components. ``--difficulty realistic`` writes each mask as an annotator's
+outline of the planted one (``annotated``: boundary noise) and the planted
+masks to planted_masks.zip, from which dataprep.ceiling computes the best
+achievable Dice. The same seed gives the same bytes. It rewrites only a folder it
 made itself (``dataprep.synthetic_marker``): any other non-empty folder, such
 as a real download with its official lists, is refused.
 """
