@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Usage: ./download_dataset.sh [--dataset chestxray14|kvasir-seg|all] [--out DIR]
-#                              [--synthetic N [--image-size S] [--seed K]]
+#                              [--synthetic N [--image-size S] [--seed K] [--difficulty easy|realistic]]
 #                              [--mirror URL] [--checksums FILE] [--allow-checksum-mismatch]
 #
 # Real mode (default) fetches the official archives into DIR/<dataset>/:
@@ -27,6 +27,9 @@
 #                      real set is 1024); Kvasir-SEG: the largest frame height, others
 #                      scale with it (default 1072, the real range)
 #   --seed K           synthetic seed (default 0); same seed, same bytes
+#   --difficulty D     synthetic difficulty: easy (default; labels and masks as drawn)
+#                      or realistic (label and boundary noise with a known ceiling,
+#                      recorded in SYNTHETIC.json and graded beside each result)
 #   --mirror URL       fetch <URL>/<archive name> instead of the official URLs
 #   --checksums FILE   expected SHA-256 in `sha256sum` format, replacing the built-in list
 #   --allow-checksum-mismatch
@@ -46,6 +49,7 @@ OUT=data
 SYNTHETIC=""
 IMAGE_SIZE=""  # per data set: see --help
 SEED=0
+DIFFICULTY=easy
 MIRROR=""
 CHECKSUMS=""
 ALLOW_MISMATCH=0
@@ -62,6 +66,7 @@ while [ $# -gt 0 ]; do
     --synthetic) SYNTHETIC=${2:?--synthetic needs a number of images}; shift 2 ;;
     --image-size) IMAGE_SIZE=${2:?--image-size needs a value}; shift 2 ;;
     --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
+    --difficulty) DIFFICULTY=${2:?--difficulty needs easy or realistic}; shift 2 ;;
     --mirror) MIRROR=${2:?--mirror needs a URL}; shift 2 ;;
     --checksums) CHECKSUMS=${2:?--checksums needs a file}; shift 2 ;;
     --allow-checksum-mismatch) ALLOW_MISMATCH=1; shift ;;
@@ -72,6 +77,7 @@ done
 case "$DATASET" in chestxray14|kvasir-seg|all) ;; *) die "--dataset must be chestxray14, kvasir-seg or all, got '$DATASET'" ;; esac
 [ -z "$SYNTHETIC" ] || [[ "$SYNTHETIC" =~ ^[0-9]+$ ]] || die "--synthetic must be a number of images, got '$SYNTHETIC'"
 [ -z "$IMAGE_SIZE" ] || [[ "$IMAGE_SIZE" =~ ^[0-9]+$ ]] || die "--image-size must be a number of pixels, got '$IMAGE_SIZE'"
+case "$DIFFICULTY" in easy|realistic) ;; *) die "--difficulty must be easy or realistic, got '$DIFFICULTY'" ;; esac
 [ -z "$CHECKSUMS" ] || [ -f "$CHECKSUMS" ] || die "--checksums file '$CHECKSUMS' not found"
 [ -x "$PY" ] || die "$PY not found: run 'make setup' first (or set PYTHON)"
 
@@ -177,8 +183,9 @@ for a in facts.ARCHIVES: print(a.name, a.url)")
 synthetic() {  # synthetic DATASET [--check-options]: the synthetic writer of DATASET into $OUT/DATASET
   local module=dataprep.chestxray14.synthetic size=${IMAGE_SIZE:-256}
   if [ "$1" = kvasir-seg ]; then module=dataprep.kvasir_seg.synthetic; size=${IMAGE_SIZE:-1072}; fi
-  [ $# -gt 1 ] || log "writing $SYNTHETIC synthetic $1 images (size $size, seed $SEED) to $OUT/$1"
-  "$PY" -m "$module" --out "$OUT/$1" --synthetic "$SYNTHETIC" --image-size "$size" --seed "$SEED" "${@:2}"
+  [ $# -gt 1 ] || log "writing $SYNTHETIC synthetic $1 images (size $size, seed $SEED, $DIFFICULTY) to $OUT/$1"
+  "$PY" -m "$module" --out "$OUT/$1" --synthetic "$SYNTHETIC" --image-size "$size" --seed "$SEED" \
+    --difficulty "$DIFFICULTY" "${@:2}"
 }
 
 kvasir_real() {

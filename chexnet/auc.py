@@ -197,6 +197,21 @@ def auc_table(labels, probs, class_names, n_boot=1000, seed=0, patients=None):
     return rows
 
 
+def with_ceiling(rows, known):
+    """``rows`` of auc_table with each class's ``ceiling`` (a manifest split's, dataprep.ceiling) and
+    ``of_ceiling`` (AUC / ceiling); the mean row's are over the classes whose AUC is defined."""
+    pairs = []
+    for r in rows[:-1]:
+        r["ceiling"] = known["auc"].get(r["pathology"])
+        r["of_ceiling"] = r["auc"] / r["ceiling"] if r["ceiling"] and not np.isnan(r["auc"]) else float("nan")
+        if not np.isnan(r["of_ceiling"]):
+            pairs.append((r["auc"], r["ceiling"]))
+    mean = rows[-1]
+    mean["ceiling"] = float(np.mean([c for _, c in pairs])) if pairs else float("nan")
+    mean["of_ceiling"] = float(np.mean([a for a, _ in pairs])) / mean["ceiling"] if pairs else float("nan")
+    return rows
+
+
 def _fmt(v):
     return "n/a" if v is None or np.isnan(v) else f"{v:.3f}"
 
@@ -225,17 +240,31 @@ def caption(rows):
 def markdown(rows):
     """The table, then its caption."""
     unit = "patient" if rows[-1]["patients"] else "image"
+    known = "ceiling" in rows[-1]
+    extra = (" ceiling | of ceiling |", "---|---|") if known else ("", "")
     lines = [f"| pathology | positives | AUC | 95% CI ({unit} bootstrap) | 95% CI (DeLong) | "
-             f"95% CI (DeLong, by patient) |", "|---|---|---|---|---|---|"]
+             f"95% CI (DeLong, by patient) |{extra[0]}", f"|---|---|---|---|---|---|{extra[1]}"]
     lines += [f"| {r['pathology']} | {r['positives']} | {_fmt(r['auc'])} | "
               f"{_interval(r['ci_low'], r['ci_high'])} | {_interval(r['delong_low'], r['delong_high'])} | "
-              f"{_interval(r['clustered_low'], r['clustered_high'])} |" for r in rows]
-    return "\n".join(lines + ["", caption(rows)])
+              f"{_interval(r['clustered_low'], r['clustered_high'])} |"
+              + (f" {_fmt(r['ceiling'])} | {_fmt(r['of_ceiling'])} |" if known else "") for r in rows]
+    note = [CEILING_NOTE] if known else []
+    return "\n".join(lines + ["", caption(rows), *note])
+
+
+CEILING_NOTE = ("Ceiling: the AUC of an oracle that sees the synthetic set's planted findings and their strength, "
+                "on these images and labels (the best any model can expect); of ceiling = AUC / ceiling "
+                "(docs/data.md, difficulty).")
 
 
 CSV_COLUMNS = ("auc", "ci_low", "ci_high", "delong_low", "delong_high", "clustered_low", "clustered_high")
 
 
 def csv_text(rows):
-    return _csv(["pathology", "positives", *CSV_COLUMNS],
-                [[r["pathology"], r["positives"], *(f"{r[k]:.6f}" for k in CSV_COLUMNS)] for r in rows])
+    columns = CSV_COLUMNS + (("ceiling", "of_ceiling") if "ceiling" in rows[-1] else ())
+    return _csv(["pathology", "positives", *columns],
+                [[r["pathology"], r["positives"], *(f"{_or_nan(r[k]):.6f}" for k in columns)] for r in rows])
+
+
+def _or_nan(v):
+    return float("nan") if v is None else v

@@ -79,15 +79,37 @@ def table(counts, n_boot=1000, seed=0, level=0.95):
     return rows
 
 
+def with_ceiling(rows, known):
+    """``rows`` of ``table`` with the ``ceiling`` of the figures ``known`` holds (a manifest split's: the planted
+    masks' Dice and IoU, dataprep.ceiling) and ``of_ceiling`` (mean / ceiling); None for the others."""
+    for r in rows:
+        r["ceiling"] = known.get(r["figure"])
+        r["of_ceiling"] = r["mean"] / r["ceiling"] if r["ceiling"] else None
+    return rows
+
+
+CEILING_NOTE = ("Ceiling: the figure of the synthetic set's planted masks (the outlines the frames were drawn from) "
+                "against its annotated ones, on these images (the best achievable); of ceiling = mean / ceiling "
+                "(docs/data.md, difficulty).")
+
+
+def _opt(v):
+    return "-" if v is None else f"{v:.4f}"
+
+
 def markdown(rows):
-    lines = ["| figure | mean over images | 95% CI |", "|---|---|---|"]
-    lines += [f"| {r['figure']} | {r['mean']:.4f} | {r['ci_low']:.4f} - {r['ci_high']:.4f} |" for r in rows]
-    return "\n".join(lines)
+    known = "ceiling" in rows[0]
+    lines = ["| figure | mean over images | 95% CI |" + (" ceiling | of ceiling |" if known else ""),
+             "|---|---|---|" + ("---|---|" if known else "")]
+    lines += [f"| {r['figure']} | {r['mean']:.4f} | {r['ci_low']:.4f} - {r['ci_high']:.4f} |"
+              + (f" {_opt(r['ceiling'])} | {_opt(r['of_ceiling'])} |" if known else "") for r in rows]
+    return "\n".join(lines + (["", CEILING_NOTE] if known else []))
 
 
 def csv_text(rows):
-    return _csv(["figure", "mean", "ci_low", "ci_high"],
-                [[r["figure"], *(f"{r[k]:.6f}" for k in ("mean", "ci_low", "ci_high"))] for r in rows])
+    columns = ("mean", "ci_low", "ci_high") + (("ceiling", "of_ceiling") if "ceiling" in rows[0] else ())
+    return _csv(["figure", *columns],
+                [[r["figure"], *("" if r[k] is None else f"{r[k]:.6f}" for k in columns)] for r in rows])
 
 
 def per_image_rows(names, counts):

@@ -90,6 +90,10 @@ class Manifest:
     def images(self, name):
         return self.split(name)["images"]
 
+    def ceiling(self, name):
+        """The split's known ceiling (a realistic synthetic set's, dataprep.ceiling), or None."""
+        return self.split(name).get("ceiling")
+
     def files(self, name):
         """The split's shard paths, each checked against the size write_tfrecords.sh recorded: a
         truncated or replaced shard is refused here, not met as a DataLossError in the middle of an epoch."""

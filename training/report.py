@@ -45,3 +45,24 @@ def write_training_tables(run, ranks, columns=()):
               f"## Training\n\n{epoch_table(run.stream.path, columns)}\n")
     write_text(run.file("training.md"), tables)  # atomic: a killed run leaves the previous tables whole
     print(tables, flush=True)
+
+
+CEILING_FIGURES = (("mean AUC", "mean_auc"), ("mean Dice", "mean_dice"))
+
+
+def ceiling_summary(run, split="test"):
+    """One line: the run's latest ``split`` figure, its ceiling and the fraction of it (when the data set
+    has a known ceiling: a realistic synthetic set), from metrics.jsonl.
+
+        ceiling_summary("runs/demo")   # 'runs/demo, test split: mean AUC 0.7712, ceiling 0.8550, 0.902 of ceiling'
+    """
+    graded = [r for r in read_events(f"{run}/metrics.jsonl", "eval") if r.get("split") == split]
+    if not graded:
+        return f"{run}: no {split} evaluation"
+    last = graded[-1]
+    for name, key in CEILING_FIGURES:
+        if key in last:
+            known = (f", ceiling {fmt(last[key + '_ceiling'])}, {fmt(last[key + '_of_ceiling'], '.3f')} of ceiling"
+                     if key + "_ceiling" in last else " (no known ceiling)")
+            return f"{run}, {split} split: {name} {fmt(last[key])}{known}"
+    return f"{run}: its {split} evaluation holds no {' or '.join(n for n, _ in CEILING_FIGURES)}"

@@ -7,13 +7,18 @@ writes what the real download plus the hand-placed metadata give:
     images_01.tar.gz .. images_12.tar.gz   each holding images/<8-digit patient>_<3-digit>.png
     Data_Entry_2017.csv                    real header, 11 fields a row, '|'-separated labels
     train_val_list.txt, test_list.txt      split by patient
-    SYNTHETIC.json                         how it was made (seed, counts) and each file's SHA-256
+    SYNTHETIC.json                         how it was made (seed, counts, difficulty, ceiling), each file's SHA-256
+    planted_scores.csv                     --difficulty realistic only: the oracle's score per image and class
 
 Patients have one to several follow-up images. Prevalence follows the real set
 (No Finding the majority, Hernia the rarest) with a floor (``--min-prevalence``)
 so that every class has positives in a small split. Each pathology is drawn as
 its own motif on a chest-like background, so a CNN can learn every label.
-The same seed gives the same bytes. It always writes the 12 archives (so it
+``--difficulty realistic`` draws findings at a per-class evidence strength and
+writes labels with missed and false reports (``plant``); planted_scores.csv
+then holds each image's P(label | planted), from which dataprep.ceiling
+computes the best achievable AUC. The same seed gives the same bytes (and
+``easy``, the default, the bytes it always gave). It always writes the 12 archives (so it
 needs at least 12 images), and rewrites only a folder it made itself
 (``dataprep.synthetic_marker``): any other non-empty folder is refused.
 """
@@ -29,7 +34,7 @@ import time
 import cv2
 import numpy as np
 
-from dataprep import flags, synthetic_marker
+from dataprep import ceiling, flags, synthetic_marker
 from dataprep.chestxray14 import facts
 from runtime.errors import main_guard
 from runtime.logs import setup_logging
@@ -69,6 +74,48 @@ def draw_patients(rng, n):
         counts.append(int(min(8, 1 + rng.geometric(1 / 3.0))))
     counts[-1] -= sum(counts) - n
     return [c for c in counts if c > 0]
+
+
+# --------------------------------------------------------------------- difficulty
+DIFFICULTIES = ("easy", "realistic")
+# realistic: each class's faintest evidence (lowest motif contrast) and its false reports per true finding,
+# spread over the classes so that their ceilings differ.
+EVIDENCE_FLOOR = (0.15, 0.6)
+FALSE_REPORTS = (0.1, 0.5)
+
+
+def class_noise(difficulty):
+    """(evidence floor, false reports per true finding), each (14,): easy is (1, 0) for every class."""
+    n = len(facts.CLASSES)
+    if difficulty == "easy":
+        return np.ones(n), np.zeros(n)
+    # Fixed orders, not the seed's: the same classes are the hard ones in every synthetic set.
+    floor = np.linspace(*EVIDENCE_FLOOR, n)[np.random.default_rng(14).permutation(n)]
+    false = np.linspace(*FALSE_REPORTS, n)[np.random.default_rng(15).permutation(n)]
+    return floor, false
+
+
+def false_report_rate(difficulty, min_prevalence):
+    """P(label | no finding) per class: ``false`` false reports per finding at the planted prevalence."""
+    prevalence = (1 - no_finding_share()) * np.minimum(class_probabilities(min_prevalence), 0.9)
+    return class_noise(difficulty)[1] * prevalence / (1 - prevalence)
+
+
+def plant(findings, difficulty, seed, min_prevalence):
+    """(written labels, evidence strength or None, oracle score) for the planted ``findings`` (n, 14).
+
+    Realistic: a finding's strength s ~ U(floor, 1) is its motif's contrast; the report names it with
+    probability s (faint ones are missed) and names an absent finding at ``false_report_rate``. The oracle's
+    score is P(label | finding, s): s, or that rate. Easy: labels are the findings, every motif at full contrast.
+    """
+    if difficulty == "easy":
+        return findings, None, findings.astype(np.float64)
+    rng = np.random.default_rng([seed, 3])  # its own stream: the plan and the images' draws stay as in easy
+    floor, rate = class_noise(difficulty)[0], false_report_rate(difficulty, min_prevalence)
+    present = findings == 1
+    strength = np.where(present, floor + (1 - floor) * rng.random(findings.shape), 0.0)
+    reported = np.where(present, rng.random(findings.shape) < strength, rng.random(findings.shape) < rate)
+    return reported.astype(np.uint8), strength, np.where(present, strength, rate)
 
 
 # --------------------------------------------------------------------- images
@@ -141,12 +188,18 @@ def _motif(img, k, rng, s):
         cv2.ellipse(img, (int(s * 0.5), int(s * 0.88)), (int(s * 0.1), int(s * 0.07)), 0, 180, 360, bright, -1)
 
 
-def render(labels_row, image_size, seed):
-    """One 8-bit grayscale image for a 14-label row; deterministic in ``seed``."""
+def render(labels_row, image_size, seed, strength=None):
+    """One 8-bit grayscale image for a 14-label row; deterministic in ``seed``.
+
+    ``strength``: (14,) contrast of each drawn motif in (0, 1] (None: all 1, the easy set).
+    """
     rng = np.random.default_rng(seed)
     img = _background(rng, image_size)
     for k in np.flatnonzero(labels_row):
+        before = None if strength is None or strength[k] >= 1 else img.copy()
         _motif(img, int(k), rng, image_size)
+        if before is not None:  # a faint finding: the motif blended into the background at its strength
+            img[...] = before + strength[k] * (img - before)
     img = cv2.GaussianBlur(img, (0, 0), max(0.5, image_size / 512))
     img += rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -207,14 +260,15 @@ def write_csv(path, names, patients, followups, labels, meta, image_size):
 
 
 def _write_archive(job):
-    path, names, label_rows, image_size, seeds = job
+    path, names, label_rows, image_size, seeds, strengths = job
     tmp = path + ".part"
     # gzip records a time and file name in its header: fix both for identical bytes.
     with open(tmp, "wb") as raw, \
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz, \
             tarfile.open(fileobj=gz, mode="w") as tar:
-        for name, row, seed in zip(names, label_rows, seeds):
-            ok, png = cv2.imencode(".png", render(row, image_size, seed), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        for i, (name, row, seed) in enumerate(zip(names, label_rows, seeds)):
+            strength = None if strengths is None else strengths[i]
+            ok, png = cv2.imencode(".png", render(row, image_size, seed, strength), [cv2.IMWRITE_PNG_COMPRESSION, 1])
             info = tarfile.TarInfo(f"images/{name}")
             info.size, info.mtime, info.mode = len(png), 1500000000, 0o644
             tar.addfile(info, io.BytesIO(png.tobytes()))
@@ -223,25 +277,34 @@ def _write_archive(job):
 
 
 FILES = [a.name for a in facts.ARCHIVES] + [facts.CSV_NAME, facts.TRAIN_VAL_LIST, facts.TEST_LIST]
+ALL_FILES = FILES + [ceiling.PLANTED_SCORES]  # the planted scores: realistic sets only
+
+
+def files_of(difficulty):
+    return FILES if difficulty == "easy" else ALL_FILES
 
 
 def already_generated(out_dir, params):
     """True when SYNTHETIC.json records ``params`` and every file it made is there."""
     done = synthetic_marker.read(out_dir) or {}
     return (all(done.get(k) == v for k, v in params.items())
-            and all(os.path.isfile(os.path.join(out_dir, f)) for f in FILES))
+            and all(os.path.isfile(os.path.join(out_dir, f)) for f in files_of(params["difficulty"])))
 
 
 def generate(out_dir, n_images, image_size=256, seed=0, min_prevalence=0.02, test_fraction=0.2,
-             workers=None):
-    synthetic_marker.refuse_unless_ours(out_dir, FILES)
-    synthetic_marker.begin(out_dir, FILES)
-    names, patients, followups, labels, test_patients, meta = plan(n_images, seed, min_prevalence,
-                                                                   test_fraction)
+             workers=None, difficulty="easy"):
+    synthetic_marker.refuse_unless_ours(out_dir, ALL_FILES)
+    remove_stale_scores(out_dir, difficulty)
+    files = files_of(difficulty)
+    synthetic_marker.begin(out_dir, files)
+    names, patients, followups, findings, test_patients, meta = plan(n_images, seed, min_prevalence,
+                                                                     test_fraction)
+    labels, strength, scores = plant(findings, difficulty, seed, min_prevalence)
     image_seeds = np.random.default_rng(seed + 1).integers(0, 2**63 - 1, len(names))
     parts = np.array_split(np.arange(len(names)), len(facts.ARCHIVES))
-    jobs = [(os.path.join(out_dir, a.name), [names[i] for i in idx], labels[idx], image_size,
-             image_seeds[idx].tolist()) for a, idx in zip(facts.ARCHIVES, parts)]
+    jobs = [(os.path.join(out_dir, a.name), [names[i] for i in idx], findings[idx], image_size,
+             image_seeds[idx].tolist(), None if strength is None else strength[idx])
+            for a, idx in zip(facts.ARCHIVES, parts)]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     t0 = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -256,13 +319,37 @@ def generate(out_dir, n_images, image_size=256, seed=0, min_prevalence=0.02, tes
             fh.write("".join(f"{n}\n" for n in items))
     summary = {"images": len(names), "patients": len(set(patients)), "image_size": image_size,
                "seed": seed, "min_prevalence": min_prevalence, "test_fraction": test_fraction,
-               "test_images": len(test),
+               "difficulty": difficulty, "test_images": len(test),
                "train_val_images": len(train_val),
                "positives": dict(zip(facts.CLASSES, labels.sum(0).tolist())),
                "no_finding": int((labels.sum(1) == 0).sum()),
                "seconds": round(time.perf_counter() - t0, 1)}
-    synthetic_marker.finish(out_dir, summary, FILES)
+    if difficulty != "easy":
+        ceiling.write_scores(os.path.join(out_dir, ceiling.PLANTED_SCORES), names, scores, facts.CLASSES)
+        summary.update(planted_ceiling(names, labels, scores, test, difficulty, min_prevalence),
+                       planted_findings=dict(zip(facts.CLASSES, findings.sum(0).tolist())))
+    synthetic_marker.finish(out_dir, summary, files)
     return summary
+
+
+def remove_stale_scores(out_dir, difficulty):
+    """An easy set leaves no planted scores of an earlier realistic one behind (they are the writer's)."""
+    stale = os.path.join(out_dir, ceiling.PLANTED_SCORES)
+    if difficulty == "easy" and os.path.isfile(stale):
+        os.remove(stale)
+
+
+def planted_ceiling(names, labels, scores, test, difficulty, min_prevalence):
+    """SYNTHETIC.json's record of the noise and the oracle's AUC on every image and on the test list."""
+    floor, false = class_noise(difficulty)
+    by_name = dict(zip(names, scores))
+    index = {n: i for i, n in enumerate(names)}
+    test_rows = [index[n] for n in test]
+    return {"evidence_floor": dict(zip(facts.CLASSES, floor.round(4).tolist())),
+            "false_reports_per_finding": dict(zip(facts.CLASSES, false.round(4).tolist())),
+            "false_report_rate": dict(zip(facts.CLASSES, false_report_rate(difficulty, min_prevalence).round(5).tolist())),
+            "ceiling": {"all": ceiling.auc_ceiling(names, labels, by_name, facts.CLASSES),
+                        "test": ceiling.auc_ceiling(test, labels[test_rows], by_name, facts.CLASSES)}}
 
 
 def build_parser():
@@ -276,6 +363,9 @@ def build_parser():
                    help="floor on each class's share so small splits have positives")
     p.add_argument("--test-fraction", type=flags.bounded(float, least=0, below=1), default=0.2,
                    help="share of patients in test_list.txt")
+    p.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
+                   help="easy (default: labels are the drawn findings, ceiling AUC 1) or realistic (faint findings "
+                        "and label noise with a known ceiling, recorded in SYNTHETIC.json; docs/data.md)")
     p.add_argument("--check-options", action="store_true",
                    help="check the options and that --out may be written, write nothing")
     return p
@@ -285,18 +375,19 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     params = {"images": args.images, "image_size": args.image_size, "seed": args.seed,
-              "min_prevalence": args.min_prevalence, "test_fraction": args.test_fraction}
+              "min_prevalence": args.min_prevalence, "test_fraction": args.test_fraction,
+              "difficulty": args.difficulty}
     if already_generated(args.out, params):
         if not args.check_options:
             setup_logging(rank=0)
             log.info("%s already holds this synthetic set (SYNTHETIC.json): nothing to do", args.out)
         return
     if args.check_options:
-        synthetic_marker.refuse_unless_ours(args.out, FILES)
+        synthetic_marker.refuse_unless_ours(args.out, ALL_FILES)
         return
     setup_logging(rank=0)
     summary = generate(args.out, args.images, args.image_size, args.seed, args.min_prevalence,
-                       args.test_fraction)
+                       args.test_fraction, difficulty=args.difficulty)
     log.info("wrote %d synthetic images of %d patients (%d test) to %s in %.1f s",
              summary["images"], summary["patients"], summary["test_images"], args.out, summary["seconds"])
 

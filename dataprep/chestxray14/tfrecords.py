@@ -17,6 +17,8 @@
 4. Rank 0 writes manifest.json: per split the image, patient and shard counts
    and class prevalence; the class order; every shard's count and SHA-256; and
    every rejected image with its reason. The counts must add up to the CSV.
+   From a realistic synthetic set (its planted_scores.csv vouched for by
+   SYNTHETIC.json) each split also gets its ``ceiling`` (dataprep.ceiling).
 """
 import dataclasses
 import logging
@@ -27,7 +29,7 @@ import time
 import cv2
 import numpy as np
 
-from dataprep import extract, flags, records, shards
+from dataprep import ceiling, extract, flags, records, shards
 from dataprep.chestxray14 import facts, metadata
 from dataprep.shards import Rejected
 from runtime.errors import UserError, main_guard
@@ -135,6 +137,8 @@ def build_manifest(sides, splits, csv_rejected, opts, named, missing_archives):
                 "allow_partial": opts.allow_partial, "archives_missing": missing_archives,
                 "splits": {}, "rejected": rejected}
     by_name = {e.name: e for split in splits.values() for e in split}
+    planted = ceiling.planted_file(opts.data_dir, ceiling.PLANTED_SCORES)
+    scores = ceiling.read_scores(planted) if planted else None
     for split in SPLITS:
         split_sides = [s for s in sides if s["split"] == split]
         names = [n for s in split_sides for n in s["written"]]
@@ -147,6 +151,8 @@ def build_manifest(sides, splits, csv_rejected, opts, named, missing_archives):
             "prevalence": dict(zip(facts.CLASSES, (labels.mean(0) if len(names) else labels.sum(0) * 0.0).tolist())),
             "no_finding": int((labels.sum(1) == 0).sum()),
         }
+        if scores is not None:  # a realistic synthetic set: the oracle's AUC on this split's written images
+            manifest["splits"][split]["ceiling"] = ceiling.auc_ceiling(names, labels, scores, facts.CLASSES)
     manifest["counts"] = shards.check_accounted(sides, rejected, named, "the CSV and split lists")
     return manifest
 

@@ -7,7 +7,8 @@ writes what the real download gives (``download_dataset.sh --dataset kvasir-seg`
     kvasir-seg.zip       Kvasir-SEG/images/<id>.jpg, Kvasir-SEG/masks/<id>.jpg,
                          Kvasir-SEG/kavsir_bboxes.json
     train.txt, val.txt   an 88/12 split of the ids, in the form of the official lists
-    SYNTHETIC.json       how it was made (seed, counts, sizes) and each file's SHA-256
+    SYNTHETIC.json       how it was made (seed, counts, sizes, difficulty, ceiling), each file's SHA-256
+    planted_masks.zip    --difficulty realistic only: <id>.png, the outline each frame was drawn from
 
 Frames are endoscopy-like: a shaded, textured mucosa inside a dark vignette,
 with vessels and specular highlights; one polyp (sometimes two), a blob of
@@ -18,7 +19,10 @@ what is under it. Sizes span the real range (332x487 to 1072x1920, height x
 width) scaled by ``--image-size`` (the largest height; default 1072, the
 real one). Masks are JPEG, so their edges carry compression noise, as the
 real masks do; the boxes are the bounding boxes of the true mask's
-components. The same seed gives the same bytes. It rewrites only a folder it
+components. ``--difficulty realistic`` writes each mask as an annotator's
+outline of the planted one (``annotated``: boundary noise) and the planted
+masks to planted_masks.zip, from which dataprep.ceiling computes the best
+achievable Dice. The same seed gives the same bytes. It rewrites only a folder it
 made itself (``dataprep.synthetic_marker``): any other non-empty folder, such
 as a real download with its official lists, is refused.
 """
@@ -33,17 +37,21 @@ import zipfile
 import cv2
 import numpy as np
 
-from dataprep import flags, synthetic_marker
+from dataprep import ceiling, flags, synthetic_marker
 from dataprep.kvasir_seg import facts
 from runtime.errors import main_guard
 from runtime.files import atomic_write, write_lines
 from runtime.logs import setup_logging
+from segmentation.metrics import confusion_counts
 
 log = logging.getLogger("synthetic")
 ID_ALPHABET = np.array(list(string.ascii_lowercase + string.digits))
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # a fixed member date: the same seed gives the same zip bytes
 VAL_SHARE = 0.12  # the official lists hold 120 of 1,000
 FILES = [facts.ZIP_NAME, *facts.SPLIT_LISTS.values()]
+ALL_FILES = FILES + [ceiling.PLANTED_MASKS]  # the planted masks: realistic sets only
+DIFFICULTIES = {"easy": 0.0, "realistic": 0.35}  # boundary noise: a share of the polyp's equivalent radius
+BOUNDARY_CELLS = 6  # the noise field's grid: a few bumps along an outline
 
 
 def frame_size(rng, largest_height):
@@ -109,26 +117,42 @@ def specular(rng, img, n):
         cv2.ellipse(img, c, axes, rng.uniform(0, 180), 0, 360, (245, 245, 250), -1, cv2.LINE_AA)
 
 
-def scope_thumbnail(rng, img, mask):
+def scope_thumbnail(rng, img, *masks):
     """The green scope-guide inset of some real frames, lower-left; it hides the polyp under it."""
-    h, w = mask.shape
+    h, w = masks[0].shape
     th, tw = int(h * rng.uniform(0.2, 0.3)), int(w * rng.uniform(0.15, 0.22))
     inset = np.array([40, 150, 60], np.float32) + 25 * smooth_field(rng, th, tw)[..., None]
     img[h - th:, :tw] = inset
-    mask[h - th:, :tw] = 0
+    for mask in masks:
+        mask[h - th:, :tw] = 0
 
 
-def draw_pair(seed, index, largest_height):
-    """(BGR uint8 frame, uint8 0/1 mask) of image ``index``: a function of (seed, index) only."""
+def annotated(rng, mask, amplitude):
+    """The annotator's outline of the planted ``mask``: its boundary moved in and out by a smooth random
+    field of up to ``amplitude`` times the polyps' equivalent radius (at 0, the planted mask itself)."""
+    if amplitude == 0 or not mask.any():
+        return mask.copy()
+    h, w = mask.shape
+    signed = cv2.distanceTransform(mask, cv2.DIST_L2, 3) - cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
+    radius = np.sqrt(mask.sum() / np.pi)
+    return (signed + amplitude * radius * smooth_field(rng, h, w, cells=BOUNDARY_CELLS) > 0).astype(np.uint8)
+
+
+def draw_pair(seed, index, largest_height, boundary=0.0):
+    """(BGR uint8 frame, written 0/1 mask, planted 0/1 mask) of image ``index``: a function of
+    (seed, index, boundary) only; the frame is drawn from the planted mask, the written one is
+    ``annotated`` with ``boundary`` noise (the same mask at 0)."""
     rng = np.random.default_rng([seed, index])
     h, w = frame_size(rng, largest_height)
-    img, mask = mucosa(rng, h, w), np.zeros((h, w), np.uint8)
+    img, planted = mucosa(rng, h, w), np.zeros((h, w), np.uint8)
     for _ in range(2 if rng.random() < 0.15 else 1):
-        add_polyp(rng, img, mask)
+        add_polyp(rng, img, planted)
+    # Its own stream: the frame's draws, and so the easy set's bytes, do not depend on the noise.
+    mask = annotated(np.random.default_rng([seed, index, 3]), planted, boundary)
     specular(rng, img, int(rng.integers(2, 8)))
     if rng.random() < 0.25:
-        scope_thumbnail(rng, img, mask)
-    return np.clip(img, 0, 255).astype(np.uint8), mask
+        scope_thumbnail(rng, img, mask, planted)
+    return np.clip(img, 0, 255).astype(np.uint8), mask, planted
 
 
 def boxes(mask):
@@ -144,15 +168,19 @@ def image_id(seed, index):
 
 
 def encoded_pair(job):
-    """(id, image JPEG bytes, mask JPEG bytes, bbox entry) for one index; runs in a worker."""
-    seed, index, largest_height = job
-    img, mask = draw_pair(seed, index, largest_height)
+    """(id, image JPEG bytes, mask JPEG bytes, bbox entry, planted mask PNG bytes or None, oracle counts)
+    for one index; runs in a worker."""
+    seed, index, largest_height, boundary = job
+    img, mask, planted = draw_pair(seed, index, largest_height, boundary)
     ok1, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
     # Masks are JPEG in the real set too: edges come back as grey noise to threshold.
     ok2, mjpg = cv2.imencode(".jpg", mask * 255, [cv2.IMWRITE_JPEG_QUALITY, 75])
     assert ok1 and ok2
     h, w = mask.shape
-    return image_id(seed, index), jpg.tobytes(), mjpg.tobytes(), {"height": h, "width": w, "bbox": boxes(mask)}
+    png = cv2.imencode(".png", planted * 255)[1].tobytes() if boundary else None
+    counts = confusion_counts(mask[None], planted[None].astype(np.float32) - 0.5)[0]
+    return (image_id(seed, index), jpg.tobytes(), mjpg.tobytes(), {"height": h, "width": w, "bbox": boxes(mask)},
+            png, counts)
 
 
 def write_zip(path, pairs):
@@ -161,7 +189,7 @@ def write_zip(path, pairs):
 
     def write(tmp):
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-            for name, jpg, mjpg, box in pairs:
+            for name, jpg, mjpg, box, *_planted in pairs:
                 for folder, data in ((facts.IMAGES, jpg), (facts.MASKS, mjpg)):
                     z.writestr(zipfile.ZipInfo(f"{facts.TOP}/{folder}/{name}.jpg", ZIP_TIME), data)
                 bboxes[name] = box
@@ -172,6 +200,16 @@ def write_zip(path, pairs):
     return bboxes
 
 
+def write_planted(path, pairs):
+    """planted_masks.zip: <id>.png, the outline each frame was drawn from (dataprep.ceiling reads it)."""
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+            for name, *_rest, png, _counts in pairs:
+                z.writestr(zipfile.ZipInfo(f"{name}.png", ZIP_TIME), png)
+
+    atomic_write(path, write)
+
+
 def split_ids(ids, seed):
     """(train, val): a seeded 88/12 split, like the official lists' 880/120."""
     order = np.random.default_rng([seed, 2]).permutation(len(ids))
@@ -180,10 +218,14 @@ def split_ids(ids, seed):
     return sorted(ids[i] for i in order[n_val:]), val
 
 
-def write_synthetic(out, images, largest_height, seed, processes):
-    synthetic_marker.refuse_unless_ours(out, FILES)
-    synthetic_marker.begin(out, FILES)
-    jobs = [(seed, i, largest_height) for i in range(images)]
+def write_synthetic(out, images, largest_height, seed, processes, difficulty="easy"):
+    synthetic_marker.refuse_unless_ours(out, ALL_FILES)
+    boundary, files = DIFFICULTIES[difficulty], FILES if difficulty == "easy" else ALL_FILES
+    stale = os.path.join(out, ceiling.PLANTED_MASKS)
+    if not boundary and os.path.isfile(stale):  # an earlier realistic set's, so the writer's
+        os.remove(stale)
+    synthetic_marker.begin(out, files)
+    jobs = [(seed, i, largest_height, boundary) for i in range(images)]
     # fork: the parent holds no MPI or TensorFlow state here, and spawn would leave a
     # resource-tracker process behind for a moment after the stage exits.
     with multiprocessing.get_context("fork").Pool(processes) as pool:
@@ -196,6 +238,10 @@ def write_synthetic(out, images, largest_height, seed, processes):
     if len(set(ids)) != len(ids):
         raise RuntimeError("synthetic ids collided; pick another --seed")
     bboxes = write_zip(os.path.join(out, facts.ZIP_NAME), pairs)
+    noise = {"difficulty": difficulty}
+    if boundary:
+        write_planted(stale, pairs)
+        noise.update(boundary_noise=boundary, ceiling={"all": ceiling.dice_ceiling([p[-1] for p in pairs])})
     train, val = split_ids(ids, seed)
     for split, names in (("train", train), ("val", val)):
         write_lines(os.path.join(out, facts.SPLIT_LISTS[split]), names)
@@ -204,7 +250,7 @@ def write_synthetic(out, images, largest_height, seed, processes):
         "dataset": "kvasir-seg", "synthetic": True, "seed": seed, "images": images,
         "largest_height": largest_height, "train": len(train), "val": len(val),
         "smallest_hw": list(min(sizes)), "largest_hw": list(max(sizes)),
-        "with_two_polyps": sum(len(b["bbox"]) > 1 for b in bboxes.values())}, FILES)
+        "with_two_polyps": sum(len(b["bbox"]) > 1 for b in bboxes.values()), **noise}, files)
     return len(train), len(val)
 
 
@@ -217,6 +263,9 @@ def build_parser():
                    help="the largest frame height; others scale with it (default 1072, the real one)")
     p.add_argument("--seed", type=flags.SEED, default=0)
     p.add_argument("--processes", type=flags.bounded(int, least=1, most=1024), default=os.cpu_count() or 1)
+    p.add_argument("--difficulty", choices=list(DIFFICULTIES), default="easy",
+                   help="easy (default: masks are the drawn outlines) or realistic (annotators' boundary noise with "
+                        "a known best Dice, recorded in SYNTHETIC.json; docs/data.md)")
     p.add_argument("--check-options", action="store_true",
                    help="check the options and that --out may be written, write nothing")
     return p
@@ -226,11 +275,11 @@ def build_parser():
 def main(argv=None):
     a = build_parser().parse_args(argv)
     if a.check_options:
-        synthetic_marker.refuse_unless_ours(a.out, FILES)
+        synthetic_marker.refuse_unless_ours(a.out, ALL_FILES)
         return
     setup_logging(rank=0)
     t0 = time.perf_counter()
-    n_train, n_val = write_synthetic(a.out, a.images, a.image_size, a.seed, a.processes)
+    n_train, n_val = write_synthetic(a.out, a.images, a.image_size, a.seed, a.processes, a.difficulty)
     log.info("wrote %d synthetic Kvasir-SEG pairs (%d train, %d val) to %s in %.1f s", a.images, n_train, n_val,
              a.out, time.perf_counter() - t0)
 

@@ -18,6 +18,9 @@
 4. Every id is accounted for: written, or rejected with a reason (image
    without mask, mask without image, sizes that differ, unreadable, listed but
    neither file on disk, on disk but in no list, listed twice or in both lists).
+5. From a realistic synthetic set (planted_masks.zip vouched for by
+   SYNTHETIC.json) each split gets its ``ceiling``: the planted masks'
+   Dice against the records' masks, per image, averaged (dataprep.ceiling).
 """
 import dataclasses
 import hashlib
@@ -25,14 +28,16 @@ import logging
 import os
 import sys
 import time
+import zipfile
 
 import cv2
 import numpy as np
 
-from dataprep import flags, records, shards
+from dataprep import ceiling, flags, records, shards
 from dataprep.kvasir_seg import facts
 from dataprep.shards import Rejected
 from runtime.errors import UserError, main_guard
+from segmentation.metrics import confusion_counts
 
 log = logging.getLogger("tfrecords")
 DATASET = "kvasir-seg"
@@ -99,6 +104,7 @@ class Writer(shards.ShardWriter):
 
     def __init__(self, pairs, opts):
         self.pairs, self.opts = pairs, opts
+        self.planted = ceiling.planted_file(opts.data_dir, ceiling.PLANTED_MASKS)
 
     def fingerprint(self):
         return self.opts.fingerprint()
@@ -106,8 +112,10 @@ class Writer(shards.ShardWriter):
     def entries_sha256(self, entries):
         # Ids, and the size and modification time of both files: a corrected mask
         # under the same name makes its shard stale.
-        return shards.digest_json([[name, *(file_stamp(self.pairs[name][k]) for k in ("image", "mask"))]
-                                   for name in entries])
+        held = [[name, *(file_stamp(self.pairs[name][k]) for k in ("image", "mask"))] for name in entries]
+        if self.planted:  # the oracle's counts in the sidecar depend on the planted masks too
+            held.append(file_stamp(self.planted))
+        return shards.digest_json(held)
 
     def record(self, name):
         img, mask = resize_pair(*read_pair(self.pairs[name]), self.opts.image_size)
@@ -115,7 +123,21 @@ class Writer(shards.ShardWriter):
         blob = records.serialize_segmentation(records.encode_image(img, self.opts.encoding),
                                               records.encode_image(mask, mask_encoding), name,
                                               self.opts.encoding, mask_encoding, self.opts.image_size)
-        return blob, {"foreground": float(mask.mean())}
+        stats = {"foreground": float(mask.mean())}
+        if self.planted:
+            stats["oracle"] = self.oracle_counts(name, mask)
+        return blob, stats
+
+    def oracle_counts(self, name, mask):
+        """tp, fp, fn, tn of the planted mask, resized as masks are, against the record's ``mask``; None
+        for an image the planted masks do not hold."""
+        with zipfile.ZipFile(self.planted) as z:  # opened per record: no handle is shared across forks
+            if f"{name}.png" not in z.namelist():
+                return None
+            png = np.frombuffer(z.read(f"{name}.png"), np.uint8)
+        planted = cv2.imdecode(png, cv2.IMREAD_GRAYSCALE) > 127
+        planted = cv2.resize(planted.astype(np.uint8), mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        return confusion_counts(mask[None], planted[None].astype(np.float32) - 0.5)[0].tolist()
 
     def name(self, name):
         return name
@@ -220,6 +242,9 @@ def build_manifest(sides, splits, pre_rejected, opts, split_info, named):
             "foreground_fraction": float(np.mean(fg)) if fg else 0.0,
             "empty_masks": int(sum(f == 0 for f in fg)),
         }
+        oracle = [side["stats"][n].get("oracle") for side in split_sides for n in side["written"]]
+        if oracle and all(c is not None for c in oracle):  # a realistic synthetic set: its best achievable Dice
+            manifest["splits"][split]["ceiling"] = ceiling.dice_ceiling(oracle)
     manifest["counts"] = shards.check_accounted(sides, rejected, named, "the image and mask folders and the lists")
     return manifest
 
