@@ -394,3 +394,15 @@ def test_init_from_is_checked_before_tensorflow_and_is_not_resume(tmp_path):
         == str(tmp_path / "run" / "best.npz")
     with pytest.raises(UserError, match="^--init-from starts a new run from other weights, --resume continues"):
         parse_args(TrainConfig, ["--init-from", str(tmp_path / "run"), "--resume", "--run-name", "r", "--data-dir", "d"])
+
+
+def test_a_run_resumed_in_another_precision_goes_on_with_a_warning():
+    """A requeued job that lands on another GPU generation (bfloat16 where float16 was, or float32): allowed."""
+    from training.engine import precision_change
+    assert precision_change(None, "bfloat16") is None
+    assert precision_change({"precision": "bfloat16"}, "bfloat16") is None
+    assert precision_change({}, "float32") is None  # checkpoints of older versions
+    assert precision_change({"precision": "float16"}, "bfloat16") == (
+        "the checkpoint was trained in float16, this run computes in bfloat16: going on in bfloat16; pass "
+        "--precision float16 to keep the checkpoint's")
+    assert "loss scale is in no checkpoint" in precision_change({"precision": "bfloat16"}, "float16")

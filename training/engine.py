@@ -87,6 +87,18 @@ def start_from(cfg, ctx, model):
                  len(report["loaded"]) + len(report["fresh"]), fresh)
 
 
+def precision_change(state, compute_dtype):
+    """The warning for a run resumed in another precision than its checkpoint's (a requeued job on
+    another GPU generation), or None: allowed, the weights are float32 either way."""
+    saved = (state or {}).get("precision")
+    if not saved or saved == compute_dtype:
+        return None
+    scale = " (float16's loss scale is in no checkpoint: it starts again from 2^15)" if compute_dtype == "float16" \
+        else ""
+    return (f"the checkpoint was trained in {saved}, this run computes in {compute_dtype}{scale}: going on in "
+            f"{compute_dtype}; pass --precision {saved} to keep the checkpoint's")
+
+
 def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode, state, requests,
           commit=None):
     """The fit calls from ``state``'s position (None: a new run), with every callback in its order;
@@ -102,6 +114,9 @@ def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monit
              schedule.Schedule.of(cfg, ctx.size, steps).target_lr, cfg.lr_scaling, cfg.warmup_epochs,
              ctx.precision.policy, ctx.precision.reason, first_epoch + 1, cfg.epochs,
              f" (from step {first_step + 1} of epoch {first_epoch + 1})" if first_step else "", run.path)
+    change = precision_change(state, ctx.compute_dtype)
+    if change and ctx.is_chief:
+        log.warning("%s", change)
     plateau = checkpoint.Plateau(restored=state and state["plateau"], monitor=monitor, mode=mode,
                                  factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr,
                                  verbose=0)
