@@ -1,11 +1,15 @@
 """The namespace cluster itself: separate hostnames, two networks, name resolution, ssh between nodes."""
 import os
+import re
+import signal
+import subprocess
 import sys
 import time
 
 import pytest
 
-from helpers import ROOT, run_job
+from helpers import ROOT, make_kvasir, run_job, started_job
+from runtime.metrics import read_events
 
 from netns_cluster import NetnsCluster, unavailable
 
@@ -94,3 +98,45 @@ def test_an_interface_one_node_lacks_is_named_in_one_line_before_any_rank_starts
     assert lines == ["launch.sh: error: MEDIMG_IFACE=only0: host node1 has no interface only0 ('ip -br addr' "
                      "there lists its interfaces)"], proc.stderr[-2000:]
     assert elapsed < 20 and "Traceback" not in proc.stderr
+
+
+def _node_pids(c, node):
+    """Every process in ``node``'s network namespace but its sshd (the node's 'operating system')."""
+    keep = c.sshd[c.nodes.index(node)].pid
+    pids = subprocess.run(["ip", "netns", "pids", c.ns(node)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in pids if int(p) != keep]
+
+
+def test_a_node_lost_mid_run_ends_the_job_quickly_naming_it_and_resume_goes_on(netns_cluster, tmp_path):
+    """Every process of node1 (its rank and Open MPI's daemon) killed at once after epoch 1: mpirun on
+    node0 ends the job within the bound docs/RELIABILITY.md states, naming node1 as the peer lost, and --resume
+    on both nodes goes on from epoch 1's checkpoint to the end."""
+    c = netns_cluster
+    data = make_kvasir(tmp_path / "data", pairs=50, largest=64, stored=32)
+    train = [sys.executable, "-m", "segmentation.train", "--model", "unet", "--data-dir", str(data / "tfrecords"),
+             "--runs-dir", str(tmp_path / "runs"), "--run-name", "lost", "--per-rank-batch", "4", "--epochs", "3",
+             "--precision", "float32", "--no-tensorboard", "--progress", "none"]
+    launch = ["mpirun", "--hostfile", str(c.hostfile()), "-x", "PYTHONPATH", "--bind-to", "none"]
+    metrics = tmp_path / "runs" / "lost" / "metrics.jsonl"
+    with started_job(c.on("node0", [*launch, *train]), **c.mpirun_env()) as job:
+        deadline = time.monotonic() + 240
+        while not (metrics.exists() and read_events(str(metrics), "epoch")):
+            assert job.proc.poll() is None and time.monotonic() < deadline, job.output_tail()
+            time.sleep(0.2)
+        for pid in _node_pids(c, "node1"):
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        job.proc.wait(120)
+        ended = time.monotonic() - killed
+        stdout, stderr = job.output()
+    assert job.proc.returncode != 0 and ended < NODE_LOST_S, f"{ended:.1f} s\n{stderr[-3000:]}"
+    assert re.search(r"Peer host:\s+node1\b", stderr), stderr[-3000:]  # the hostfile's name for it
+    done = len(read_events(str(metrics), "epoch"))
+    assert done < 3
+    proc = run_job(c.on("node0", [*launch, *train, "--resume"]), timeout=300, **c.mpirun_env())
+    epochs = [e["epoch"] for e in read_events(str(metrics), "epoch")]
+    assert epochs[-1] == 3 and "Traceback" not in proc.stderr
+    print(f"node lost: the job ended {ended:.1f} s after the kill, after {done} epochs")
+
+
+NODE_LOST_S = 30  # the bound docs/RELIABILITY.md states for a lost node (as for a killed rank)
