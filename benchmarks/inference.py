@@ -22,8 +22,11 @@
    --fine-tune-lr): a PolynomialDecay schedule ramps the sparsity from 0 to the
    target over the first two thirds of the steps, the rest recover; then the
    wrappers are stripped. Cost: mean AUC (CheXNet) or Dice and IoU (ResUNet++) on
-   --split by the project's own data and metric code, the unpruned model graded
-   the same way. Savings: gzip size of the .h5 weights file, and latency at
+   --split by the project's own data and metric code, against the dense control
+   (``dense-ft``: the unpruned model fine-tuned by the very same steps, batches,
+   rate and loss, without pruning), so that the fine-tuning's own gain or loss is
+   not counted as pruning's; the unpruned model as trained (``dense``) is graded
+   the same way, for reference. Savings: gzip size of the .h5 weights file, and latency at
    --prune-batches at the model's first size, dense and pruned calls interleaved.
 3. Each measurement is one record in <out>/metrics.jsonl, carrying the CPU,
    versions, peak RSS and load average. <out>.md, <out>-latency.csv,
@@ -58,6 +61,7 @@ NAMES = {"chexnet": "CheXNet (DenseNet121)", "segmentation": "ResUNet++"}
 QUALITY = {"chexnet": (("mean_auc", "AUC"),), "segmentation": (("dice", "Dice"), ("iou", "IoU"))}
 PRECISIONS = ("float32", "mixed")
 PARTS = ("latency", "pruning")
+CONTROL = "dense-ft"    # the dense control: fine-tuned as the pruned variants are, without pruning
 RAMP_SHARE = 2 / 3      # of the fine-tuning steps over which the sparsity ramps up; the rest recover at the target
 MASK_UPDATES = 10       # mask updates along the ramp
 GRAPH_FROM_STEPS = 40   # tracing DenseNet121's pruned train step costs ~1 min of CPU, an eager step ~3 s (crop 32)
@@ -427,13 +431,29 @@ def prunable(model):
     return [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
 
 
+def fine_tune_steps(subject, args):
+    """(steps per epoch, steps) of the fine-tuning, pruned or not."""
+    steps_per_epoch = subject.manifest.steps_per_epoch("train", 1, subject.batch)
+    return steps_per_epoch, steps_per_epoch * args.fine_tune_epochs
+
+
+def fine_tune_dense(subject, args):
+    """(weights, fine-tuning facts): the dense control, ``subject`` fine-tuned as ``prune`` does it (same steps,
+    batches in the same order, rate and loss), without pruning."""
+    steps_per_epoch, steps = fine_tune_steps(subject, args)
+    subject.model.set_weights(subject.dense)
+    mode = train(subject.model, subject.loss, subject.train_data(args.fine_tune_epochs, steps_per_epoch), steps,
+                 args.fine_tune_lr)
+    return subject.model.get_weights(), {"epochs": args.fine_tune_epochs, "steps": steps, "batch": subject.batch,
+                                         "lr": args.fine_tune_lr, "schedule": None, "mode": mode}
+
+
 def prune(subject, target, args):
     """(stripped model, fine-tuning facts): ``subject`` pruned to ``target`` while fine-tuning."""
     import tf_keras as keras
     import tensorflow_model_optimization as tfmot
     sparsity = tfmot.sparsity.keras
-    steps_per_epoch = subject.manifest.steps_per_epoch("train", 1, subject.batch)
-    steps = steps_per_epoch * args.fine_tune_epochs
+    steps_per_epoch, steps = fine_tune_steps(subject, args)
     end, frequency = ramp(steps)
     schedule = sparsity.PolynomialDecay(0.0, target, begin_step=0, end_step=end, frequency=frequency)
     # The clone shares the subject's layers (the wrappers wrap them): start each target from the trained weights.
@@ -495,6 +515,10 @@ def pruning_study(rec, args, key):
     subject = subject_from_run(key, run, args.checkpoint) if run else subject_trained_here(args, key)
     os.makedirs(os.path.join(args.workdir, "weights"), exist_ok=True)
     variants = [measure_variant(rec, args, subject, "dense", 0.0, subject.dense, None)]
+    t0 = time.perf_counter()
+    control, fine_tune = fine_tune_dense(subject, args)
+    print(f"[pruning] {key}: dense control fine-tuned ({time.perf_counter() - t0:.0f} s)", flush=True)
+    variants.append(measure_variant(rec, args, subject, CONTROL, 0.0, control, fine_tune))
     for target in args.sparsities:
         t0 = time.perf_counter()
         stripped, fine_tune = prune(subject, target, args)
@@ -635,6 +659,9 @@ def latency_markdown(rows, skipped, study):
 
 
 def quality_cell(row, model, dense=None):
+    """The row's figures with their intervals; or, given ``dense``, the row's minus its (``-`` for itself)."""
+    if dense is row:
+        return "-"
     parts = []
     for figure, label in QUALITY[model]:
         if dense is None:
@@ -656,22 +683,26 @@ def method_line(record):
 
 def pruning_markdown(rows, batches, records):
     lines = ["## Magnitude pruning", ""]
-    pruned = {r["model"]: r for r in of(records, "pruning") if r["fine_tune"]}
+    pruned = {r["model"]: r for r in of(records, "pruning") if r["target_sparsity"] > 0}
     lines += [method_line(r) for r in pruned.values()]
     sizes = ", ".join(dict.fromkeys(f"{NAMES[r['model']]} at {r['latency_size']}x{r['latency_size']}" for r in rows))
-    lines += ["", f"Quality on the {rows[0]['split']} split with 95% bootstrap intervals, float32. "
-              f"Latency: float32, {sizes}, p50 of the timed calls, dense and pruned calls interleaved; "
+    lines += ["", f"Quality on the {rows[0]['split']} split with 95% bootstrap intervals, float32. {CONTROL}: the "
+              f"dense model fine-tuned by the same steps, batches, rate and loss as the pruned ones, without "
+              f"pruning: \"vs {CONTROL}\" is what pruning costs; \"vs dense\" adds the fine-tuning's own effect. "
+              f"Latency: float32, {sizes}, p50 of the timed calls, every variant's calls interleaved; "
               f"(x) is the ratio to dense. MB = 10^6 bytes.", "",
               "| model | variant | sparsity, pruned kernels | sparsity, all weights | quality (95% CI) | "
-              "vs dense | .h5 MB | gzip MB | gzip vs dense | " +
-              " | ".join(f"batch {b} p50 ms (x)" for b in batches) + " |", "|---" * (9 + len(batches)) + "|"]
+              f"vs {CONTROL} | vs dense | .h5 MB | gzip MB | gzip vs dense | " +
+              " | ".join(f"batch {b} p50 ms (x)" for b in batches) + " |", "|---" * (10 + len(batches)) + "|"]
     for r in rows:
-        dense = next(d for d in rows if d["model"] == r["model"] and d["variant"] == "dense")
+        dense, control = (next((d for d in rows if d["model"] == r["model"] and d["variant"] == v), None)
+                          for v in ("dense", CONTROL))
         lat = [f"{fmt(r[f'latency_b{b}_p50_ms'], '.1f')} ({fmt(ratio(r, dense, f'latency_b{b}_p50_ms'), '.2f')})"
                for b in batches]
+        against_control = "-" if r is dense else "n/a" if control is None else quality_cell(r, r["model"], control)
         lines.append(f"| {NAMES[r['model']]} | {r['variant']} | {100 * r['sparsity_pruned_kernels']:.1f}% | "
-                     f"{100 * r['sparsity_all_weights']:.1f}% | {quality_cell(r, r['model'])} | "
-                     f"{'-' if r is dense else quality_cell(r, r['model'], dense)} | {fmt(r['weights_mb'], '.2f')} | "
+                     f"{100 * r['sparsity_all_weights']:.1f}% | {quality_cell(r, r['model'])} | {against_control} | "
+                     f"{quality_cell(r, r['model'], dense)} | {fmt(r['weights_mb'], '.2f')} | "
                      f"{fmt(r['gzip_mb'], '.2f')} | {fmt(ratio(r, dense, 'gzip_mb'), '.2f')} | " + " | ".join(lat) + " |")
     return lines + [""]
 

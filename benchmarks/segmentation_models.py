@@ -7,12 +7,20 @@
    real frame sizes, records at --image-size) in --workdir.
 2. Training: ``segmentation.train`` on --np ranks, one run per network, each
    with the same records, split, loss, augmentation, seed, batch, learning-rate
-   schedule and number of epochs (--preset, then --train-args). A run whose metrics.jsonl holds every epoch
-   is reused.
-3. Quality: ``segmentation.evaluate`` on --split with --checkpoint, by default
-   ``last.npz``, the weights at the end of the budget: the validation split
-   picks ``best.npz``, so it should not also grade it. Dice and IoU are per
-   image, with bootstrap 95% intervals.
+   schedule and number of epochs (--preset, then --train-args). Each run's
+   folder, <workdir>/runs/<network>-<key>, is keyed by a fingerprint of all that
+   shapes it: the records' manifest SHA-256, the preset's SHA-256, every trainer
+   flag, the ranks and the code version (training.card.code_version); the study
+   writes it beside the folder (<folder>.study.json) before training. Another
+   data set or setting trains a new run; the same one continues or reuses its
+   own. A folder there that the study did not make is refused, never reused or
+   replaced.
+3. Quality: ``segmentation.evaluate`` on --split (default: test where the
+   records have one, else val; val drove each network's plateau cuts) with
+   --checkpoint, by default ``last.npz``, the weights at the end of the budget:
+   the validation split picks ``best.npz``, so it should not also grade it.
+   Dice and IoU are per image, with bootstrap 95% intervals; the table and the
+   JSON name the split and its image count.
 4. Speed: training images/s per rank is the median over epochs of the
    trainer's own throughput record (warm-up steps excluded). Inference runs
    here, on one process and all cores, in the checkpoint's precision, on
@@ -21,7 +29,7 @@
    percentiles, and images/s = images / total time. Each batch size is an
    ``inference`` record in the run's metrics.jsonl.
 5. Output, built only from the runs' metrics.jsonl (``--tables-only``
-   rebuilds it): <out>.md and <out>.csv (one row per network: parameters,
+   rebuilds it, from the run folders its .json names): <out>.md and <out>.csv (one row per network: parameters,
    Dice, IoU, training images/s per rank, batch-1 latency, images/s at the
    best batch) and <out>.png: the first --panels images of the split, their
    true masks, then one row of predictions per network.
@@ -29,6 +37,7 @@
 Tiny check: ``--pairs 24 --image-size 32 --epochs 1 --np 1 --batches 1,2 --repeats 2 --out /tmp/seg``.
 """
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -41,10 +50,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import machine, ranks_command, sh  # noqa: E402  (needs ROOT on sys.path)
+from runtime.errors import UserError  # noqa: E402
+from runtime.files import sha256_of, write_json  # noqa: E402
 from runtime.metrics import MetricsStream, read_events  # noqa: E402
+from training.card import code_version  # noqa: E402
+from training.manifest import Manifest  # noqa: E402
 
 NAMES = {"fcn8s": "FCN-8s", "segnet": "SegNet", "unet": "U-Net", "resunetpp": "ResUNet++"}
 WARMUP_CALLS = 3
+MARK = "benchmarks/segmentation_models.py"  # in <run>.study.json: the study made that run folder
 
 
 def parse_args(argv=None):
@@ -64,7 +78,8 @@ def parse_args(argv=None):
                         "(default presets/segmentation_demo.json: BatchNorm momentum 0.9 for short runs)")
     p.add_argument("--train-args", default="", help="more segmentation.train flags for every network, e.g. "
                    "\"--loss dice --base-lr 3e-4\"")
-    p.add_argument("--split", default="val", help="split to grade (default val)")
+    p.add_argument("--split", default="auto", choices=["auto", "val", "test"],
+                   help="split to grade (default auto: test where the records have one, else val)")
     p.add_argument("--checkpoint", default="last.npz", help="checkpoint to grade (default last.npz)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     p.add_argument("--batches", default="1,2,4,8,16,32", help="inference batch sizes (default 1,2,4,8,16,32)")
@@ -99,8 +114,51 @@ def make_data(args):
     return tfrecords
 
 
-def run_dir(args, model):
-    return os.path.join(args.workdir, "runs", model)
+def grading_split(requested, tfrecords):
+    """(split, images) to grade: ``requested``, or for auto test where the records hold one, else val."""
+    splits = {name: info["images"] for name, info in Manifest.load(tfrecords).data["splits"].items()}
+    split = ("test" if splits.get("test") else "val") if requested == "auto" else requested
+    if not splits.get(split):
+        raise UserError(f"--split {split}: {tfrecords}/manifest.json has no {split} images; pass --split "
+                        f"{' or '.join(s for s, n in splits.items() if n and s != 'train') or 'of a split it has'}")
+    return split, splits[split]
+
+
+def train_flags(args, model):
+    """Every segmentation.train flag of ``model``'s run, but the data and run folders (the fingerprint names them)."""
+    return ["--preset", args.preset, "--model", model, "--epochs", str(args.epochs), "--per-rank-batch",
+            str(args.per_rank_batch), "--precision", args.precision, "--progress", "log", "--no-tensorboard",
+            *shlex.split(args.train_args)]
+
+
+def fingerprint(args, tfrecords, model):
+    """All that shapes ``model``'s run: the records, the preset's contents, the trainer's flags, ranks, code."""
+    preset = sha256_of(args.preset) if os.path.isfile(args.preset) else None  # the trainer names a missing one
+    return {"model": model, "data_manifest_sha256": sha256_of(os.path.join(tfrecords, "manifest.json")),
+            "preset_sha256": preset, "train_flags": train_flags(args, model), "ranks": args.np,
+            "code_version": code_version()}
+
+
+def claim_run(args, tfrecords, model):
+    """(run folder, fingerprint) of ``model``: the study's own folder for these settings, or a one-line refusal
+    where something the study did not make (for them) is in its place."""
+    fp = fingerprint(args, tfrecords, model)
+    key = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+    run = os.path.join(args.workdir, "runs", f"{model}-{key}")
+    marker = run + ".study.json"
+    if (os.path.lexists(run) or os.path.lexists(marker)) and read_marker(marker) != {"made_by": MARK,
+                                                                                    "fingerprint": fp}:
+        sys.exit(f"{run} exists but this study did not make it for these settings (no matching {marker}): it is "
+                 f"left as it is; pass another --workdir, or move it away")
+    return run, fp
+
+
+def read_marker(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
 
 
 def events(run, event):
@@ -112,23 +170,20 @@ def graded(args, run):
     return [r for r in events(run, "eval") if r["split"] == args.split and r["checkpoint"] == args.checkpoint]
 
 
-def train_and_grade(args, tfrecords, model):
-    """Train ``model`` for the budget (unless its run already holds every epoch), then evaluate it once."""
-    run = run_dir(args, model)
-    os.makedirs(os.path.dirname(run), exist_ok=True)
+def train_and_grade(args, tfrecords, model, run, fp):
+    """Train ``model`` in its own ``run`` for the budget (unless it holds every epoch), then evaluate it once."""
     trained = len(events(run, "epoch")) < args.epochs
     if trained:
+        os.makedirs(os.path.dirname(run), exist_ok=True)
+        write_json(run + ".study.json", {"made_by": MARK, "fingerprint": fp})  # first: a stopped run stays the study's
         sh(ranks_command(args.np, [
-            "-m", "segmentation.train", "--preset", args.preset, "--model", model, "--data-dir", tfrecords,
-            "--runs-dir", os.path.dirname(run), "--run-name", model, "--epochs", str(args.epochs), "--per-rank-batch",
-            str(args.per_rank_batch), "--precision", args.precision, "--progress", "log", "--no-tensorboard",
-            *shlex.split(args.train_args), *(["--resume"] if os.path.exists(os.path.join(run, "last.npz")) else [])]),
-           run + ".train.log")
+            "-m", "segmentation.train", *train_flags(args, model), "--data-dir", tfrecords,
+            "--runs-dir", os.path.dirname(run), "--run-name", os.path.basename(run),
+            *(["--resume"] if os.path.exists(os.path.join(run, "last.npz")) else [])]), run + ".train.log")
     if trained or not graded(args, run):  # new weights need a new grade
         sh(ranks_command(args.np, ["-m", "segmentation.evaluate", "--run", run, "--split", args.split,
                                    "--checkpoint", args.checkpoint, "--bootstrap", str(args.bootstrap)]),
            run + ".eval.log")
-    return run
 
 
 def load(run, checkpoint_name):
@@ -178,9 +233,8 @@ def latest_inference(run, checkpoint_name, batches):
             if r["checkpoint"] == checkpoint_name and r["batch"] in batches}
 
 
-def summarise(args, model):
+def summarise(args, model, run):
     """One table row, from the run's metrics.jsonl only."""
-    run = run_dir(args, model)
     config, epochs, ev = events(run, "config")[0], events(run, "epoch"), graded(args, run)[-1]
     per_rank = [e["throughput"]["images_per_s"] / config["ranks"] for e in epochs if e.get("throughput")]
     inference = latest_inference(run, args.checkpoint, args.batches)
@@ -219,12 +273,8 @@ def cell(row, key, spec):
 
 def markdown(rows, meta):
     first = rows[0]
-    budget = f"{first['epochs']} epochs on {first['ranks']} rank(s)"
-    if any((r["epochs"], r["ranks"]) != (first["epochs"], first["ranks"]) for r in rows):  # a reused run's own
-        budget = "budgets differ: " + ", ".join(f"{r['name']} {r['epochs']} epochs on {r['ranks']} rank(s)"
-                                                 for r in rows)
     lines = [f"{first['split']} split of {first['images']} images, {first['image_size']}x{first['image_size']}, "
-             f"{budget}, graded at {first['checkpoint']}; "
+             f"{first['epochs']} epochs on {first['ranks']} rank(s), graded at {first['checkpoint']}; "
              f"{meta['machine']['cpu']}, {meta['machine']['cores']} cores, {first['precision']}.", "",
              "| " + " | ".join(c[0] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r, key, spec) for _, key, spec in COLUMNS) + " |" for r in rows]
@@ -254,7 +304,7 @@ def panels_png(args, tfrecords, path):
     x, y, names = next(iter(data.eval_dataset(Manifest.load(tfrecords), args.split, 0, 1, args.panels)))
     rows = [("image", x.numpy()), ("truth", y.numpy()[..., 0])]
     for model_name in args.models:
-        model, _ = load(run_dir(args, model_name), args.checkpoint)
+        model, _ = load(args.runs[model_name], args.checkpoint)
         rows.append((NAMES[model_name], model.predict(x, verbose=0)[..., 0] > 0))
         keras.backend.clear_session()
     fig, axes = plt.subplots(len(rows), len(x), figsize=(2.2 * len(x), 2.2 * len(rows)), squeeze=False)
@@ -272,7 +322,7 @@ def panels_png(args, tfrecords, path):
 
 
 def write_outputs(args, tfrecords, meta):
-    rows = [summarise(args, m) for m in args.models]
+    rows = [summarise(args, m, args.runs[m]) for m in args.models]
     with open(args.out + ".md", "w", encoding="utf-8") as fh:
         fh.write(markdown(rows, meta))
     with open(args.out + ".csv", "w", encoding="utf-8") as fh:
@@ -283,23 +333,44 @@ def write_outputs(args, tfrecords, meta):
     print(markdown(rows, meta), flush=True)
 
 
+def earlier_study(args):
+    """(meta, runs) of the study <out>.json describes, for --tables-only: its runs, split and data."""
+    path = args.out + ".json"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            meta = {k: v for k, v in json.load(fh).items() if k != "rows"}
+    except (OSError, ValueError) as err:
+        sys.exit(f"{path}: cannot read it ({type(err).__name__}): run the study without --tables-only first")
+    missing = [m for m in args.models if m not in meta.get("runs", {})]
+    if missing:
+        sys.exit(f"{path} holds no run of {', '.join(missing)}: run the study for them, or pass --models "
+                 f"{','.join(meta.get('runs', {}))}")
+    args.split = meta["split"]["name"]
+    return meta, {m: meta["runs"][m]["folder"] for m in args.models}
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tfrecords = make_data(args)
-    meta_path = args.out + ".json"
     if args.tables_only:
-        with open(meta_path, encoding="utf-8") as fh:
-            meta = {k: v for k, v in json.load(fh).items() if k != "rows"}
-    else:
-        meta = {"command": " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
-                "date": time.strftime("%Y-%m-%d"), "data": tfrecords, "machine": machine()}
-        for i, model in enumerate(args.models, 1):
-            t0 = time.perf_counter()
-            print(f"[{i}/{len(args.models)}] {NAMES[model]}: training and grading", flush=True)
-            run = train_and_grade(args, tfrecords, model)
-            time_inference(args, run, model)
-            print(f"[{i}/{len(args.models)}] {NAMES[model]}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        meta, args.runs = earlier_study(args)
+        return write_outputs(args, meta["data"], meta)
+    tfrecords = make_data(args)
+    try:
+        args.split, images = grading_split(args.split, tfrecords)
+    except UserError as err:
+        sys.exit(str(err))
+    claims = {m: claim_run(args, tfrecords, m) for m in args.models}  # every refusal before any training
+    args.runs = {m: run for m, (run, _) in claims.items()}
+    meta = {"command": " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
+            "date": time.strftime("%Y-%m-%d"), "data": tfrecords, "split": {"name": args.split, "images": images},
+            "machine": machine(), "runs": {m: {"folder": run, "fingerprint": fp} for m, (run, fp) in claims.items()}}
+    for i, model in enumerate(args.models, 1):
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(args.models)}] {NAMES[model]}: training and grading in {args.runs[model]}", flush=True)
+        train_and_grade(args, tfrecords, model, *claims[model])
+        time_inference(args, args.runs[model], model)
+        print(f"[{i}/{len(args.models)}] {NAMES[model]}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     write_outputs(args, tfrecords, meta)
 
 

@@ -67,13 +67,14 @@ def run_job(cmd, timeout=600, expect_rc=0, **env):
     return result
 
 
-def make_kvasir(root, pairs, largest, stored, seed=0, per_shard=40):
+def make_kvasir(root, pairs, largest, stored, seed=0, per_shard=40, split="official"):
     """A synthetic Kvasir-SEG made by the three shell stages: frames up to ``largest`` px, records at
-    ``stored`` px; returns ``root/kvasir-seg``."""
+    ``stored`` px, split as write_tfrecords.sh --split (random: with a test split); returns ``root/kvasir-seg``."""
     for script, extra in (("download_dataset.sh", ["--synthetic", str(pairs), "--image-size", str(largest),
                                                    "--seed", str(seed)]),
                           ("extract_images.sh", []),
-                          ("write_tfrecords.sh", ["--image-size", str(stored), "--images-per-shard", str(per_shard)])):
+                          ("write_tfrecords.sh", ["--image-size", str(stored), "--images-per-shard", str(per_shard),
+                                                  "--split", split])):
         run_job(["bash", script, "--dataset", "kvasir-seg", "--out", str(root), *extra], timeout=600)
     return root / "kvasir-seg"
 

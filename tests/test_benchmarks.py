@@ -1,13 +1,15 @@
 """The benchmark commands on tiny sizes: each runs end to end and builds its table from its records."""
 import csv
+import json
 import os
+import pathlib
 import shutil
 import statistics
 import sys
 
 import pytest
 
-from helpers import run_job
+from helpers import make_kvasir, run_job
 from runtime.metrics import read_events
 
 
@@ -40,42 +42,71 @@ def test_allreduce_study_tables_come_from_its_records(tmp_path):
     assert open(str(out) + ".md").read() == md
 
 
-def test_segmentation_model_comparison_has_a_row_per_network_built_from_its_runs_records(tmp_path, resunetpp_run):
-    """Two of the four networks (every network's forward pass is in test_segmentation_model.py): U-Net trained
-    and graded by the study, one process, one epoch; ResUNet++ the suite's 2-rank run (conftest.py) put in the
-    study's folder, which the study takes as it is, as it holds the budget and its grade. One table row each,
-    every figure the run's own record, the differing budgets said, and the same table from the records alone."""
+def test_segmentation_model_comparison_has_a_row_per_network_built_from_its_runs_records(tmp_path):
+    """U-Net trained and graded by the study (one process, one epoch) on tiny records with train and val only
+    (so val is graded), then on other records in the same --workdir, which have a test split, with SegNet beside
+    it (every network's forward pass is in test_segmentation_model.py): a new run, not the first one's; a row
+    per network, every figure its run's own record, the table naming the split graded and its image count, and
+    the same table from the records alone."""
     out, work = tmp_path / "cmp", tmp_path / "work"
-    shutil.copytree(resunetpp_run["run"], work / "runs" / "resunetpp")
-    study = [sys.executable, "benchmarks/segmentation_models.py", "--data-dir",
-             str(resunetpp_run["data"] / "tfrecords"), "--models", "unet,resunetpp", "--panels", "2",
-             "--workdir", str(work), "--out", str(out)]
-    proc = run_job([*study, "--epochs", "1", "--np", "1", "--batches", "1,2", "--repeats", "2", "--precision",
-                    "float32", "--train-args", "--throughput-warmup-steps 1"], timeout=900)
-    assert "ResUNet++: training and grading" in proc.stdout and not (work / "runs" / "resunetpp.train.log").exists()
+    study = [sys.executable, "benchmarks/segmentation_models.py", "--panels", "2", "--workdir", str(work),
+             "--out", str(out), "--epochs", "1", "--np", "1", "--batches", "1,2", "--repeats", "2", "--precision",
+             "float32", "--bootstrap", "50", "--train-args", "--throughput-warmup-steps 1"]
+    first = make_kvasir(tmp_path / "first", pairs=30, largest=96, stored=32)
+    run_job([*study, "--data-dir", str(first / "tfrecords"), "--models", "unet"], timeout=900)
+    val = json.loads((first / "tfrecords" / "manifest.json").read_text())["splits"]["val"]["images"]
+    assert open(str(out) + ".md").read().startswith(f"val split of {val} images, 32x32, 1 epochs on 1 rank(s), ")
+    other = make_kvasir(tmp_path / "other", pairs=50, largest=96, stored=32, split="random")
+    test_images = json.loads((other / "tfrecords" / "manifest.json").read_text())["splits"]["test"]["images"]
+    assert test_images != val
+    proc = run_job([*study, "--data-dir", str(other / "tfrecords"), "--models", "unet,segnet"], timeout=900)
+    meta = json.loads(open(str(out) + ".json").read())
+    assert meta["split"] == {"name": "test", "images": test_images} and meta["data"] == str(other / "tfrecords")
+    runs = {m: meta["runs"][m]["folder"] for m in ("unet", "segnet")}
+    assert f"U-Net: training and grading in {runs['unet']}" in proc.stdout
+    assert len([f for f in os.listdir(work / "runs") if f.startswith("unet-") and f.endswith(".study.json")]) == 2
     with open(str(out) + ".csv") as fh:
         rows = {r["model"]: r for r in csv.DictReader(fh)}
-    assert sorted(rows) == ["resunetpp", "unet"]
+    assert sorted(rows) == ["segnet", "unet"]
     for model, row in rows.items():
-        metrics = str(work / "runs" / model / "metrics.jsonl")
-        ev = [r for r in read_events(metrics, "eval") if r["split"] == "val"][-1]
-        assert ev["checkpoint"] == "last.npz"
-        assert float(row["dice"]) == ev["mean_dice"] and float(row["iou_ci_high"]) == ev["mean_iou_ci"][1]
+        metrics = os.path.join(runs[model], "metrics.jsonl")
+        assert read_events(metrics, "config")[0]["config"]["data_dir"] == str(other / "tfrecords")
+        ev = read_events(metrics, "eval")
+        assert [(r["split"], r["checkpoint"], r["images"]) for r in ev] == [("test", "last.npz", test_images)]
+        assert (row["split"], row["images"]) == ("test", str(test_images))
+        assert float(row["dice"]) == ev[0]["mean_dice"] and float(row["iou_ci_high"]) == ev[0]["mean_iou_ci"][1]
         timings = {r["batch"]: r for r in read_events(metrics, "inference")}
         assert sorted(timings) == [1, 2] and int(row["parameters"]) == timings[1]["parameters"]
         assert float(row["best_images_per_s"]) == max(r["images_per_s"] for r in timings.values())
-        ranks = read_events(metrics, "config")[0]["ranks"]
-        trained = [e["throughput"]["images_per_s"] / ranks for e in read_events(metrics, "epoch")]
+        trained = [e["throughput"]["images_per_s"] for e in read_events(metrics, "epoch")]
         assert float(row["train_images_per_s_per_rank"]) == statistics.median(trained) > 0
-    assert rows["resunetpp"]["parameters"] == "4070385"  # the reference count holds at any image size
-    assert (rows["unet"]["epochs"], rows["resunetpp"]["epochs"]) == ("1", str(resunetpp_run["epochs"]))
     md = open(str(out) + ".md").read()
-    assert f"budgets differ: U-Net 1 epochs on 1 rank(s), ResUNet++ {resunetpp_run['epochs']} epochs on 2 rank(s)" in md
+    assert md.startswith(f"test split of {test_images} images, 32x32, 1 epochs on 1 rank(s), graded at last.npz; ")
     assert [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ") and "---" not in line] == \
-        ["| network", "| U-Net", "| ResUNet++"]
+        ["| network", "| U-Net", "| SegNet"]
     assert os.path.getsize(str(out) + ".png") > 5_000
-    run_job([*study, "--tables-only"], timeout=300)
+    run_job([*study, "--models", "unet,segnet", "--tables-only"], timeout=300)
     assert open(str(out) + ".md").read() == md
+
+
+def test_segmentation_model_comparison_refuses_a_run_folder_it_did_not_make(tmp_path, resunetpp_run):
+    """A folder where the study would put its run, without the study's note of the settings beside it (a user's
+    run, or one of an earlier layout): refused in one line naming it, before any training, and left as it was."""
+    work = tmp_path / "work"
+    study = [sys.executable, "benchmarks/segmentation_models.py", "--data-dir", str(resunetpp_run["data"] / "tfrecords"),
+             "--models", "resunetpp", "--epochs", str(resunetpp_run["epochs"]), "--np", "2", "--workdir", str(work),
+             "--out", str(tmp_path / "cmp")]
+    from benchmarks import segmentation_models
+    args = segmentation_models.parse_args(study[2:])
+    run, _ = segmentation_models.claim_run(args, str(resunetpp_run["data"] / "tfrecords"), "resunetpp")
+    shutil.copytree(resunetpp_run["run"], run)
+    before = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in pathlib.Path(run).iterdir())
+    proc = run_job(study, expect_rc=1, timeout=120)
+    assert proc.stderr.strip().splitlines() == [
+        f"{run} exists but this study did not make it for these settings (no matching {run}.study.json): it is left "
+        f"as it is; pass another --workdir, or move it away"]
+    assert sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in pathlib.Path(run).iterdir()) == before
+    assert sorted(os.listdir(work / "runs")) == [os.path.basename(run)]
 
 
 def test_scaling_study_builds_every_row_from_its_runs_records(tmp_path):
@@ -121,10 +152,11 @@ def test_scaling_study_builds_every_row_from_its_runs_records(tmp_path):
 
 def test_inference_study_builds_its_tables_from_its_records_and_prunes_to_the_target(tmp_path):
     """Both models at 32x32 (batches 1 and 2, 2 warm-up + 3 timed calls), each trained for a step on a tiny
-    synthetic set, then pruned to 80% while fine-tuning for one more. Float32 and one target only: bfloat16
-    adds 7 s of CPU and a second target 17 s, and the test must stay under 90 s on 2 idle cores (93 s with both):
-    a table row per configuration measured, every figure its record's, the stripped kernels as sparse as asked
-    (zeros counted here, in the weights file), and --tables-only rebuilds the same tables."""
+    synthetic set, then pruned to 80% while fine-tuning for one more, beside a dense control fine-tuned by the
+    same steps. Float32 and one target only: bfloat16 adds 7 s of CPU and a second target 17 s: a table row per
+    configuration measured, every figure its record's, the stripped kernels as sparse as asked (zeros counted
+    here, in the weights file), pruning's cost taken against the control, and --tables-only rebuilds the same
+    tables."""
     import h5py
     import numpy as np
 
@@ -159,7 +191,7 @@ def test_inference_study_builds_its_tables_from_its_records_and_prunes_to_the_ta
         assert f"| {r['batch']} | {r['images_per_s']:.1f} | {r['images_per_s_p50']:.1f} | " in latency_md
 
     pruned = {(r["model"], r["variant"]): r for r in records if r["event"] == "pruning"}
-    assert sorted(pruned) == sorted((m, v) for m in ("chexnet", "segmentation") for v in ("dense", "80%"))
+    assert sorted(pruned) == sorted((m, v) for m in ("chexnet", "segmentation") for v in ("dense", "dense-ft", "80%"))
     timed = {(r["model"], r["variant"], r["batch"]): r for r in records if r["event"] == "pruned_latency"}
     assert sorted(timed) == sorted((m, v, b) for m, v in pruned for b in (1, 2))
     rows = table("-pruning.csv")
@@ -184,6 +216,24 @@ def test_inference_study_builds_its_tables_from_its_records_and_prunes_to_the_ta
         assert all(abs((k == 0).mean() - r["target_sparsity"]) < 0.01 for k in kernels if k.size >= 50)
     for model in ("chexnet", "segmentation"):  # 80% zeros: the weights file compresses to under 60%
         assert pruned[model, "80%"]["gzip_mb"] < 0.6 * pruned[model, "dense"]["gzip_mb"]
+    for model, label in (("chexnet", "CheXNet (DenseNet121)"), ("segmentation", "ResUNet++")):
+        control, cut, dense = (pruned[model, v] for v in ("dense-ft", "80%", "dense"))
+        # The control fine-tunes as the pruned variant does: same steps, batch, rate and mode; only no pruning.
+        assert {k: v for k, v in control["fine_tune"].items() if k != "schedule"} == \
+            {k: cut["fine_tune"][k] for k in ("epochs", "steps", "batch", "lr", "mode")}
+        assert control["fine_tune"]["schedule"] is None and control["sparsity_pruned_kernels"] < 0.01
+        with h5py.File(dense["weights_file"], "r") as a, h5py.File(control["weights_file"], "r") as b:
+            name = dense["pruned_layers"][-1]
+            read = [[], []]
+            a[name].visititems(lambda key, item: read[0].append(np.asarray(item)) if key.endswith("kernel:0") else None)
+            b[name].visititems(lambda key, item: read[1].append(np.asarray(item)) if key.endswith("kernel:0") else None)
+        assert not np.array_equal(*read)  # the control was trained, not copied
+        figures = ("mean_auc",) if model == "chexnet" else ("dice", "iou")
+        line = next(line for line in pruning_md.splitlines() if line.startswith(f"| {label} | 80% |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        labels = ("AUC",) if model == "chexnet" else ("Dice", "IoU")
+        assert cells[5] == "; ".join(f"{lab} {cut[f] - control[f]:+.3f}" for lab, f in zip(labels, figures))
+        assert cells[6] == "; ".join(f"{lab} {cut[f] - dense[f]:+.3f}" for lab, f in zip(labels, figures))
     assert os.path.getsize(f"{out}.png") > 5_000
     texts = [open(f"{out}{suffix}").read() for suffix in (".md", "-latency.csv", "-pruning.csv")]
     run_job([*study, "--tables-only"], timeout=120)

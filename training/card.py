@@ -108,14 +108,38 @@ def figures(run, state, checkpoint_path):
     return {"found": True, "epoch": epoch, "validation": validation, "evaluations": evaluations}
 
 
+PACKAGES = ("chexnet", "dataprep", "runtime", "segmentation", "smoke", "training")  # the code that shapes a model
+
+
 def code_version():
-    """git describe of the code that exported (a checkout), else "unknown"."""
+    """git describe of the checkout's commit; where the packages or data stages differ from it, or outside a
+    checkout, with the SHA-256 of their sources (``sources_sha256``), so that two versions never read alike."""
+    commit = _git("describe", "--always", "--tags")
+    if commit and not _git("status", "--porcelain", "--", *PACKAGES, "*.sh"):
+        return commit
+    return f"{commit or 'not a git checkout'}+sources.{sources_sha256()[:16]}"
+
+
+def _git(*args):
+    """git's output in the checkout, stripped; "" where git or the checkout is missing."""
     try:
-        out = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty", "--tags"], capture_output=True,
-                             text=True, timeout=30, check=True)
-        return out.stdout.strip() or "unknown"
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
+        return ""
+
+
+def sources_sha256():
+    """SHA-256 over the names and bytes of the packages' .py files and the top-level data stages (.sh)."""
+    files = [f for f in os.listdir(ROOT) if f.endswith(".sh")]
+    for package in PACKAGES:
+        for folder, dirs, names in os.walk(os.path.join(ROOT, package)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            files += [os.path.relpath(os.path.join(folder, n), ROOT) for n in names if n.endswith(".py")]
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(rel.encode() + b"\0" + sha256_of(os.path.join(ROOT, rel)).encode())
+    return digest.hexdigest()
 
 
 def write(folder, data):
