@@ -92,8 +92,8 @@ ensure_requirements() {
     log "requirements unchanged since last install"
     return
   fi
-  # The full `tensorflow` wheel on CPU machines too: tensorflow-cpu is 0.5 GB
-  # smaller, but tf-keras declares a dependency on `tensorflow`, so pip would
+  # The full `tensorflow` wheel on CPU machines too: tensorflow-cpu is smaller (docs/setup.md),
+  # but tf-keras declares a dependency on `tensorflow`, so pip would
   # pull the full wheel in beside it (or need --no-deps and a broken `pip check`).
   local tf="tensorflow==$(pinned tensorflow)"
   [ -n "${TF_EXTRA:-}" ] && tf="tensorflow[${TF_EXTRA}]==$(pinned tensorflow)"
