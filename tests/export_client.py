@@ -4,11 +4,12 @@
 
 Run by tests/test_export.py in a fresh process with this venv's third-party packages only (helpers'
 without_project: -S, so that no editable install's .pth puts the project back; its working folder a
-temporary one); it refuses to run where any of the project's packages can be imported. Loads EXPORT_DIR/savedmodel with tf.saved_model.load, feeds the files'
-bytes to serving_default, and, when EXPORT_DIR/model.onnx exists and onnxruntime is installed, feeds the
-preprocess signature's tensor to the ONNX file; then, last, the same tensor to model.keras in plain
-tf-keras. Writes every output to OUT.npz (onnx_* and keras_* for those files'; a segmentation mask of
-theirs also resized to each frame by the model card's nearest-neighbour rule).
+temporary one); it refuses to run where any of the project's packages can be imported. Loads
+EXPORT_DIR/savedmodel with tf.saved_model.load, feeds the files' bytes to serving_default, and, when
+EXPORT_DIR/model.onnx exists and onnxruntime is installed, feeds the preprocess signature's tensor to the
+ONNX file; then, last, the same tensor to model.keras in plain tf-keras. Writes every output to OUT.npz
+(onnx_* and keras_* for those files'; a segmentation mask of theirs also resized to each frame by the
+model card's nearest-neighbour rule).
 """
 import importlib.util
 import json
@@ -16,8 +17,7 @@ import os
 import sys
 
 PROJECT = ("chexnet", "segmentation", "training", "runtime", "dataprep", "smoke")
-# Checked before TensorFlow loads, so that a refusal costs no import: a client that could import the project
-# would prove nothing.
+# Before TensorFlow loads, so that a refusal is cheap: a client that could import the project proves nothing.
 if any(importlib.util.find_spec(name) for name in PROJECT):
     raise SystemExit("the project is importable here: this client must run without it")
 

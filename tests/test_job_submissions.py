@@ -165,7 +165,8 @@ def test_a_job_script_run_with_bash_says_to_submit_it_with_sbatch(script, tmp_pa
                                f"or use job_submissions/local/launch.sh\n"), cwd
 
 
-LAUNCHERS = sorted(os.path.relpath(os.path.join(top, f), ROOT) for top, _, files in os.walk(os.path.join(ROOT, "job_submissions"))
+LAUNCHERS = sorted(os.path.relpath(os.path.join(top, f), ROOT)
+                   for top, _, files in os.walk(os.path.join(ROOT, "job_submissions"))
                    for f in files if f.endswith((".sh", ".sbatch"))) + ["download_dataset.sh", "extract_images.sh",
                                                                         "write_tfrecords.sh", "scripts/demo.sh"]
 SUBSHELL = re.compile(r"\$\([^()]*\)")  # innermost $(...): a cd there moves only the subshell

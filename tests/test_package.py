@@ -77,7 +77,8 @@ def test_commands_and_python_m_answer_help_from_another_folder(installed):
         done = {what: pool.submit(run_from, elsewhere, cmd, env) for what, cmd in runs.items()}
     for what, future in done.items():
         proc = future.result()
-        assert proc.returncode == 0 and proc.stdout.startswith("usage: "), (what, proc.stdout[-2000:], proc.stderr[-2000:])
+        shown = (what, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert proc.returncode == 0 and proc.stdout.startswith("usage: "), shown
         assert "Traceback" not in proc.stderr, (what, proc.stderr[-2000:])
     assert os.listdir(elsewhere) == []
     where = run_from(elsewhere, [python_in(venv), "-c", "import chexnet; print(chexnet.__file__)"], env)
