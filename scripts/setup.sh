@@ -315,7 +315,7 @@ ensure_horovod() {
 
 project_problem() {  # prints why the project needs (re)installing, nothing when .venv has it editable from ROOT
   # -I: the checkout's own folder off sys.path, so only the venv's record of the install is read.
-  "$VENV/bin/python" -I - "$ROOT" <<'EOF' || true
+  "$VENV/bin/python" -I - "$ROOT" <<'EOF' || echo "the venv's record of the install could not be read"
 import importlib.metadata, json, pathlib, sys
 try:
     url = json.loads(importlib.metadata.distribution("medimg").read_text("direct_url.json") or "{}")
