@@ -8,8 +8,11 @@ What is CheXNet's own: ``model`` (the network, logits out), ``preprocess``
 (the one input transform of training, evaluation and prediction), ``data``
 (the record schema and preprocess on the shared sharding), ``losses``
 (class-weighted BCE on logits), ``auc`` (per-pathology AUC, bootstrap
-intervals, tables), ``validation`` (whole-split AUC every epoch), ``config``
-(its settings). The rest (sharding, gathering, checkpoints, the loop,
+intervals, tables), ``validation`` (whole-split AUC every epoch), ``operating``
+(per-pathology thresholds chosen on one split), ``cam`` (Grad-CAM heatmaps),
+``weights`` (the ``--weights`` check, the ImageNet download), ``config`` (its
+settings); ``train``, ``evaluate``, ``predict`` and ``export`` are the entry
+points. The rest (sharding, gathering, checkpoints, the loop,
 benchmark mode, tables) is the shared skeleton in ``training/``. None of
 these modules imports Horovod.
 """

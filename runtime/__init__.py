@@ -4,15 +4,22 @@ Model and data code never import Horovod; entry points do this:
 
     import runtime                      # first: selects legacy Keras
     from runtime import distributed
+    from runtime.rundir import RunDir
     ctx = distributed.init(cfg)         # Horovod, threads, devices, precision
-    run = runtime.rundir.RunDir.create(cfg, ctx)   # runs/<name>/ config.json, metrics.jsonl
+    run = RunDir.create(cfg, ctx, "chexnet")   # runs/<name>/ config.json, metrics.jsonl
 
 Modules: ``config`` (typed run settings from the command line), ``distributed``
-(Horovod init, optimizer, collectives), ``precision`` (which precision the
-hardware runs fast), ``quiet`` (drops TensorFlow's CUDA-stub start-up lines), ``callbacks`` (Keras callbacks built on
-those collectives), ``throughput`` (images/s math), ``metrics`` (the JSON-lines
-stream), ``rundir`` (run folder, atomic checkpoints), ``logs`` (rank-aware
-logging), ``errors`` (one-line user errors).
+(Horovod init, optimizer, collectives: the only one that imports Horovod),
+``devices`` and ``tf_devices`` (which device a rank computes on, then pinning
+it in TensorFlow), ``precision`` (which precision the hardware runs fast),
+``callbacks`` (Keras callbacks built on those collectives), ``throughput``
+(images/s math), ``metrics`` (the JSON-lines stream), ``rundir`` (the run
+folder and its lock), ``files`` (atomic, durable writes), ``logs`` (rank-aware
+logging), ``errors`` (one-line user errors), ``stop`` (a stop signal becomes a
+checkpoint and exit 75), ``watchdog`` (a rank that stops making progress ends
+itself), ``trace`` (Horovod timelines as valid Chrome traces), ``nvtx`` (ranges
+for Nsight Systems), ``quiet`` and ``stderr_filter`` (drop TensorFlow's
+CUDA-stub start-up lines, in process or as a pipe).
 """
 import os
 import sys

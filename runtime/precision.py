@@ -15,10 +15,11 @@ Requests (``--precision``):
 - ``float32``, ``bfloat16``, ``float16``: exactly that, whatever the hardware
   (a forced choice that is emulated here still warns).
 
-Why it matters: without native units TensorFlow emulates bfloat16, and
-DenseNet121 then trains 8.8x slower than in float32 (AMD EPYC, AVX2 only:
-5.7 vs 50.2 images/s), while on AMX and AVX512-BF16 CPUs bfloat16 is 15-25%
-faster. No Horovod and no TensorFlow here: pure facts, testable anywhere.
+Why it matters: without native units TensorFlow emulates bfloat16 and
+DenseNet121 trains several times slower than in float32, while on AMX and
+AVX512-BF16 CPUs bfloat16 is faster (the figures, their machines and dates:
+docs/decisions.md, benchmarks/results/precision.md). No Horovod and no
+TensorFlow here: pure facts, testable anywhere.
 """
 import dataclasses
 

@@ -1,8 +1,9 @@
 """The run folder ``runs/<name>/``: config.json, metrics.jsonl, checkpoints.
 
+    from training import checkpoint
     run = RunDir.create(cfg, ctx, prefix="chexnet")
     run.stream.write("eval", mean_auc=0.87)        # metrics.jsonl, rank 0 only
-    run.save_atomic("best.h5", model.save_weights) # temp file + rename, rank 0 only
+    run.save_atomic("best.npz", lambda tmp: checkpoint.save(tmp, model, state))   # temp file + rename, rank 0 only
 
 Only rank 0 writes; the folder name is decided on rank 0 and broadcast so that
 every rank agrees even when clocks differ by a second.

@@ -44,8 +44,9 @@ done
 case "$WORKLOAD" in all|chexnet|segmentation) ;; *) echo "demo.sh: --workload must be all, chexnet or segmentation, got '$WORKLOAD'" >&2; exit 2 ;; esac
 [[ "$NP" =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: --np must be a positive integer, got '$NP'" >&2; exit 2; }
 [ -x "$VENV/bin/horovodrun" ] || { echo "demo.sh: $VENV/bin/horovodrun missing: run 'make setup' first" >&2; exit 2; }
-cd "$ROOT"
 export PYTHON=$VENV/bin/python
+# No cd: --runs-dir and --data are taken from your folder; PYTHONPATH finds the project from any.
+export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 # horovodrun imports TensorFlow itself; its C++ start-up lines are noise here.
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 # ...and TF_CPP_MIN_LOG_LEVEL cannot hide the CUDA-stub lines it prints before
@@ -107,15 +108,15 @@ trap 'on_signal terminated 143' TERM
 chexnet_demo() {
   local run=demo-$STAMP
   echo "== CheXNet 1/5: synthetic ChestX-ray14, $IMAGES images at ${SIZE}x${SIZE}, $DIFFICULTY =="
-  step ./download_dataset.sh --out "$CX" --synthetic "$IMAGES" --image-size "$SIZE" --difficulty "$DIFFICULTY"
+  step "$ROOT/download_dataset.sh" --out "$CX" --synthetic "$IMAGES" --image-size "$SIZE" --difficulty "$DIFFICULTY"
   echo "== CheXNet 2/5: extract =="
-  step ./extract_images.sh --out "$CX"
+  step "$ROOT/extract_images.sh" --out "$CX"
   echo "== CheXNet 3/5: TFRecords =="
-  step ./write_tfrecords.sh --out "$CX" --image-size "$SIZE"
+  step "$ROOT/write_tfrecords.sh" --out "$CX" --image-size "$SIZE"
   echo "== CheXNet 4/5: DenseNet121 on $NP rank(s), $EPOCHS epochs, crop $CROP (run $RUNS_DIR/$run) =="
   step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.train \
     --data-dir "$CX/chestxray14/tfrecords" --runs-dir "$RUNS_DIR" --run-name "$run" \
-    --preset presets/chexnet_demo.json --epochs "$EPOCHS" --crop "$CROP"
+    --preset "$ROOT/presets/chexnet_demo.json" --epochs "$EPOCHS" --crop "$CROP"
   echo "== CheXNet 5/5: evaluation on the test split =="
   step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m chexnet.evaluate --run "$RUNS_DIR/$run" --split test
   DONE+=("$RUNS_DIR/$run/training.md" "$RUNS_DIR/$run/eval-test/auc.md")
@@ -125,16 +126,16 @@ chexnet_demo() {
 segmentation_demo() {
   local run=demo-seg-$STAMP
   echo "== Segmentation 1/5: synthetic Kvasir-SEG, $SEG_PAIRS pairs, $DIFFICULTY =="
-  step ./download_dataset.sh --dataset kvasir-seg --out "$CX" --synthetic "$SEG_PAIRS" --image-size 200 \
+  step "$ROOT/download_dataset.sh" --dataset kvasir-seg --out "$CX" --synthetic "$SEG_PAIRS" --image-size 200 \
     --difficulty "$DIFFICULTY"
   echo "== Segmentation 2/5: extract =="
-  step ./extract_images.sh --dataset kvasir-seg --out "$CX"
+  step "$ROOT/extract_images.sh" --dataset kvasir-seg --out "$CX"
   echo "== Segmentation 3/5: TFRecords at ${SEG_SIZE}x${SEG_SIZE}, seeded 80/10/10 split =="
-  step ./write_tfrecords.sh --dataset kvasir-seg --out "$CX" --image-size "$SEG_SIZE" --split random
+  step "$ROOT/write_tfrecords.sh" --dataset kvasir-seg --out "$CX" --image-size "$SEG_SIZE" --split random
   echo "== Segmentation 4/5: ResUNet++ on $NP rank(s), $SEG_EPOCHS epochs (run $RUNS_DIR/$run) =="
   step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m segmentation.train \
     --data-dir "$CX/kvasir-seg/tfrecords" --runs-dir "$RUNS_DIR" --run-name "$run" \
-    --preset presets/segmentation_demo.json --epochs "$SEG_EPOCHS"
+    --preset "$ROOT/presets/segmentation_demo.json" --epochs "$SEG_EPOCHS"
   echo "== Segmentation 5/5: evaluation on the test split =="
   step quiet "$VENV/bin/horovodrun" -np "$NP" "$VENV/bin/python" -m segmentation.evaluate --run "$RUNS_DIR/$run" --split test
   DONE+=("$RUNS_DIR/$run/training.md" "$RUNS_DIR/$run/eval-test/metrics.md")

@@ -12,6 +12,9 @@
 #      cmake<4 in the venv); rebuilt only when missing, built against another
 #      TensorFlow, or missing a part.
 #   4. `horovodrun --check-build` must tick TensorFlow, MPI and Gloo (and NCCL).
+#   5. The project itself, editable (pyproject.toml), without dependencies: the
+#      medimg-* commands and `python -m chexnet.train` work from any folder;
+#      reinstalled only when pyproject.toml or the project folder changed.
 #
 # GPU path (docs/GPU.md): before anything is installed, a machine with NVIDIA
 # GPUs must say which build it wants, and a GPU build must find nvcc, a static
@@ -40,6 +43,7 @@ VENV=${VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3}
 REQ=$ROOT/requirements.txt
 STAMP=$VENV/.requirements.sha256
+PROJECT_STAMP=$VENV/.project.sha256  # pyproject.toml and the folder of the last editable install
 GPU_CHOICE=$VENV/.horovod-gpu-operations  # the last build's NCCL, MPI or cpu: a plain re-run keeps it
 # horovod's setup.py needs 3.13; CMake 4 refuses Gloo's cmake_minimum_required(VERSION 2.8.12).
 CMAKE_SPEC='cmake>=3.13,<4'
@@ -88,8 +92,8 @@ ensure_requirements() {
     log "requirements unchanged since last install"
     return
   fi
-  # The full `tensorflow` wheel on CPU machines too: tensorflow-cpu is 0.5 GB
-  # smaller, but tf-keras declares a dependency on `tensorflow`, so pip would
+  # The full `tensorflow` wheel on CPU machines too: tensorflow-cpu is smaller (docs/setup.md),
+  # but tf-keras declares a dependency on `tensorflow`, so pip would
   # pull the full wheel in beside it (or need --no-deps and a broken `pip check`).
   local tf="tensorflow==$(pinned tensorflow)"
   [ -n "${TF_EXTRA:-}" ] && tf="tensorflow[${TF_EXTRA}]==$(pinned tensorflow)"
@@ -309,6 +313,42 @@ ensure_horovod() {
   "$VENV/bin/horovodrun" --check-build
 }
 
+project_problem() {  # prints why the project needs (re)installing, nothing when .venv has it editable from ROOT
+  # -I: the checkout's own folder off sys.path, so only the venv's record of the install is read.
+  "$VENV/bin/python" -I - "$ROOT" <<'EOF' || echo "the venv's record of the install could not be read"
+import importlib.metadata, json, pathlib, sys
+try:
+    url = json.loads(importlib.metadata.distribution("medimg").read_text("direct_url.json") or "{}")
+except importlib.metadata.PackageNotFoundError:
+    sys.exit(print("medimg is not installed"))
+if url.get("url") != pathlib.Path(sys.argv[1]).as_uri() or not url.get("dir_info", {}).get("editable"):
+    print(f"medimg is installed from {url.get('url', 'an unknown place')}, not editable from {sys.argv[1]}")
+EOF
+}
+
+ensure_project() {
+  local want why
+  want=$( (cat "$ROOT/pyproject.toml"; echo "$ROOT") | sha256sum | cut -d' ' -f1)
+  why=$(project_problem)
+  if [ -z "$why" ] && [ -f "$PROJECT_STAMP" ] && [ "$(cat "$PROJECT_STAMP")" = "$want" ]; then
+    log "project installed editable from $ROOT, pyproject.toml unchanged"
+    return
+  fi
+  # pyproject.toml's build-system: setuptools 64 brought editable wheels (PEP 660).
+  "$VENV/bin/python" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 64)' 2>/dev/null || {
+    log "installing setuptools>=64 into $VENV (editable installs need it)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'setuptools>=64' 2>&1 | grep -v '^WARNING: Location' || true
+  }
+  # --no-deps: nothing may replace the pinned stack; --no-build-isolation: the venv's setuptools, no download.
+  log "installing the project editable from $ROOT (${why:-pyproject.toml changed})"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT" \
+    > "$VENV/project-install.log" 2>&1 \
+    || die "pip install -e $ROOT failed; the log is $VENV/project-install.log (tail: $(tail -n 3 "$VENV/project-install.log" | tr '\n' ' '))"
+  why=$(project_problem)
+  [ -z "$why" ] || die "the project installed but $why (log: $VENV/project-install.log)"
+  echo "$want" > "$PROJECT_STAMP"
+}
+
 main() {
   local t0=$SECONDS
   case "${1:-}" in
@@ -332,6 +372,7 @@ main() {
   ensure_venv
   ensure_requirements
   ensure_horovod  # fails unless horovodrun --check-build ticks TensorFlow, MPI, Gloo (and NCCL on the GPU path)
+  ensure_project
   log "environment ready in $((SECONDS - t0)) s: activate with 'source $VENV/bin/activate'"
 }
 

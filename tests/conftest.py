@@ -120,7 +120,8 @@ def resunetpp_run(tmp_path_factory):
     return {"data": data, "run": run, "manifest": manifest, "epochs": epochs}
 
 
-# The CheXNet run's size: DenseNet121 learns the synthetic motifs on 2 CPU cores in a few minutes.
+# The CheXNet run's size: enough for DenseNet121 to learn the synthetic motifs, within the suite's time
+# (docs/testing.md).
 IMAGES, STORED, CROP, EPOCHS = int(os.environ.get("CHEXNET_TEST_IMAGES", 1600)), 64, 56, \
     int(os.environ.get("CHEXNET_TEST_EPOCHS", 2))
 # Every test pins float32 and a random start: its duration must not depend on

@@ -1,21 +1,28 @@
 """A user of an export who has neither this project nor tf-keras: plain TensorFlow and ONNX Runtime only.
 
-    python -I tests/export_client.py EXPORT_DIR OUT.npz image1.png image2.jpg ...
+    python tests/export_client.py EXPORT_DIR OUT.npz image1.png image2.jpg ...
 
-Run by tests/test_export.py in a fresh process (-I: no PYTHONPATH, no script folder on the path; its
-working folder a temporary one). Loads EXPORT_DIR/savedmodel with tf.saved_model.load, feeds the files'
-bytes to serving_default, and, when EXPORT_DIR/model.onnx exists and onnxruntime is installed, feeds the
-preprocess signature's tensor to the ONNX file; then, last, the same tensor to model.keras in plain
-tf-keras. Writes every output to OUT.npz (onnx_* and keras_* for those files'; a segmentation mask of
-theirs also resized to each frame by the model card's nearest-neighbour rule).
+Run by tests/test_export.py in a fresh process with this venv's third-party packages only (helpers'
+without_project: -S, so that no editable install's .pth puts the project back; its working folder a
+temporary one); it refuses to run where any of the project's packages can be imported. Loads
+EXPORT_DIR/savedmodel with tf.saved_model.load, feeds the files' bytes to serving_default, and, when
+EXPORT_DIR/model.onnx exists and onnxruntime is installed, feeds the preprocess signature's tensor to the
+ONNX file; then, last, the same tensor to model.keras in plain tf-keras. Writes every output to OUT.npz
+(onnx_* and keras_* for those files'; a segmentation mask of theirs also resized to each frame by the
+model card's nearest-neighbour rule).
 """
 import importlib.util
 import json
 import os
 import sys
 
-import numpy as np
-import tensorflow as tf
+PROJECT = ("chexnet", "segmentation", "training", "runtime", "dataprep", "smoke")
+# Before TensorFlow loads, so that a refusal is cheap: a client that could import the project proves nothing.
+if any(importlib.util.find_spec(name) for name in PROJECT):
+    raise SystemExit("the project is importable here: this client must run without it")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 
 def nearest(grid, height, width):
@@ -62,8 +69,6 @@ def plain(outputs):
 
 
 def main(folder, out, images):
-    if importlib.util.find_spec("training") or importlib.util.find_spec("chexnet"):
-        raise SystemExit("the project is importable here: this client must run without it")
     with open(os.path.join(folder, "model_card.json"), encoding="utf-8") as fh:
         card = json.load(fh)
     model = tf.saved_model.load(os.path.join(folder, "savedmodel"))

@@ -18,6 +18,7 @@ subreaper, so such orphans become pytest's children and can be reaped.
 """
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -269,3 +270,16 @@ def one_line_refusal(proc, *expected):
     for text in expected:
         assert text in lines[0], lines[0]
     return lines[0]
+
+
+def without_project(python=sys.executable, extra_path=()):
+    """(argv prefix, env) for ``python`` with its third-party packages but not this project, even where the
+    project is installed editable (make setup): the editable install's finder is put in place by a .pth file,
+    and -S runs none; PYTHONPATH gives back the folders site would have added, less the checkout, then
+    ``extra_path``. Also -s (no user site) and no TF_USE_LEGACY_KERAS (with it, TensorFlow imports tf-keras)."""
+    probe = subprocess.run([python, "-I", "-c", "import json, sys; print(json.dumps(sys.path))"],
+                           cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=60, check=True)
+    folders = [f for f in json.loads(probe.stdout) if f and os.path.realpath(f) != os.path.realpath(ROOT)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "TF_USE_LEGACY_KERAS"}
+    env["PYTHONPATH"] = os.pathsep.join([*folders, *extra_path])
+    return [python, "-S", "-s"], env

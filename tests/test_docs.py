@@ -1,11 +1,12 @@
 """The README and docs/ hold only commands that parse and links that land.
 
 Every command in a shell code block of README.md and docs/**/*.md that starts a
-project entry point (``python -m X``, ``python benchmarks/x.py``, the three
-shell stages, ``bash scripts/...``, the job scripts and the local launcher,
-``make TARGET``) must name something that exists, and every ``--flag`` after it
-must appear in that entry point's ``--help`` (each help text is read once, and
-only for the entry points whose flags a page uses). Every relative link must
+project entry point (``python -m X``, a ``medimg-*`` command of pyproject.toml,
+``python benchmarks/x.py``, the three shell stages, ``bash scripts/...``, the
+job scripts and the local launcher, ``make TARGET``) must name something that
+exists, and every ``--flag`` after it must appear in that entry point's
+``--help`` (each help text is read once, and only for the entry points whose
+flags a page uses). Every relative link must
 point to an existing file, and an anchor to a heading of it. The README stays a
 user's guide: under 250 lines, opening on ``make demo`` and ``make test``.
 
@@ -128,6 +129,14 @@ def help_flags(command):
     return frozenset(FLAG.findall(proc.stdout + proc.stderr))
 
 
+@functools.lru_cache(maxsize=None)
+def console_scripts():
+    """{command: module} of pyproject.toml's [project.scripts] (the medimg-* commands make setup installs)."""
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        table = f.read().split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    return dict(re.findall(r'^([\w-]+)\s*=\s*"([\w.]+):main"', table, re.MULTILINE))
+
+
 def make_targets():
     with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as f:
         return set(re.findall(r"^([A-Za-z0-9][\w.-]*)\s*:(?!=)", f.read(), re.MULTILINE))
@@ -230,6 +239,8 @@ def check_command(tokens, what):
                     return [f"{what}: {rest[0]} does not exist"]
                 return check_flags((sys.executable, script), flags_of(rest[1:]), what)
             return []
+        if token in console_scripts():
+            return check_module(console_scripts()[token], rest, what)
         bare = token[2:] if token.startswith("./") else token
         if bare in SHELL_STAGES or re.fullmatch(r"(scripts|job_submissions)/[\w./-]+\.(sh|sbatch)", bare):
             return check_script(bare, rest, what)
@@ -344,6 +355,7 @@ job_submissions/local/launch.sh --np 2 --hosts h segmentation.train --epochs 1  
 sbatch -n 4 job_submissions/slurm/train.sbatch chexnet --epoch 3                        # --epochs, misspelt
 make demo-everything
 ./download_dataset.sh --out data --synthetic 10 --colour   # a stage flag that does not exist
+medimg-chexnet-evaluate --run runs/cx --splits val          # --split, misspelt, after an installed command
 ```
 
 ```text
@@ -361,10 +373,10 @@ def test_the_checks_fail_on_a_page_with_broken_commands_and_links(tmp_path):
     shown = "\n".join(problems)
     for expected in ("--no-such-flag is not a flag", "python -m chexnet.trian", "--val-fraction is neither",
                      "--hosts is not a flag", "--epoch is not a flag", "make demo-everything",
-                     "--colour is not a flag"):
+                     "--colour is not a flag", "--splits is not a flag of python -m chexnet.evaluate"):
         assert expected in shown, shown
     assert "--not-checked-here" not in shown
-    assert len(problems) == 7, shown
+    assert len(problems) == 8, shown
     links = link_problems([str(page)])
     assert len(links) == 2 and "no_such_page.md" in links[0] and "#no-such-heading" in links[1], links
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import ROOT, one_line_refusal, run_job, snapshot
+from helpers import ROOT, one_line_refusal, run_job, snapshot, without_project
 
 CLIENT = os.path.join(ROOT, "tests", "export_client.py")
 HAS_ONNX = all(importlib.util.find_spec(p) for p in ("tf2onnx", "onnxruntime"))
@@ -32,14 +32,14 @@ def export(module, checkpoint, out, *flags, expect_rc=0):
 
 
 def fresh_client(folder, images, tmp_path):
-    """The outputs of tests/export_client.py, run by this venv's python with -I, from an empty folder,
-    without PYTHONPATH and without TF_USE_LEGACY_KERAS (with it, importing TensorFlow imports tf-keras):
-    neither the project nor tf-keras is there to be imported by accident."""
+    """The outputs of tests/export_client.py, run by this venv's python without the project (helpers'
+    without_project, which holds even beside make setup's editable install), from an empty folder, without
+    TF_USE_LEGACY_KERAS: neither the project nor tf-keras is there to be imported by accident."""
     work = tmp_path / "client"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
+    python, env = without_project()
     out = work / "outputs.npz"
-    proc = subprocess.run([sys.executable, "-I", CLIENT, str(folder), str(out), *map(str, images)], cwd=work,
+    proc = subprocess.run([*python, CLIENT, str(folder), str(out), *map(str, images)], cwd=work,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = dict(np.load(out))
@@ -156,6 +156,16 @@ def test_bad_formats_and_checkpoints_are_refused_before_tensorflow_loads(tmp_pat
         _refused(["--checkpoint", tmp_path, "--out", tmp_path / "x", "--format", "onnx"],
                  "--format onnx needs", "make setup", "--format savedmodel,keras")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_client_stops_where_the_project_can_be_imported(tmp_path):
+    """The guard behind every "without this project" check: the same client, the checkout on its path, stops."""
+    python, env = without_project(extra_path=[ROOT])
+    proc = subprocess.run([*python, CLIENT, str(tmp_path), str(tmp_path / "out.npz")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip() == "the project is importable here: this client must run without it", proc.stderr
+    assert not (tmp_path / "out.npz").exists()
 
 
 def test_an_operating_point_needs_evaluates_choice_for_this_very_checkpoint(tmp_path):

@@ -6,6 +6,7 @@ jobs run the project's own entry points on a small synthetic Kvasir-SEG.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -162,6 +163,25 @@ def test_a_job_script_run_with_bash_says_to_submit_it_with_sbatch(script, tmp_pa
         assert proc.returncode == 2 and proc.stdout == "", (cwd, proc.stdout, proc.stderr)
         assert proc.stderr == (f"{script}: error: not inside a Slurm job (no SLURM_JOB_ID): submit with sbatch, "
                                f"or use job_submissions/local/launch.sh\n"), cwd
+
+
+LAUNCHERS = sorted(os.path.relpath(os.path.join(top, f), ROOT)
+                   for top, _, files in os.walk(os.path.join(ROOT, "job_submissions"))
+                   for f in files if f.endswith((".sh", ".sbatch"))) + ["download_dataset.sh", "extract_images.sh",
+                                                                        "write_tfrecords.sh", "scripts/demo.sh"]
+SUBSHELL = re.compile(r"\$\([^()]*\)")  # innermost $(...): a cd there moves only the subshell
+BARE_CD = re.compile(r"(^|[;&|({]|\bthen|\bdo|\belse)\s*(cd|pushd)\s")
+
+
+@pytest.mark.parametrize("script", LAUNCHERS)
+def test_no_launcher_changes_folder(script):
+    """Relative paths stay the user's: a launcher finds the project by its path, never by a cd."""
+    with open(os.path.join(ROOT, script)) as fh:
+        for number, line in enumerate(fh, 1):
+            code = line.split(" #")[0] if not line.lstrip().startswith("#") else ""
+            while SUBSHELL.search(code):
+                code = SUBSHELL.sub("", code)
+            assert not BARE_CD.search(code), f"{script}:{number}: {line.strip()}"
 
 
 def test_local_launcher_runs_an_entry_point_on_two_ranks_taking_paths_from_the_users_folder(tmp_path):

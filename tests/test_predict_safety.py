@@ -246,6 +246,16 @@ def test_a_read_only_run_folder_stops_evaluate_while_parsing_its_flags(tmp_path)
             parse_args(EvalConfig, ["--run", str(ro)])
 
 
+@pytest.mark.parametrize("trainer", ["chexnet", "segmentation"])
+def test_evaluate_refuses_a_bad_flag_before_tensorflow_loads(tmp_path, trainer):
+    run = _fake_run(tmp_path)
+    code = (f"import sys\nfrom {trainer} import evaluate\ntry:\n    evaluate.main(sys.argv[1:])\n"
+            "except SystemExit:\n    print('tensorflow' in sys.modules)\n")
+    proc = run_job([sys.executable, "-c", code, "--run", str(run), "--split", "bogus"], timeout=120)
+    assert proc.stdout.strip() == "False", proc.stdout + proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: --split 'bogus': give train, val or test"), proc.stderr[-2000:]
+
+
 def test_evaluate_takes_its_checkpoint_from_the_run_then_a_path_and_a_folder_for_its_best(tmp_path):
     from runtime.config import parse_args
     from training.evaluation import EvalConfig, locate

@@ -23,14 +23,13 @@ import dataclasses
 import json
 import os
 
-from runtime import distributed
 from runtime.config import PRECISION_HELP, PRECISIONS, ProcessConfig, field
 from runtime.errors import UserError
 from runtime.files import check_writable_folder
 from runtime.logs import setup_logging
 from runtime.metrics import MetricsStream
-from training import checkpoint, paths
-from training.shards import Manifest
+from training import paths
+from training.manifest import Manifest
 
 SPLITS = ("train", "val", "test")
 
@@ -110,6 +109,9 @@ def start(cfg, logger_name, trainer, check_state):
     """Read and check the checkpoint, start the runtime in its precision, load the manifest; every rank
     calls this. ``check_state(state, path)`` refuses a checkpoint of another trainer (before Horovod starts)."""
     path, note = locate(cfg, trainer)
+    # TensorFlow loads only from here (tf-keras, then Horovod): --help, a bad flag or a missing file need none of it.
+    from runtime import distributed
+    from training import checkpoint
     _, _, state = checkpoint.read(path)
     check_state(state, path)
     if cfg.precision == "checkpoint":

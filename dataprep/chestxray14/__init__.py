@@ -1,1 +1,1 @@
-"""NIH ChestX-ray14: facts, synthetic mirror, extraction, TFRecord writing."""
+"""NIH ChestX-ray14: facts, the metadata CSV and split lists, the synthetic mirror and the TFRecord writer."""

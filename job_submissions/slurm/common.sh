@@ -9,6 +9,9 @@
 #                 mpirun kills it (default 10; keep it below Slurm's KillWait, 30 s by default).
 #                 Open MPI waits twice this long whenever a rank exits non-zero (a stop
 #                 exits 75), so a large value slows every stopped or failed job down.
+#
+# The job stays in the folder Slurm started it in (the submit folder, or sbatch --chdir):
+# relative paths (RUNS_DIR, DATA_DIR, --preset, --data-dir, the --output log) are taken from there.
 die() { echo "$(basename "${JOB_SCRIPT:-job}"): error: $*" >&2; exit 2; }
 
 require_slurm_job() {  # a job script run with plain bash has no allocation to launch on
@@ -17,7 +20,7 @@ require_slurm_job() {  # a job script run with plain bash has no allocation to l
 require_slurm_job
 ROOT=${MEDIMG_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
 [ -f "$ROOT/training/loop.py" ] || die "$ROOT is not the project folder: submit from it, or set MEDIMG_ROOT"
-cd "$ROOT"
+ROOT=$(cd "$ROOT" && pwd)  # absolute: the job never changes folder, and PYTHONPATH must hold wherever a rank starts
 
 activate() {  # modules first (they may provide MPI and compilers), then the venv
   if [ -n "${MEDIMG_MODULES:-}" ]; then
@@ -28,7 +31,10 @@ activate() {  # modules first (they may provide MPI and compilers), then the ven
   [ -x "$venv/bin/python" ] || die "$venv/bin/python not found: run 'make setup' on the cluster, or set MEDIMG_VENV"
   # shellcheck disable=SC1091
   source "$venv/bin/activate"
+  # The project without a cd: a venv that make setup did not make lacks its editable install.
   export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+  # Python 3.11+ leaves the job's folder off sys.path: a package there named like the project's cannot shadow it.
+  export PYTHONSAFEPATH=1
 }
 
 launcher() {  # launcher [GRACE_S]: sets LAUNCH, the command that starts one rank per Slurm task
