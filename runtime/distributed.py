@@ -17,10 +17,8 @@ import platform
 import horovod
 import horovod.tensorflow as hvd
 import horovod.tensorflow.elastic as hvd_elastic
-# Not horovod.tensorflow.keras: it imports Keras 3 (`from keras import backend`, with sklearn and
-# pyplot) for helpers this project does not use, 2.7 s of the 9.2 s each rank took to import a
-# trainer (Intel Xeon, median of 4). Its DistributedOptimizer is a check of arguments this
-# project never sets, then this call (horovod 0.28.1, pinned).
+# Not horovod.tensorflow.keras: it imports Keras 3 (with sklearn and pyplot) for helpers this project does
+# not use, a large share of each rank's start-up (docs/decisions.md); its DistributedOptimizer is this call.
 from horovod._keras import create_distributed_optimizer
 from horovod.common.elastic import run_fn
 from horovod.common.exceptions import HorovodInternalError
@@ -83,8 +81,7 @@ def _pin_device(requested, local_rank, size):
 
 
 def _set_precision(requested, device, capability, cpu, is_chief, agree):
-    # Mixed precision only where the hardware has the units: emulated bfloat16
-    # on an AVX2-only CPU is ~9x slower than float32 (runtime/precision.py).
+    # Mixed precision only where the hardware has the units: emulated bfloat16 is far slower (runtime/precision.py).
     choice = precision_mod.choose(requested, capability, device.startswith("GPU"), cpu)
     if agree:  # rank 0's choice: a job across GPU generations (or CPU kinds) trains in one policy
         choice = broadcast_object(choice)
@@ -280,7 +277,7 @@ def stop_timeline():
 
 
 def broadcast_variables(variables, root_rank=0):
-    if hvd.size() == 1:  # an identity, whose graph costs DenseNet121 about 5 s to build
+    if hvd.size() == 1:  # an identity, whose graph costs seconds to build
         return
     hvd.broadcast_variables(variables, root_rank=root_rank)
 

@@ -66,8 +66,7 @@ def check_data(manifest, splits):
 def compile_model(model, optimizer, loss, ctx):
     """Compile ``model`` and create the optimizer's slots now, the same on every rank, before any broadcast."""
     model.compile(optimizer, loss, jit_compile=ctx.jit_compile)
-    # A first step that creates variables is traced twice: DenseNet121 at crop 56 took 25.3 s to its
-    # first step, 16.8 s with the slots made here (Intel Xeon, 1 process).
+    # A first step that creates variables is traced twice; slots made here spare one trace (docs/decisions.md).
     model.optimizer.build(model.trainable_variables)
 
 
