@@ -46,7 +46,8 @@ def start(cfg, manifest, name):
         watchdog.start(cfg.stall_timeout_s, "training", ranks=ctx.size)
     if manifest is None:
         return ctx, trainer_log
-    manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch, cfg.grad_accum_steps)  # too few images for the ranks stop here
+    # Too few images for the ranks (and the accumulated batches) stop here.
+    manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch, cfg.grad_accum_steps)
     # One reader of every shard's record headers, not one per rank; an elastic worker checks alone.
     distributed.on_chief(check_data, manifest, splits_read(cfg), collective=not cfg.elastic)
     record_bytes = manifest.record_bytes("train")
