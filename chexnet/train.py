@@ -36,7 +36,8 @@ def main(argv=None):
     loop.compile_model(model, optimizer, losses.weighted_bce(w_pos, w_neg), ctx)
 
     def train_input(ctx):
-        steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch, cfg.grad_accum_steps) if manifest else None
+        steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch, cfg.grad_accum_steps) \
+            if manifest else None
 
         def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
             return data.train_dataset(manifest, ctx.rank, ctx.size, cfg.per_rank_batch, cfg.crop, cfg.seed,
