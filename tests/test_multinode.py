@@ -107,22 +107,36 @@ def _node_pids(c, node):
     return [int(p) for p in pids if int(p) != keep]
 
 
-def test_a_node_lost_mid_run_ends_the_job_quickly_naming_it_and_resume_goes_on(netns_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def seg_data(tmp_path_factory):
+    """A tiny synthetic Kvasir-SEG at 32x32 for the runs across nodes: read only."""
+    return make_kvasir(tmp_path_factory.mktemp("netns-data"), pairs=50, largest=64, stored=32)
+
+
+def _training(c, data, runs, name, epochs, *extra):
+    """mpirun from node0 over the hostfile (one rank per node), U-Net on ``data``, collectives on data0."""
+    return c.on("node0", ["mpirun", "--hostfile", str(c.hostfile()), "-x", "PYTHONPATH", "--bind-to", "none",
+                          sys.executable, "-m", "segmentation.train", "--model", "unet",
+                          "--data-dir", str(data / "tfrecords"), "--runs-dir", str(runs), "--run-name", name,
+                          "--per-rank-batch", "4", "--epochs", str(epochs), "--precision", "float32",
+                          "--no-tensorboard", "--progress", "none", *extra])
+
+
+def _wait_for_an_epoch(job, metrics, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not (metrics.exists() and read_events(str(metrics), "epoch")):
+        assert job.proc.poll() is None and time.monotonic() < deadline, job.output_tail()
+        time.sleep(0.2)
+
+
+def test_a_node_lost_mid_run_ends_the_job_quickly_naming_it_and_resume_goes_on(netns_cluster, seg_data, tmp_path):
     """Every process of node1 (its rank and Open MPI's daemon) killed at once after epoch 1: mpirun on
     node0 ends the job within the bound docs/RELIABILITY.md states, naming node1 as the peer lost, and --resume
     on both nodes goes on from epoch 1's checkpoint to the end."""
     c = netns_cluster
-    data = make_kvasir(tmp_path / "data", pairs=50, largest=64, stored=32)
-    train = [sys.executable, "-m", "segmentation.train", "--model", "unet", "--data-dir", str(data / "tfrecords"),
-             "--runs-dir", str(tmp_path / "runs"), "--run-name", "lost", "--per-rank-batch", "4", "--epochs", "3",
-             "--precision", "float32", "--no-tensorboard", "--progress", "none"]
-    launch = ["mpirun", "--hostfile", str(c.hostfile()), "-x", "PYTHONPATH", "--bind-to", "none"]
-    metrics = tmp_path / "runs" / "lost" / "metrics.jsonl"
-    with started_job(c.on("node0", [*launch, *train]), **c.mpirun_env()) as job:
-        deadline = time.monotonic() + 240
-        while not (metrics.exists() and read_events(str(metrics), "epoch")):
-            assert job.proc.poll() is None and time.monotonic() < deadline, job.output_tail()
-            time.sleep(0.2)
+    metrics = tmp_path / "lost" / "metrics.jsonl"
+    with started_job(_training(c, seg_data, tmp_path, "lost", 3), **c.mpirun_env()) as job:
+        _wait_for_an_epoch(job, metrics)
         for pid in _node_pids(c, "node1"):
             os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
@@ -130,13 +144,49 @@ def test_a_node_lost_mid_run_ends_the_job_quickly_naming_it_and_resume_goes_on(n
         ended = time.monotonic() - killed
         stdout, stderr = job.output()
     assert job.proc.returncode != 0 and ended < NODE_LOST_S, f"{ended:.1f} s\n{stderr[-3000:]}"
-    assert re.search(r"Peer host:\s+node1\b", stderr), stderr[-3000:]  # the hostfile's name for it
+    # Open MPI names the host as the hostfile does: the peer process, or its daemon, lost.
+    assert re.search(r"(Peer host:|Remote daemon: .* on node)\s+node1\b", stderr), stderr[-3000:]
     done = len(read_events(str(metrics), "epoch"))
     assert done < 3
-    proc = run_job(c.on("node0", [*launch, *train, "--resume"]), timeout=300, **c.mpirun_env())
+    proc = run_job(_training(c, seg_data, tmp_path, "lost", 3, "--resume"), timeout=300, **c.mpirun_env())
     epochs = [e["epoch"] for e in read_events(str(metrics), "epoch")]
     assert epochs[-1] == 3 and "Traceback" not in proc.stderr
     print(f"node lost: the job ended {ended:.1f} s after the kill, after {done} epochs")
 
 
 NODE_LOST_S = 30  # the bound docs/RELIABILITY.md states for a lost node (as for a killed rank)
+
+
+def test_a_cut_link_ends_every_rank_within_the_stall_timeout_and_resume_goes_on(netns_cluster, seg_data, tmp_path):
+    """node1's data interface brought down after epoch 1, its processes alive: the collectives stop
+    answering. Open MPI's keepalive, as the launchers set it (KEEPALIVE, shortened here), loses node1's
+    daemon, or a rank's watchdog ends it after --stall-timeout-s: the job ends, no rank waits forever
+    (with Open MPI's default keepalive mpirun waited over 200 s); with the link back, --resume finishes."""
+    c = netns_cluster
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    stall = ["--stall-timeout-s", str(STALL_S)]
+    with started_job(_training(c, seg_data, tmp_path, "cut", 3, *stall), **c.mpirun_env(), **KEEPALIVE) as job:
+        _wait_for_an_epoch(job, metrics)
+        try:
+            c.exec("node1", ["ip", "link", "set", "data0", "down"])
+            cut = time.monotonic()
+            try:
+                job.proc.wait(STALL_S + LINK_CUT_EXTRA_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the job did not end {STALL_S + LINK_CUT_EXTRA_S} s after the cut\n{job.output_tail()}")
+            ended = time.monotonic() - cut
+        finally:
+            c.exec("node1", ["ip", "link", "set", "data0", "up"])
+        stdout, stderr = job.output()
+    assert job.proc.returncode != 0 and ended < STALL_S + LINK_CUT_EXTRA_S, stderr[-3000:]
+    # Whichever comes first: a rank's watchdog, or Open MPI's keepalive losing node1's daemon.
+    assert re.search(r"no training progress on this rank \(pid \d+\) for \d+ s|ORTE has lost communication with a "
+                     r"remote daemon", stderr), stderr[-3000:]
+    print(f"link cut: the job ended {ended:.1f} s after the cut (stall timeout {STALL_S} s)")
+    run_job(_training(c, seg_data, tmp_path, "cut", 3, *stall, "--resume"), timeout=300, **c.mpirun_env())
+    assert [e["epoch"] for e in read_events(str(metrics), "epoch")][-1] == 3
+
+
+STALL_S, LINK_CUT_EXTRA_S = 15, 45
+KEEPALIVE = dict(OMPI_MCA_oob_tcp_keepalive_time="5", OMPI_MCA_oob_tcp_keepalive_intvl="2",
+                 OMPI_MCA_oob_tcp_keepalive_probes="3")  # the watchdog's bound, and what mpirun may add to end the job

@@ -86,6 +86,11 @@ check_iface() {  # check_iface HOST: HOST has interface $IFACE, or one line sayi
     *) die "MEDIMG_IFACE=$IFACE: cannot reach host $1 by ssh to check it (exit $rc): horovodrun needs passwordless ssh to every host" ;;
   esac
 }
+# Open MPI notices a daemon it cannot reach (a cut link) after keepalive_time + probes x intvl
+# seconds of silence, not its default 480 s; set these to override.
+export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-60} \
+  OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-10} \
+  OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
 IFACE_ARGS=()
 if [ -n "$IFACE" ]; then
   [[ "$IFACE" =~ ^[A-Za-z0-9_.:@-]+$ ]] || die "MEDIMG_IFACE '$IFACE' is not an interface name (e.g. eth0, ib0)"

@@ -12,6 +12,11 @@
 #
 # The job stays in the folder Slurm started it in (the submit folder, or sbatch --chdir):
 # relative paths (RUNS_DIR, DATA_DIR, --preset, --data-dir, the --output log) are taken from there.
+# Open MPI notices a daemon it cannot reach (a cut link) after keepalive_time + probes x intvl
+# seconds of silence, not its default 480 s; set these to override.
+export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-60} \
+  OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-10} \
+  OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
 die() { echo "$(basename "${JOB_SCRIPT:-job}"): error: $*" >&2; exit 2; }
 
 require_slurm_job() {  # a job script run with plain bash has no allocation to launch on
