@@ -27,7 +27,7 @@ from runtime.errors import main_guard
 from chexnet.operating import KINDS
 from training import export
 
-MIN_SIDE = 32  # dataprep.chestxray14.tfrecords.MIN_SIDE: the writer refuses smaller X-rays
+MIN_SIDE = 32  # dataprep.images.MIN_SIDE: the writer refuses smaller X-rays
 NOT_PNG_OR_JPEG = "not a PNG or JPEG image (the exported model decodes those two formats only)"
 
 
