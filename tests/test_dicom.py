@@ -141,3 +141,16 @@ def test_csv_writer_writes_dicom_16_bit_and_non_square_as_predict_reads_them(tmp
     assert held["a.dcm"][1] == held["b.dcm"][1] == "anon-1" and held["deep.png"][1] == "deep.png"
     for name in ("a.dcm", "deep.png", "wide.png"):  # predict's reader gives the record's pixels
         assert np.array_equal(read_stored(os.path.join(src, name), 32)[..., 0], held[name][0]), name
+
+
+def test_the_export_graph_pads_non_square_images_as_the_writers_do(tmp_path):
+    import tensorflow as tf
+    from training import image_graph
+    read = tf.function(lambda data, size: image_graph.area_resize(image_graph.pad_square(
+        image_graph.decode(data, 1)[0]), size))
+    rng = np.random.default_rng(4)
+    for h, w, size in ((40, 47, 32), (90, 64, 48), (33, 100, 64), (64, 64, 32)):
+        path = str(tmp_path / f"{h}x{w}.png")
+        cv2.imwrite(path, rng.integers(0, 256, (h, w), np.uint8))
+        got = read(tf.constant(open(path, "rb").read()), size).numpy()[..., 0]
+        assert np.array_equal(got, images.load_gray(path, size)), (h, w, size)
