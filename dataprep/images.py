@@ -43,6 +43,8 @@ def read_8bit(path):
     """(H, W) uint8 of steps 1 to 4, the image's own size; Rejected(reason) for what cannot be read."""
     if not os.path.exists(path):
         raise Rejected("missing: no such file after extraction")
+    if not os.path.isfile(path):
+        raise Rejected("not a file (a folder?)")
     if os.path.getsize(path) == 0:
         raise Rejected("empty file (0 bytes)")
     if is_dicom(path):
@@ -118,8 +120,11 @@ def is_dicom(path):
     """By content (the DICOM preamble's ``DICM`` at byte 128) or by a .dcm/.dicom name."""
     if path.lower().endswith((".dcm", ".dicom")):
         return True
-    with open(path, "rb") as fh:
-        head = fh.read(132)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:  # unreadable: the decoder's turn to name it
+        return False
     return head[128:132] == b"DICM"
 
 
@@ -167,10 +172,7 @@ def read_dicom(path):
 def dicom_voi(x, ds):
     """Modality values -> uint8 by the first VOI LUT, else the first window, else the image's own range."""
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
-        from pydicom.pixels import apply_voi
-        item = ds.VOILUTSequence[0]
-        bits = int(item.LUTDescriptor[2])
-        return stretch(np.asarray(apply_voi(x, ds, index=0), np.float64), 0.0, float(2 ** bits - 1))
+        return voi_lut(x, ds.VOILUTSequence[0])
     centre, width = first(ds.get("WindowCenter")), first(ds.get("WindowWidth"))
     if centre is None or width is None or width <= 0:
         return stretch(x)
@@ -184,11 +186,27 @@ def dicom_voi(x, ds):
     return stretch(y, 0.0, 1.0)
 
 
+def voi_lut(x, item):
+    """PS3.3 C.11.2.1.1: values below the first mapped take the first entry, above the last the last; the LUT's
+    output range (its bits per entry) to 0..255."""
+    entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
+    lut = np.asarray(_lut_values(item), np.float64)[:entries or 65536]  # 0 entries means 2^16
+    index = np.clip(np.rint(x) - first_mapped, 0, len(lut) - 1).astype(np.int64)
+    return stretch(lut[index], 0.0, float(2 ** bits - 1))
+
+
+def _lut_values(item):
+    """LUTData as numbers: read as US it is a list; as OW, little-endian 16-bit words."""
+    data = item.LUTData
+    return np.frombuffer(data, "<u2") if isinstance(data, bytes) else np.atleast_1d(data)
+
+
 def first(value):
     """A DICOM number, or the first of several; None when absent."""
+    from pydicom.multival import MultiValue
     if value is None or value == "":
         return None
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    if isinstance(value, (list, tuple, MultiValue)):
         return float(value[0]) if len(value) else None
     return float(value)
 
@@ -212,7 +230,4 @@ def image_files(paths):
 
 
 def _dicom_content(path):
-    try:
-        return os.path.isfile(path) and is_dicom(path)
-    except OSError:
-        return False
+    return os.path.isfile(path) and is_dicom(path)

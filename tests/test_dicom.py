@@ -52,6 +52,12 @@ def test_written_dicom_window_rescale_monochrome1_and_rle(tmp_path):
     ds.save_as(tmp_path / "rle.dcm")
     assert pydicom.dcmread(tmp_path / "rle.dcm").file_meta.TransferSyntaxUID == RLELossless
     assert np.array_equal(images.read_8bit(str(tmp_path / "rle.dcm")), got)
+    lut = pydicom.Dataset()  # a VOI LUT wins over the window: 4 entries from stored 100, 8 bits out
+    lut.LUTDescriptor = [4, 100, 8]
+    lut.add_new(0x00283006, "US", [0, 51, 204, 255])
+    stored = np.tile(np.array([50, 100, 101, 102, 103, 500, 0, 0], np.uint16), (40, 5))
+    write_dicom(tmp_path / "lut.dcm", stored, VOILUTSequence=[lut], WindowCenter=10, WindowWidth=4)
+    assert images.read_8bit(str(tmp_path / "lut.dcm"))[0, :6].tolist() == [0, 0, 51, 204, 255, 255]
     write_dicom(tmp_path / "plain.dcm", ramp())  # no window: its own range
     plain = images.read_8bit(str(tmp_path / "plain.dcm"))
     assert plain.min() == 0 and plain.max() == 255
