@@ -135,6 +135,7 @@ def test_csv_writer_writes_dicom_16_bit_and_non_square_as_predict_reads_them(tmp
     m = json.loads(text)
     assert {r["name"]: r["reason"] for r in m["rejected"]} == {
         "frames.dcm": "multi-frame DICOM (2 frames): give one X-ray per file"}
+    assert m["patients"] == "DICOM PatientID, else the image"
     assert m["counts"]["written"] == 4 and m["splits"]["train"]["patients"] == 3  # a.dcm, b.dcm: one patient
     held = {}
     for path in sorted(glob.glob(str(tf_dir / "*.tfrecord"))):

@@ -130,7 +130,9 @@ def split_summary(names, by_name, classes):
 def build_manifest(sides, splits, csv_rejected, opts, classes, named):
     rejected = list(csv_rejected) + [r for side in sides for r in side["rejected"]]
     manifest = {"dataset": DATASET, "class_order": classes, "options": opts.fingerprint(),
-                "patient_column": opts.patient_column or None, "splits": {}, "rejected": rejected}
+                "patient_column": opts.patient_column or None,
+                "patients": "the CSV's column" if opts.patient_column else "DICOM PatientID, else the image",
+                "splits": {}, "rejected": rejected}
     by_name = {e.name: e for split in splits.values() for e in split}
     for split in csvlabels.SPLITS:
         split_sides = [s for s in sides if s["split"] == split]
