@@ -173,8 +173,8 @@ def build_parser():
                    "blank: none)")
     p.add_argument("--label-columns", default="", help="comma-separated columns, one a class: 1, 0, -1 or blank")
     p.add_argument("--patient-column", default="", help="column of the (pseudonymous) patient id")
-    p.add_argument("--no-patient", action="store_true", help="no patient column: a DICOM's PatientID, else each image its own "
-                   "patient")
+    p.add_argument("--no-patient", action="store_true",
+                   help="no patient column: a DICOM's PatientID, else each image its own patient")
     p.add_argument("--split-column", default="", help="column holding train, val or test (else a seeded "
                    "patient-level split)")
     p.add_argument("--classes", default="", help="comma-separated class list and order (default: from the data)")
