@@ -7,12 +7,15 @@ Writes into ``--out`` (a new or empty folder; training.export):
 
 - ``savedmodel/``: ``serving_default`` takes ``image_bytes``, a batch of
   encoded PNG or JPEG files, and reads each as predict does (the TFRecord
-  writer's reader: 8-bit gray, RGB or RGBA to gray, square, at least 32x32,
-  area-resized to the stored size; training.image_graph), then the centre
-  crop, /255, gray to RGB and ImageNet normalisation. Outputs
-  ``probabilities`` (N, classes) in the checkpoint's class order, ``valid``
-  and ``reason``: an image predict refuses (16-bit, not square, too small,
-  empty) is ``valid`` False with predict's reason, and NaN probabilities.
+  writers' rule, dataprep.images: 8-bit gray, RGB or RGBA to gray, padded
+  with black to square, at least 32 px a side, area-resized to the stored
+  size; training.image_graph), then the centre crop, /255, gray to RGB and
+  ImageNet normalisation. Outputs ``probabilities`` (N, classes) in the
+  checkpoint's class order, ``valid`` and ``reason``: an image predict
+  refuses (too small, empty) is ``valid`` False with predict's reason, and
+  NaN probabilities. A 16-bit PNG, which predict reads by the writers'
+  16-bit rule, is refused here too (SIXTEEN_BIT): bring it to 8-bit first,
+  or use chexnet.predict; DICOM is for chexnet.predict only.
   ``serving_tensor`` takes the normalised (N, crop, crop, 3) float32 tensor;
   ``preprocess`` gives it.
 - ``model.onnx``: serving_tensor (input ``image``, output ``probabilities``).
@@ -27,8 +30,10 @@ from runtime.errors import main_guard
 from chexnet.operating import KINDS
 from training import export
 
-MIN_SIDE = 32  # dataprep.chestxray14.tfrecords.MIN_SIDE: the writer refuses smaller X-rays
+MIN_SIDE = 32  # dataprep.images.MIN_SIDE: the writer refuses smaller X-rays
 NOT_PNG_OR_JPEG = "not a PNG or JPEG image (the exported model decodes those two formats only)"
+# Predict's 16-bit rule stretches the image's own range; the graph reads 8-bit only (docs/export.md).
+SIXTEEN_BIT = "16-bit PNG: the exported model reads 8-bit images only (chexnet.predict reads 16-bit)"
 
 
 def check_checkpoint(state, path):
@@ -56,11 +61,11 @@ def read_image(data, state):
     reason = image_graph.first_reason([
         (tf.strings.length(data) == 0, "empty file (0 bytes)"),
         (~known, NOT_PNG_OR_JPEG),
-        (image_graph.png_bit_depth(data) == 16, "unexpected mode: uint16 pixels, expected 8-bit"),
-        (h != w, tf.strings.format("unexpected size {}x{}: expected a square image", (w, h))),
+        (image_graph.png_bit_depth(data) == 16, SIXTEEN_BIT),
         (tf.maximum(h, w) > image_graph.MAX_SIDE, image_graph.TOO_LARGE),
-        (h < MIN_SIDE, tf.strings.format(f"unexpected size {{}}x{{}}: smaller than {MIN_SIDE}x{MIN_SIDE}", (w, h)))])
-    stored = tf.cond(tf.equal(reason, ""), lambda: image_graph.area_resize(image, size),
+        (tf.minimum(h, w) < MIN_SIDE,
+         tf.strings.format(f"unexpected size {{}}x{{}}: smaller than {MIN_SIDE}x{MIN_SIDE}", (w, h)))])
+    stored = tf.cond(tf.equal(reason, ""), lambda: image_graph.area_resize(image_graph.pad_square(image), size),
                      lambda: tf.zeros([size, size, 1], tf.uint8))
     return preprocess(stored, state["crop"], training=False), reason, tf.where(known, tf.stack([h, w]), 0)
 
@@ -92,8 +97,10 @@ def describe(state):
             "input_contract": [
                 "serving_default: image_bytes, a batch of encoded PNG or JPEG files (other formats: valid False)",
                 f"read as chexnet.predict reads a file: 8-bit gray, RGB or RGBA (converted to gray by OpenCV's "
-                f"formula), square, at least {MIN_SIDE}x{MIN_SIDE}; a 16-bit, non-square, smaller or empty image "
-                f"is valid False with predict's reason and NaN probabilities",
+                f"formula), a non-square image padded with black to square (centred), at least {MIN_SIDE} px a "
+                f"side; a smaller or empty image is valid False with predict's reason and NaN probabilities",
+                "a 16-bit PNG is valid False (predict reads it by the writers' 16-bit rule, this model does not): "
+                "bring it to 8-bit first; DICOM: chexnet.predict only",
                 f"area-resized to the stored {stored}x{stored} (OpenCV's INTER_AREA, reproduced), centre crop "
                 f"{crop}x{crop}, /255, gray repeated to RGB, ImageNet mean {list(IMAGENET_MEAN)} and std "
                 f"{list(IMAGENET_STD)}",

@@ -4,13 +4,16 @@
     python -m chexnet.predict --checkpoint runs/cx --out predictions.csv a.png      # the run's best.npz
 
 Each image is read as write_tfrecords.sh reads the training X-rays (the same
-function): 8-bit gray, RGB or RGBA, PNG or JPEG (or another format OpenCV
-reads), square, at least 32x32, area-resized to the stored size. Then the
-centre crop and ImageNet normalisation of evaluation, in the precision the
-checkpoint was validated in unless ``--precision`` says otherwise. An image
-the writer would reject (16-bit, not square, unreadable...) is named on stderr
-with the writer's reason, the others are still predicted, and the exit status
-is 1: every image is a row of the CSV or a reason.
+function, dataprep.images.load_gray): PNG, JPEG or another format OpenCV
+reads, or DICOM; 16-bit brought to 8-bit and a non-square image padded to
+square by the writers' rule (docs/data.md), at least 32 px a side,
+area-resized to the stored size. A folder stands for the image files under it.
+Then the centre crop and ImageNet normalisation of evaluation, in the
+precision the checkpoint was validated in unless ``--precision`` says
+otherwise. An image the writer would reject (multi-frame DICOM, too small,
+unreadable...) is named on stderr with the writer's reason, the others are
+still predicted, and the exit status is 1: every image is a row of the CSV or
+a reason.
 
 Outputs: ``--out`` must end in .csv and never names an input image. An output
 file that already exists stops the command before any work unless
@@ -29,6 +32,7 @@ the layer used).
 import os
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
+from dataprep.images import image_files
 from runtime.errors import UserError, main_guard
 from training import paths, prediction
 
@@ -44,6 +48,7 @@ def main(argv=None):
                         f"{MAX_BATCH})")
     add_cam_flags(parser)
     args = parser.parse_args(argv)
+    args.images = image_files(args.images)
     check_args(args)
     from chexnet import model as cx_model
     from chexnet.preprocess import read_stored
@@ -70,6 +75,8 @@ def main(argv=None):
 
 def check_args(args):
     """Flags and output paths, before TensorFlow loads: one line, and nothing written."""
+    if not args.images:
+        raise UserError("no image files in the folders given (PNG, JPEG, TIFF, BMP or DICOM)")
     if not 1 <= args.batch <= MAX_BATCH:
         raise UserError(f"--batch must be 1 to {MAX_BATCH}, got {args.batch}")
     if args.cam_top_k < 1:
@@ -161,18 +168,20 @@ class CamWriter:
         return np.argsort(-probs, axis=1, kind="stable")[:, :self.top_k]
 
     def write(self, chunk, x, probs):
-        import cv2
         from chexnet import cam
+        from dataprep.images import pad_offset, read_8bit, square
         from runtime.files import atomic_write
         os.makedirs(self.out_dir, exist_ok=True)
         ids = self.class_ids(probs)
         maps = cam.grad_cam(self.probe, x, ids)
         for (path, _), row, p, per_class in zip(chunk, ids, probs, maps):
-            image = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # the file's own pixels: the panel shows those
+            own = read_8bit(path)  # the file's pixels as the model saw them, before padding and resizing
+            image, (left, top) = square(own), pad_offset(own.shape)
             panels = []
             for k, m in zip(row, per_class):
                 heat, box = cam.place(m, self.crop, self.stored, image.shape[:2])
                 px, py = cam.peak(heat, box)
+                px, py = px - left, py - top  # in the file's own pixels
                 self.rows.append([path, self.classes[k], f"{p[k]:.6g}", f"{px:.1f}", f"{py:.1f}", self.layer])
                 panels.append((heat, box, self.classes[k], p[k]))
             atomic_write(self.panels[path], lambda tmp: cam.draw_panel(tmp, image, panels))

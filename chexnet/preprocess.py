@@ -10,14 +10,15 @@ ImageNet mean/std normalisation is applied (what DenseNet121 was built for).
 
     image = read_stored("scan.png", stored_size=256)   # a file as the records hold it, for prediction
 
-``read_stored`` is the TFRecord writer's own reader: an image it rejects
-(16-bit, not square, too small, unreadable) is rejected with its reason.
+``read_stored`` is the TFRecord writers' own reader (dataprep.images: DICOM,
+16-bit and non-square images by one rule): an image it rejects (too small,
+multi-frame, unreadable) is rejected with its reason.
 """
 import os
 
 import tensorflow as tf
 
-from dataprep.chestxray14.tfrecords import load_gray
+from dataprep.images import load_gray
 from dataprep.shards import Rejected
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,8 +38,7 @@ def preprocess(image, crop, training, seed=None):
 
 
 def read_stored(path, stored_size):
-    """(S, S, 1) uint8, read as write_tfrecords.sh reads an X-ray (8-bit gray, RGB or RGBA; square;
-    area-resized); raises dataprep.shards.Rejected with the writer's reason for what it would not store."""
+    """(S, S, 1) uint8, read as write_tfrecords.sh reads an X-ray (dataprep.images.load_gray); raises dataprep.shards.Rejected with the writer's reason for what it would not store."""
     if not os.path.isfile(path):  # the writer's own words for this are about extraction
         raise Rejected("missing: no such file")
     return load_gray(path, stored_size)[..., None]

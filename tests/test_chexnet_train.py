@@ -204,7 +204,7 @@ def test_predict_preprocesses_like_evaluation(trained, tmp_path):
         assert float(got[str(rgba)][c]) == pytest.approx(float(got[files[0]][c]), abs=1e-6)
 
 
-PAD = 0  # predict refuses a non-square X-ray, as the TFRecord writer does: no side bands
+PAD = 0  # black side bands around each planted X-ray (none: the drawing's own square)
 
 
 def _planted(tmp_path, per_class=2):

@@ -20,6 +20,7 @@ import pytest
 
 from dataprep.chestxray14.tfrecords import load_gray
 from dataprep.shards import Rejected
+from dicom_files import write_dicom
 from helpers import run_job
 from runtime.errors import UserError
 from training import paths
@@ -184,7 +185,9 @@ def test_predict_reads_an_x_ray_with_the_writers_function_and_rejects_what_it_re
     for name in ("gray.png", "rgba.png", "gray.tif"):
         stored = read_stored(str(tmp_path / name), 32)
         assert stored.shape == (32, 32, 1) and np.array_equal(stored[..., 0], load_gray(str(tmp_path / "gray.png"), 32))
-    for name in ("deep.png", "deep.tif", "wide.png", "tiny.png", "empty.png", "notes.png"):
+    for name in ("deep.png", "deep.tif", "wide.png"):  # 16-bit and non-square: by the writers' rule
+        assert np.array_equal(read_stored(str(tmp_path / name), 32)[..., 0], load_gray(str(tmp_path / name), 32))
+    for name in ("tiny.png", "empty.png", "notes.png"):
         with pytest.raises(Rejected) as writer:
             load_gray(str(tmp_path / name), 32)
         with pytest.raises(Rejected) as predictor:
@@ -305,8 +308,11 @@ def test_chexnet_predict_keeps_the_inputs_accounts_for_every_image_and_replaces_
         cv2.imwrite(str(scans / name), rng.integers(0, 255, (80, 80), dtype=np.uint8))
     cv2.imwrite(str(scans / "deep.tif"), rng.integers(0, 4000, (80, 80), dtype=np.uint16))
     cv2.imwrite(str(scans / "wide.png"), rng.integers(0, 255, (80, 100), dtype=np.uint8))
+    cv2.imwrite(str(scans / "tiny.png"), rng.integers(0, 255, (20, 100), dtype=np.uint8))
+    write_dicom(scans / "IM0001", rng.integers(0, 4000, (90, 80)).astype(np.uint16), "MONOCHROME1")
+    write_dicom(scans / "frames.dcm", rng.integers(0, 4000, (2, 80, 80)).astype(np.uint16))
     before = {p.name: p.read_bytes() for p in scans.iterdir()}
-    images = [str(scans / n) for n in sorted(before)]
+    images = [str(scans)]  # the folder: its image files, the DICOM without extension too
     # The CSV name forgotten: the first scan would be the CSV. Refused before TensorFlow loads.
     forgot = run_job([sys.executable, "-c", NO_TF, "--checkpoint", str(cx_checkpoint), "--out",
                       str(scans / "scan1.png"), str(scans / "scan1.png"), str(scans / "scan2.png")], timeout=120)
@@ -317,11 +323,12 @@ def test_chexnet_predict_keeps_the_inputs_accounts_for_every_image_and_replaces_
     proc = _predict("--checkpoint", str(cx_checkpoint), "--out", str(out), *images, expect_rc=1)
     assert f"is a run folder: using its best checkpoint, {cx_checkpoint / 'best.npz'}" in proc.stdout
     rows = list(csv.DictReader(out.open()))
-    assert [r["image"] for r in rows] == [str(scans / n) for n in ("a, b.png", "scan1.png", "scan2.png")]
+    assert [r["image"] for r in rows] == [str(scans / n) for n in ("IM0001", "a, b.png", "deep.tif", "scan1.png",
+                                                                   "scan2.png", "wide.png")]
     assert all(len(r) == 15 and 0 < float(r["Hernia"]) < 1 for r in rows)
     assert proc.stderr.strip().splitlines()[-2:] == [
-        f"error: {scans / 'deep.tif'}: unexpected mode: uint16 pixels, expected 8-bit",
-        f"error: {scans / 'wide.png'}: unexpected size 100x80: expected a square image"]
+        f"error: {scans / 'frames.dcm'}: multi-frame DICOM (2 frames): give one X-ray per file",
+        f"error: {scans / 'tiny.png'}: unexpected size 100x20: smaller than 32x32"]
     again = _predict("--checkpoint", str(cx_checkpoint), "--out", str(out), str(scans / "scan1.png"), expect_rc=2)
     assert _one_line_error(again).endswith("(--out) already exists: pass --overwrite to replace, or write elsewhere "
                                            "(nothing was done)")

@@ -3,6 +3,7 @@
     image, known = decode(data, channels=1)   # (H, W, 1) uint8 as cv2.imread + BGR2GRAY; known: PNG or JPEG
     image, known = decode(data, channels=3)   # (H, W, 3) uint8 RGB as cv2.imread(IMREAD_COLOR), reversed
     small = area_resize(image, 256)           # cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA)
+    square = pad_square(image)                # dataprep.images.square: black bands to the long side, centred
     rows = nearest_index(480, 48)             # the source rows of cv2.resize(..., INTER_NEAREST) to 480
 
 Predict reads images with OpenCV; a serving graph cannot. These ops give the
@@ -93,6 +94,13 @@ def to_gray(raw):
 def to_rgb(raw):
     """(H, W, 3): RGB(A) without alpha; a gray (or gray+alpha) image repeated, as IMREAD_COLOR does."""
     return tf.cond(tf.shape(raw)[-1] >= 3, lambda: raw[..., :3], lambda: tf.tile(raw[..., :1], [1, 1, 3]))
+
+
+def pad_square(image):
+    """(S, S, C), S the long side: dataprep.images.square in ops (the odd pixel of padding right or bottom)."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    side = tf.maximum(h, w)
+    return tf.image.pad_to_bounding_box(image, (side - h) // 2, (side - w) // 2, side, side)
 
 
 def _scale(src, dst):

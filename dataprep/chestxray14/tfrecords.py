@@ -26,18 +26,17 @@ import os
 import sys
 import time
 
-import cv2
 import numpy as np
 
 from dataprep import ceiling, extract, flags, records, shards
 from dataprep.chestxray14 import facts, metadata
+from dataprep.images import load_gray
 from dataprep.shards import Rejected
 from runtime.errors import UserError, main_guard
 
 log = logging.getLogger("tfrecords")
 DATASET = "chestxray14"
 SPLITS = ("train", "val", "test")
-MIN_SIDE = 32
 
 
 @dataclasses.dataclass
@@ -57,34 +56,6 @@ class Options:
         """What a shard's contents depend on: a changed value makes old shards stale."""
         return {"image_size": self.image_size, "encoding": self.encoding,
                 "val_fraction": self.val_fraction, "seed": self.seed}
-
-
-# ------------------------------------------------------------------ images
-def load_gray(path, image_size):
-    """The image at ``path`` as (image_size, image_size) uint8, or Rejected(reason)."""
-    if not os.path.exists(path):
-        raise Rejected("missing: no such file after extraction")
-    if os.path.getsize(path) == 0:
-        raise Rejected("empty file (0 bytes)")
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise Rejected("unreadable or corrupt image (OpenCV could not decode it)")
-    if img.dtype != np.uint8:
-        raise Rejected(f"unexpected mode: {img.dtype} pixels, expected 8-bit")
-    if img.ndim == 3 and img.shape[2] in (3, 4):
-        # A few real images are RGBA (or RGB) copies of a gray image: same content.
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    elif img.ndim != 2:
-        raise Rejected(f"unexpected mode: array of shape {img.shape}")
-    h, w = img.shape
-    if h != w:
-        raise Rejected(f"unexpected size {w}x{h}: expected a square image")
-    if h < MIN_SIDE:
-        raise Rejected(f"unexpected size {w}x{h}: smaller than {MIN_SIDE}x{MIN_SIDE}")
-    if h != image_size:
-        # Area interpolation averages the pixels it merges: no aliasing on downscaling.
-        img = cv2.resize(img, (image_size, image_size), interpolation=cv2.INTER_AREA)
-    return img
 
 
 # ------------------------------------------------------------------ records

@@ -6,7 +6,9 @@
 Records and manifest go to OUT/csv/tfrecords (``--name NAME``: OUT/NAME/tfrecords),
 in the ChestX-ray14 record format with the CSV's own class list, which the
 manifest records and chexnet.train, evaluate and predict follow. Images are
-read as the ChestX-ray14 writer reads them (the same function). The split is
+read by the rule the ChestX-ray14 writer and chexnet.predict share (dataprep.images:
+DICOM, 16-bit and non-square images included). With ``--no-patient``, a DICOM's
+PatientID is its patient (no other DICOM tag is copied). The split is
 the ``--split-column`` when given, else a seeded patient-level split; either
 way a patient in two splits stops the writer. Every CSV row is written or
 rejected with its reason in the manifest.
@@ -20,7 +22,8 @@ import time
 import numpy as np
 
 from dataprep import flags, records, shards
-from dataprep.chestxray14.tfrecords import estimate_record_bytes, load_gray
+from dataprep.chestxray14.tfrecords import estimate_record_bytes
+from dataprep.images import dicom_patient, load_gray
 from dataprep.csv_set import labels as csvlabels
 from runtime.errors import UserError, main_guard
 
@@ -127,7 +130,9 @@ def split_summary(names, by_name, classes):
 def build_manifest(sides, splits, csv_rejected, opts, classes, named):
     rejected = list(csv_rejected) + [r for side in sides for r in side["rejected"]]
     manifest = {"dataset": DATASET, "class_order": classes, "options": opts.fingerprint(),
-                "patient_column": opts.patient_column or None, "splits": {}, "rejected": rejected}
+                "patient_column": opts.patient_column or None,
+                "patients": "the CSV's column" if opts.patient_column else "DICOM PatientID, else the image",
+                "splits": {}, "rejected": rejected}
     by_name = {e.name: e for split in splits.values() for e in split}
     for split in csvlabels.SPLITS:
         split_sides = [s for s in sides if s["split"] == split]
@@ -141,6 +146,8 @@ def build_manifest(sides, splits, csv_rejected, opts, classes, named):
 def prepare(opts):
     """Splits, classes and shard plan; identical on every rank (same files, same seed)."""
     entries, rejected, classes = csvlabels.read_csv(opts.csv, opts.columns())
+    if opts.no_patient:
+        entries = [with_dicom_patient(e, opts.images) for e in entries]
     named = len({e.name for e in entries} | {r["name"] for r in rejected})
     splits = csvlabels.split_by_patient(entries, opts.val_fraction, opts.test_fraction, opts.seed)
     csvlabels.check_no_patient_leak(splits, opts.csv)
@@ -148,6 +155,12 @@ def prepare(opts):
     per_shard = opts.images_per_shard or max(1, int(opts.shard_mb * 1e6 // estimate_record_bytes(
         splits["train"] or entries, opts.images, opts)))
     return splits, rejected, classes, named, shards.plan_shards(splits, per_shard)
+
+
+def with_dicom_patient(entry, images):
+    """``entry`` with its DICOM's PatientID as patient, when it has one; else unchanged (its own patient)."""
+    patient = dicom_patient(os.path.join(images, entry.name))
+    return entry._replace(patient=patient) if patient else entry
 
 
 def build_parser():
@@ -160,7 +173,8 @@ def build_parser():
                    "blank: none)")
     p.add_argument("--label-columns", default="", help="comma-separated columns, one a class: 1, 0, -1 or blank")
     p.add_argument("--patient-column", default="", help="column of the (pseudonymous) patient id")
-    p.add_argument("--no-patient", action="store_true", help="no patient column: each image its own patient")
+    p.add_argument("--no-patient", action="store_true",
+                   help="no patient column: a DICOM's PatientID, else each image its own patient")
     p.add_argument("--split-column", default="", help="column holding train, val or test (else a seeded "
                    "patient-level split)")
     p.add_argument("--classes", default="", help="comma-separated class list and order (default: from the data)")
