@@ -100,7 +100,9 @@ if [ -n "$IFACE" ]; then
   export OMPI_MCA_btl_tcp_if_include=$IFACE OMPI_MCA_oob_tcp_if_include=$IFACE HOROVOD_GLOO_IFACE=$IFACE \
     GLOO_SOCKET_IFNAME=$IFACE NCCL_SOCKET_IFNAME=$IFACE
 fi
-# No cd: relative paths stay the user's; PYTHONPATH finds the project, -P keeps the user's folder off sys.path.
+# No cd: relative paths stay the user's; PYTHONPATH finds the project, -P (Python 3.11 and later) keeps the
+# user's folder off sys.path.
+SAFE_PATH=$("$VENV/bin/python" -c 'import sys; print("-P" if sys.version_info >= (3, 11) else "")')
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 HOSTS=()
 [ -z "$HOSTFILE" ] || HOSTS=(-hostfile "$HOSTFILE")
@@ -110,4 +112,4 @@ if [ -n "$ELASTIC" ]; then
   set -- "$@" --elastic
 fi
 exec "$VENV/bin/horovodrun" -np "$NP" ${HOSTS[@]+"${HOSTS[@]}"} ${IFACE_ARGS[@]+"${IFACE_ARGS[@]}"} \
-  "$VENV/bin/python" -P -m "$MODULE" "$@"
+  "$VENV/bin/python" ${SAFE_PATH:+"$SAFE_PATH"} -m "$MODULE" "$@"
