@@ -253,10 +253,17 @@ def stale_shards(mine, writer, out_dir, rank):
 
 
 def run_writers(jobs, processes, rank):
-    with writer_pool(min(processes, len(jobs))) as pool:
+    pool = writer_pool(min(processes, len(jobs)))
+    try:
         for i, side in enumerate(pool.imap_unordered(write_shard, jobs), 1):
             log.info("rank %d [%d/%d] %s: %d records, %d rejected", rank, i, len(jobs), side["file"],
                      side["records"], len(side["rejected"]))
+        pool.close()  # done: the writers leave on their own (a terminate racing idle writers can hang the exit)
+    except BaseException:
+        pool.terminate()  # Ctrl-C or an error: stop the writers mid-shard
+        raise
+    finally:
+        pool.join()
 
 
 def writer_pool(processes):
