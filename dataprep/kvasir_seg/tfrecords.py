@@ -117,8 +117,12 @@ class Writer(shards.ShardWriter):
             held.append(file_stamp(self.planted))
         return shards.digest_json(held)
 
+    def read(self, name):
+        """(BGR image, 0/1 mask) of ``name`` at full size, or Rejected(reason)."""
+        return read_pair(self.pairs[name])
+
     def record(self, name):
-        img, mask = resize_pair(*read_pair(self.pairs[name]), self.opts.image_size)
+        img, mask = resize_pair(*self.read(name), self.opts.image_size)
         mask_encoding = "raw" if self.opts.encoding == "raw" else "png"  # masks stay lossless
         blob = records.serialize_segmentation(records.encode_image(img, self.opts.encoding),
                                               records.encode_image(mask, mask_encoding), name,
@@ -152,13 +156,13 @@ def file_stamp(path):
 
 
 # ------------------------------------------------------------------ splits
-def files_by_id(folder, what):
+def files_by_id(folder, what, extensions=IMAGE_EXTENSIONS):
     """({id: path} of the image files in ``folder``, rejected entries for every other file)."""
     found, rejected = {}, []
     for f in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(f)
-        if ext.lower() not in IMAGE_EXTENSIONS:
-            rejected.append({"name": f"{what}/{f}", "reason": f"not an image ({', '.join(IMAGE_EXTENSIONS)})"})
+        if ext.lower() not in extensions:
+            rejected.append({"name": f"{what}/{f}", "reason": f"not an image ({', '.join(extensions)})"})
         elif stem in found:
             rejected.append({"name": f"{what}/{f}", "reason": f"a second {what[:-1]} for id {stem}; "
                                                               f"{os.path.basename(found[stem])} is used"})
@@ -193,6 +197,14 @@ def assign_official(paired, data_dir, unpaired):
     """
     lists, source = split_lists(data_dir)
     refuse_disjoint(lists, source, set(paired), data_dir)
+    splits, rejected = assign_lists(lists, paired, unpaired)
+    digest = {s: hashlib.sha256("".join(n + "\n" for n in ids).encode()).hexdigest() for s, ids in lists.items()}
+    return splits, rejected, {"kind": "official", "source": source, "lists_sha256": digest}
+
+
+def assign_lists(lists, paired, unpaired):
+    """({split: ids on disk}, rejected) from {split: listed ids}: every listed or paired id placed once or
+    rejected (listed twice, listed but not on disk, on disk but in no list)."""
     splits, rejected, seen = {s: [] for s in lists}, [], {}
     for split, ids in lists.items():
         for name in ids:
@@ -208,8 +220,7 @@ def assign_official(paired, data_dir, unpaired):
                      for n in missing]
         splits[split] = [n for n in ids if n in on_disk]
     rejected += [{"name": n, "reason": "on disk but in neither split list"} for n in paired if n not in seen]
-    digest = {s: hashlib.sha256("".join(n + "\n" for n in ids).encode()).hexdigest() for s, ids in lists.items()}
-    return splits, rejected, {"kind": "official", "source": source, "lists_sha256": digest}
+    return splits, rejected
 
 
 def refuse_disjoint(lists, source, on_disk, data_dir):
@@ -230,9 +241,9 @@ def assign_random(paired, seed):
 
 
 # ------------------------------------------------------------------ manifest
-def build_manifest(sides, splits, pre_rejected, opts, split_info, named):
+def build_manifest(sides, splits, pre_rejected, opts, split_info, named, dataset=DATASET):
     rejected = list(pre_rejected) + [r for side in sides for r in side["rejected"]]
-    manifest = {"dataset": DATASET, "options": opts.fingerprint(), "split": split_info,
+    manifest = {"dataset": dataset, "options": opts.fingerprint(), "split": split_info,
                 "splits": {}, "rejected": rejected}
     for split in splits:
         split_sides = [s for s in sides if s["split"] == split]
