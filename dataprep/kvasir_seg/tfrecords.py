@@ -275,12 +275,18 @@ def prepare(opts):
     else:
         splits, more, info = assign_random(paired, opts.seed)
     rejected += more
+    splits, plan, named = plan_pairs(splits, rejected, opts)
+    return splits, rejected, info, pairs, plan, named
+
+
+def plan_pairs(splits, rejected, opts):
+    """(splits in their seeded order, the shard plan, how many ids were named): the same on every rank."""
     named = len({r["name"] for r in rejected} | {n for ids in splits.values() for n in ids})
     splits = {k: shards.shuffled(v, opts.seed + i) for i, (k, v) in enumerate(splits.items())}
     # A raw record holds 4 bytes a pixel (RGB + mask) and a few hundred of fields;
     # png or jpeg records are smaller, so their shards come out under --shard-mb.
     per_shard = opts.images_per_shard or max(1, int(opts.shard_mb * 1e6 // (4 * opts.image_size ** 2 + 300)))
-    return splits, rejected, info, pairs, shards.plan_shards(splits, per_shard), named
+    return splits, shards.plan_shards(splits, per_shard), named
 
 
 def build_parser():
@@ -288,10 +294,15 @@ def build_parser():
     p.add_argument("--data-dir", required=True, help="folder with Kvasir-SEG/ (extracted) and the split lists")
     p.add_argument("--split", choices=["official", "random"], default="official",
                    help="official 880/120 lists (default) or a seeded random 80/10/10")
+    add_record_options(p)
+    return p
+
+
+def add_record_options(p):
+    """The shard writer's flags, with the segmentation records' sizes and encodings."""
     shards.add_writer_options(p, "stored side (ResUNet++ trains at 256)",
                               "image encoding: raw (default, fastest to read), png, jpeg; masks are always lossless",
                               most_size=2048)
-    return p
 
 
 @main_guard

@@ -108,11 +108,8 @@ def prepare(opts):
     pairs, rejected = maskpairs.pair_folders(opts.images, opts.masks, opts.mask_suffix)
     splits, more, info = assign(opts, sorted(pairs), {r["name"] for r in rejected})
     rejected += more
-    named = len({r["name"] for r in rejected} | {n for ids in splits.values() for n in ids})
-    splits = {k: shards.shuffled(v, opts.seed + i) for i, (k, v) in enumerate(splits.items())}
-    # As the Kvasir-SEG writer sizes its shards: 4 bytes a pixel (RGB + mask) and a few hundred of fields.
-    per_shard = opts.images_per_shard or max(1, int(opts.shard_mb * 1e6 // (4 * opts.image_size ** 2 + 300)))
-    return splits, rejected, info, pairs, shards.plan_shards(splits, per_shard), named
+    splits, plan, named = kvasir.plan_pairs(splits, rejected, opts)
+    return splits, rejected, info, pairs, plan, named
 
 
 def build_parser():
@@ -130,9 +127,7 @@ def build_parser():
                    help="share of images for validation (random split)")
     p.add_argument("--test-fraction", type=flags.bounded(float, least=0, below=1), default=0.1,
                    help="share of images for test (random split)")
-    shards.add_writer_options(p, "stored side (ResUNet++ trains at 256)",
-                              "image encoding: raw (default, fastest to read), png, jpeg; masks are always lossless",
-                              most_size=2048)
+    kvasir.add_record_options(p)
     return p
 
 
