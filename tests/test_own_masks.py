@@ -133,6 +133,10 @@ def test_label_map_foreground_picks_the_given_classes(tmp_path):
     assert only4.sum() == (label_map == 4).sum() and not only4[4:24, 6:30].any()
     with pytest.raises(Rejected, match="label map"):
         maskpairs.read_pair(paths)
+    wide = (label_map.astype(np.uint16) * 1000)  # a 16-bit label map
+    cv2.imwrite(str(mask), wide)
+    _, picked = maskpairs.read_pair(paths, foreground=(4000,))
+    np.testing.assert_array_equal(picked, label_map == 4)
 
 
 def test_jpeg_masks_are_thresholded_as_kvasir_seg_masks_are():
