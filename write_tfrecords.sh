@@ -6,7 +6,7 @@
 # Own X-rays: --dataset csv --csv labels.csv --images FOLDER --patient-column COL
 # --label-column COL or --label-columns A,B,... (docs/data.md, "Your own data").
 # Own masks: --dataset masks --images DIR --masks DIR [--mask-suffix _mask]
-# [--foreground VALUES] [--split-csv FILE] (docs/data.md, "Your own polyp ... masks").
+# [--foreground VALUES] [--split-csv FILE | --split-lists DIR] (docs/data.md).
 # ChestX-ray14: validation split from train_val by patient; images resized by
 # area. Kvasir-SEG: the official 880/120 split (or --split random --seed K for
 # a seeded 80/10/10); images resized by area, masks binarised and resized by

@@ -180,12 +180,28 @@ def test_split_csv_places_each_image_or_rejects_it(tmp_path):
     assert sorted(splits["test"]) == ["empty"]
 
 
+def test_split_lists_place_each_image_or_reject_it(tmp_path):
+    images, masks = write_folders(tmp_path, good=4)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "train.txt").write_text("g0.png\ng1\nempty\n")
+    (lists / "val.txt").write_text("g2\ng1\n")
+    splits, rejected, info = masks_writer.prepare(options(images, masks, split_lists=str(lists)))[:3]
+    assert sorted(splits["train"]) == ["empty", "g0", "g1"] and splits["val"] == ["g2"] and info["kind"] == "lists"
+    reasons = {r["name"]: r["reason"] for r in rejected}
+    assert "listed again in val" in reasons["g1"] and "in neither split list" in reasons["g3"]
+    (lists / "train.txt").unlink()
+    with pytest.raises(UserError, match="--split-lists .*: no train.txt"):
+        masks_writer.prepare(options(images, masks, split_lists=str(lists)))
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--foreground", "3,x"], "--foreground 3,x: 'x' is not an integer"),
     (["--foreground", "70000"], "from 0 to 65535"),
     (["--val-fraction", "0.6", "--test-fraction", "0.5"], "must be below 1"),
     (["--val-fraction", "1.5"], "argument --val-fraction: must be a number >= 0 and < 1"),
     (["--split-csv", "/nonexistent.csv"], "--split-csv /nonexistent.csv: no such file"),
+    (["--split-lists", "/nonexistent"], "--split-lists /nonexistent: no such folder"),
 ])
 def test_bad_flags_are_one_line_before_any_work(tmp_path, capsys, args, expected):
     images, masks = write_folders(tmp_path, good=1)

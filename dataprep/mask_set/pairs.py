@@ -3,6 +3,7 @@
     pairs, rejected = pair_folders("images/", "masks/", mask_suffix="_mask")   # a.png <-> a_mask.png
     img, mask01 = read_pair(pairs["a"], foreground=(3, 4))                    # label map: classes 3 and 4
     splits, rejected = split_from_csv("split.csv", sorted(pairs), unpaired=set())
+    splits, rejected = split_from_lists("lists/", sorted(pairs), unpaired=set())      # train.txt, val.txt[, test.txt]
 
 Pairing is by file stem. The foreground: with ``foreground`` empty, a mask of
 two values (0/255, 0/1) has every non-zero pixel as foreground, a JPEG mask is
@@ -80,6 +81,31 @@ def read_pair(paths, foreground=()):
     return img, mask
 
 
+def split_from_lists(folder, ids, unpaired):
+    """({split: ids}, rejected) from ``folder``'s train.txt and val.txt (and test.txt, if there), one name a line."""
+    paths = {s: os.path.join(folder, f"{s}.txt") for s in SPLITS}
+    missing = [p for s, p in paths.items() if s != "test" and not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"--split-lists {folder}: no {os.path.basename(missing[0])} (one image name a line; "
+                        f"test.txt is optional)")
+    lists = {s: [stem_of(n) for n in facts.read_list(p)] for s, p in paths.items() if os.path.isfile(p)}
+    splits, rejected = kvasir.assign_lists(lists, ids, unpaired)
+    refuse_unmatched(splits, ids, f"--split-lists {folder}")
+    return splits, rejected
+
+
+def stem_of(name):
+    """A listed name as the pairs are named: an image file name loses its extension."""
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in EXTENSIONS else name
+
+
+def refuse_unmatched(splits, ids, source):
+    if ids and not any(splits.values()):
+        raise UserError(f"{source} names none of the {len(ids)} image/mask pairs (such as {ids[0]}): its names "
+                        f"must be the images' file names or stems")
+
+
 def split_from_csv(path, ids, unpaired):
     """({split: ids}, rejected) from ``path``'s rows ``name,split`` (a first row ``name,split`` is a header;
     names are stems or file names)."""
@@ -91,9 +117,7 @@ def split_from_csv(path, ids, unpaired):
     for lineno, row in rows:
         if len(row) != 2:
             raise UserError(f"--split-csv {path} line {lineno}: {len(row)} fields, expected 2 (name,split)")
-        name, split = row
-        stem, ext = os.path.splitext(name)
-        name = stem if ext.lower() in EXTENSIONS else name
+        name, split = stem_of(row[0]), row[1]
         if split.lower() not in SPLITS:
             rejected.append({"name": name, "reason": f"split CSV line {lineno}: split {split!r} is not "
                                                      f"train, val or test"})
@@ -102,7 +126,5 @@ def split_from_csv(path, ids, unpaired):
         lists[split.lower()].append(name)
     splits, more = kvasir.assign_lists(lists, ids, unpaired)
     more = [r for r in more if r["name"] not in {x["name"] for x in rejected}]  # one reason an image
-    if ids and not any(splits.values()):
-        raise UserError(f"--split-csv {path} names none of the {len(ids)} image/mask pairs (such as {ids[0]}): "
-                        f"its names must be the images' file names or stems")
+    refuse_unmatched(splits, ids, f"--split-csv {path}")
     return splits, rejected + more

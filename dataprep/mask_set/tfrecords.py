@@ -9,7 +9,8 @@ in the Kvasir-SEG record format, written by the Kvasir-SEG writer's code
 shards), so segmentation.train, evaluate and predict take them. Images pair
 with masks by file stem (``a.png`` with ``a<suffix>.png``); the foreground
 rule is dataprep.mask_set.pairs'. The split is ``--split-csv`` (rows
-``name,split``) when given, else a seeded random share per image. Every file
+``name,split``) or ``--split-lists`` (train.txt, val.txt[, test.txt]) when
+given, else a seeded random share per image. Every file
 of both folders is written or rejected with its reason in the manifest.
 """
 import dataclasses
@@ -36,6 +37,7 @@ class Options:
     mask_suffix: str = ""
     foreground: str = ""
     split_csv: str = ""
+    split_lists: str = ""
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     image_size: int = 256
@@ -45,12 +47,15 @@ class Options:
     shard_mb: float = 150.0
     processes: int = 0
 
+    def split_kind(self):
+        return "csv" if self.split_csv else "lists" if self.split_lists else "random"
+
     def foreground_values(self):
         return parse_foreground(self.foreground)
 
     def fingerprint(self):
         return {"image_size": self.image_size, "encoding": self.encoding, "mask_suffix": self.mask_suffix,
-                "foreground": list(self.foreground_values()), "split": self.split_csv and "csv",
+                "foreground": list(self.foreground_values()), "split": self.split_kind(),
                 "val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "seed": self.seed}
 
 
@@ -73,6 +78,10 @@ def check_options(opts):
             raise UserError(f"{flag} {folder or '(not given)'}: no such folder")
     if opts.split_csv and not os.path.isfile(opts.split_csv):
         raise UserError(f"--split-csv {opts.split_csv}: no such file (rows name,split)")
+    if opts.split_lists and not os.path.isdir(opts.split_lists):
+        raise UserError(f"--split-lists {opts.split_lists}: no such folder (train.txt, val.txt, test.txt)")
+    if opts.split_csv and opts.split_lists:
+        raise UserError("--split-csv and --split-lists both give the split: pass one")
     if opts.val_fraction + opts.test_fraction >= 1:
         raise UserError(f"--val-fraction {opts.val_fraction} + --test-fraction {opts.test_fraction} must be "
                         f"below 1: training needs images too")
@@ -91,11 +100,14 @@ class Writer(kvasir.Writer):
 
 
 def assign(opts, ids, unpaired):
-    """({split: ids}, rejected, split info): the split CSV's, else a seeded random one (each image its own
-    patient)."""
+    """({split: ids}, rejected, split info): the split CSV's or lists', else a seeded random one (each image
+    its own patient)."""
     if opts.split_csv:
         splits, rejected = maskpairs.split_from_csv(opts.split_csv, ids, unpaired)
         return splits, rejected, {"kind": "csv", "source": opts.split_csv}
+    if opts.split_lists:
+        splits, rejected = maskpairs.split_from_lists(opts.split_lists, ids, unpaired)
+        return splits, rejected, {"kind": "lists", "source": opts.split_lists}
     by_patient = split_by_patient([Entry(n, n, (), None) for n in ids], opts.val_fraction, opts.test_fraction,
                                   opts.seed)
     splits = {s: [e.name for e in entries] for s, entries in by_patient.items()}
@@ -123,6 +135,8 @@ def build_parser():
                    "maps); default: non-zero of a two-value mask, > 127 of a JPEG one")
     p.add_argument("--split-csv", default="", help="CSV of rows name,split (train, val or test); default: a "
                    "seeded random split")
+    p.add_argument("--split-lists", default="", help="folder of train.txt, val.txt and (optional) test.txt, one "
+                   "image name a line; default: a seeded random split")
     p.add_argument("--val-fraction", type=flags.bounded(float, least=0, below=1), default=0.1,
                    help="share of images for validation (random split)")
     p.add_argument("--test-fraction", type=flags.bounded(float, least=0, below=1), default=0.1,
