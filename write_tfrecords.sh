@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Usage: ./write_tfrecords.sh [--dataset chestxray14|kvasir-seg|csv] [--out DIR] [--name NAME] [OPTIONS...]
+# Usage: ./write_tfrecords.sh [--dataset chestxray14|kvasir-seg|csv|masks] [--out DIR] [--name NAME] [OPTIONS...]
 #        mpirun -np N ./write_tfrecords.sh ...      (ranks write their own shards)
 #
 # Writes TFRecord shards and manifest.json into DIR/<dataset>/tfrecords/ (DIR/NAME/tfrecords/ with --name).
 # Own X-rays: --dataset csv --csv labels.csv --images FOLDER --patient-column COL
 # --label-column COL or --label-columns A,B,... (docs/data.md, "Your own data").
+# Own masks: --dataset masks --images DIR --masks DIR [--mask-suffix _mask]
+# [--foreground VALUES] [--split-csv FILE | --split-lists DIR] (docs/data.md).
 # ChestX-ray14: validation split from train_val by patient; images resized by
 # area. Kvasir-SEG: the official 880/120 split (or --split random --seed K for
 # a seeded 80/10/10); images resized by area, masks binarised and resized by
@@ -39,7 +41,8 @@ case "$DATASET" in
   chestxray14) MODULE=dataprep.chestxray14.tfrecords ;;
   kvasir-seg) MODULE=dataprep.kvasir_seg.tfrecords ;;
   csv) MODULE=dataprep.csv_set.tfrecords ;;
-  *) die "--dataset must be chestxray14, kvasir-seg or csv, got '$DATASET'" ;;
+  masks) MODULE=dataprep.mask_set.tfrecords ;;
+  *) die "--dataset must be chestxray14, kvasir-seg, csv or masks, got '$DATASET'" ;;
 esac
 case "$NAME" in
   "") NAME=$DATASET ;;

@@ -9,6 +9,8 @@ from runtime.errors import UserError
 from segmentation.catalog import DOWNSAMPLING, LOSS_NAMES, size_problem
 from training.config import TrainConfig
 
+DATASETS = ("kvasir-seg", "masks")  # the writers whose records segmentation trains on (masks: the user's folders)
+
 
 @dataclasses.dataclass
 class SegmentationConfig(TrainConfig):

@@ -7,7 +7,7 @@
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from runtime.errors import UserError, main_guard
 from segmentation.catalog import determinism_problem
-from segmentation.config import SegmentationConfig, check_size
+from segmentation.config import DATASETS, SegmentationConfig, check_size
 from training.preflight import preflight
 
 MONITOR = "val_dice"  # picks best.npz and drives the plateau schedule
@@ -15,7 +15,7 @@ MONITOR = "val_dice"  # picks best.npz and drives the plateau schedule
 
 @main_guard
 def main(argv=None):
-    cfg, manifest = preflight(SegmentationConfig, argv, "kvasir-seg", "segmentation.train")
+    cfg, manifest = preflight(SegmentationConfig, argv, DATASETS, "segmentation.train")
     size = manifest.stored_size if manifest else cfg.synthetic_size
     check_size(size, cfg.model, f"{cfg.data_dir}: records of")
     # TensorFlow and Horovod load from here on, once the flags and the records' manifest passed.

@@ -117,8 +117,12 @@ class Writer(shards.ShardWriter):
             held.append(file_stamp(self.planted))
         return shards.digest_json(held)
 
+    def read(self, name):
+        """(BGR image, 0/1 mask) of ``name`` at full size, or Rejected(reason)."""
+        return read_pair(self.pairs[name])
+
     def record(self, name):
-        img, mask = resize_pair(*read_pair(self.pairs[name]), self.opts.image_size)
+        img, mask = resize_pair(*self.read(name), self.opts.image_size)
         mask_encoding = "raw" if self.opts.encoding == "raw" else "png"  # masks stay lossless
         blob = records.serialize_segmentation(records.encode_image(img, self.opts.encoding),
                                               records.encode_image(mask, mask_encoding), name,
@@ -152,13 +156,13 @@ def file_stamp(path):
 
 
 # ------------------------------------------------------------------ splits
-def files_by_id(folder, what):
+def files_by_id(folder, what, extensions=IMAGE_EXTENSIONS):
     """({id: path} of the image files in ``folder``, rejected entries for every other file)."""
     found, rejected = {}, []
     for f in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(f)
-        if ext.lower() not in IMAGE_EXTENSIONS:
-            rejected.append({"name": f"{what}/{f}", "reason": f"not an image ({', '.join(IMAGE_EXTENSIONS)})"})
+        if ext.lower() not in extensions:
+            rejected.append({"name": f"{what}/{f}", "reason": f"not an image ({', '.join(extensions)})"})
         elif stem in found:
             rejected.append({"name": f"{what}/{f}", "reason": f"a second {what[:-1]} for id {stem}; "
                                                               f"{os.path.basename(found[stem])} is used"})
@@ -193,6 +197,14 @@ def assign_official(paired, data_dir, unpaired):
     """
     lists, source = split_lists(data_dir)
     refuse_disjoint(lists, source, set(paired), data_dir)
+    splits, rejected = assign_lists(lists, paired, unpaired)
+    digest = {s: hashlib.sha256("".join(n + "\n" for n in ids).encode()).hexdigest() for s, ids in lists.items()}
+    return splits, rejected, {"kind": "official", "source": source, "lists_sha256": digest}
+
+
+def assign_lists(lists, paired, unpaired):
+    """({split: ids on disk}, rejected) from {split: listed ids}: every listed or paired id placed once or
+    rejected (listed twice, listed but not on disk, on disk but in no list)."""
     splits, rejected, seen = {s: [] for s in lists}, [], {}
     for split, ids in lists.items():
         for name in ids:
@@ -208,8 +220,7 @@ def assign_official(paired, data_dir, unpaired):
                      for n in missing]
         splits[split] = [n for n in ids if n in on_disk]
     rejected += [{"name": n, "reason": "on disk but in neither split list"} for n in paired if n not in seen]
-    digest = {s: hashlib.sha256("".join(n + "\n" for n in ids).encode()).hexdigest() for s, ids in lists.items()}
-    return splits, rejected, {"kind": "official", "source": source, "lists_sha256": digest}
+    return splits, rejected
 
 
 def refuse_disjoint(lists, source, on_disk, data_dir):
@@ -230,9 +241,9 @@ def assign_random(paired, seed):
 
 
 # ------------------------------------------------------------------ manifest
-def build_manifest(sides, splits, pre_rejected, opts, split_info, named):
+def build_manifest(sides, splits, pre_rejected, opts, split_info, named, dataset=DATASET):
     rejected = list(pre_rejected) + [r for side in sides for r in side["rejected"]]
-    manifest = {"dataset": DATASET, "options": opts.fingerprint(), "split": split_info,
+    manifest = {"dataset": dataset, "options": opts.fingerprint(), "split": split_info,
                 "splits": {}, "rejected": rejected}
     for split in splits:
         split_sides = [s for s in sides if s["split"] == split]
@@ -264,12 +275,18 @@ def prepare(opts):
     else:
         splits, more, info = assign_random(paired, opts.seed)
     rejected += more
+    splits, plan, named = plan_pairs(splits, rejected, opts)
+    return splits, rejected, info, pairs, plan, named
+
+
+def plan_pairs(splits, rejected, opts):
+    """(splits in their seeded order, the shard plan, how many ids were named): the same on every rank."""
     named = len({r["name"] for r in rejected} | {n for ids in splits.values() for n in ids})
     splits = {k: shards.shuffled(v, opts.seed + i) for i, (k, v) in enumerate(splits.items())}
     # A raw record holds 4 bytes a pixel (RGB + mask) and a few hundred of fields;
     # png or jpeg records are smaller, so their shards come out under --shard-mb.
     per_shard = opts.images_per_shard or max(1, int(opts.shard_mb * 1e6 // (4 * opts.image_size ** 2 + 300)))
-    return splits, rejected, info, pairs, shards.plan_shards(splits, per_shard), named
+    return splits, shards.plan_shards(splits, per_shard), named
 
 
 def build_parser():
@@ -277,10 +294,15 @@ def build_parser():
     p.add_argument("--data-dir", required=True, help="folder with Kvasir-SEG/ (extracted) and the split lists")
     p.add_argument("--split", choices=["official", "random"], default="official",
                    help="official 880/120 lists (default) or a seeded random 80/10/10")
+    add_record_options(p)
+    return p
+
+
+def add_record_options(p):
+    """The shard writer's flags, with the segmentation records' sizes and encodings."""
     shards.add_writer_options(p, "stored side (ResUNet++ trains at 256)",
                               "image encoding: raw (default, fastest to read), png, jpeg; masks are always lossless",
                               most_size=2048)
-    return p
 
 
 @main_guard

@@ -1,0 +1,1 @@
+"""A segmentation data set from the user's own image and mask folders."""
