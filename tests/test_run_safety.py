@@ -94,7 +94,7 @@ def entry_point(module, *args):
 
 @pytest.mark.parametrize("trainer, dataset, accepted, other", [
     ("chexnet.train", "chestxray14", "chestxray14 or csv", "kvasir-seg"),
-    ("segmentation.train", "kvasir-seg", "kvasir-seg", "chestxray14")])
+    ("segmentation.train", "kvasir-seg", "kvasir-seg or masks", "chestxray14")])
 def test_a_trainer_refuses_bad_flags_and_the_other_data_sets_records_before_tensorflow_loads(
         tmp_path, trainer, dataset, accepted, other):
     (tmp_path / "manifest.json").write_text(json.dumps(
