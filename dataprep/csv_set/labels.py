@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from dataprep import flags
 from runtime.errors import UserError
 
 Entry = collections.namedtuple("Entry", "name patient labels split")
@@ -125,6 +126,20 @@ def read_csv(path, columns):
             continue
         entries.append(Entry(name, patient, labels, split))
     return entries, rejected, classes
+
+
+def add_fraction_options(parser, unit, when=""):
+    """--val-fraction and --test-fraction: the shares of ``unit`` (patients, images) a seeded split holds out."""
+    for split, what in (("val", "validation"), ("test", "test")):
+        parser.add_argument(f"--{split}-fraction", type=flags.bounded(float, least=0, below=1), default=0.1,
+                            help=f"share of {unit} for {what}{when}")
+
+
+def check_fractions(opts, unit):
+    """The held-out shares leave ``unit`` to train on: one line otherwise."""
+    if opts.val_fraction + opts.test_fraction >= 1:
+        raise UserError(f"--val-fraction {opts.val_fraction} + --test-fraction {opts.test_fraction} must be "
+                        f"below 1: training needs {unit} too")
 
 
 def split_by_patient(entries, val_fraction, test_fraction, seed):

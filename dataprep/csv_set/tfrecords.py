@@ -77,9 +77,7 @@ def check_options(opts):
                         "only if every image is its own patient")
     if opts.patient_column and opts.no_patient:
         raise UserError("--patient-column and --no-patient contradict each other: give one")
-    if opts.val_fraction + opts.test_fraction >= 1:
-        raise UserError(f"--val-fraction {opts.val_fraction} + --test-fraction {opts.test_fraction} must be "
-                        f"below 1: training needs patients too")
+    csvlabels.check_fractions(opts, "patients")
     if not opts.csv:
         raise UserError("--csv PATH is required: the CSV with one row per image")
     if not os.path.isfile(opts.csv):
@@ -180,10 +178,7 @@ def build_parser():
     p.add_argument("--classes", default="", help="comma-separated class list and order (default: from the data)")
     p.add_argument("--uncertain", choices=csvlabels.UNCERTAIN, default="zeros",
                    help="-1 or blank in --label-columns: negative, positive, or left out of loss and AUC")
-    p.add_argument("--val-fraction", type=flags.bounded(float, least=0, below=1), default=0.1,
-                   help="share of patients for validation")
-    p.add_argument("--test-fraction", type=flags.bounded(float, least=0, below=1), default=0.1,
-                   help="share of patients for test")
+    csvlabels.add_fraction_options(p, "patients")
     shards.add_writer_options(p, "stored side; training crops 224 of 256", "raw, png or jpeg", most_size=4096)
     return p
 

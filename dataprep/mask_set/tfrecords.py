@@ -19,7 +19,7 @@ import sys
 import time
 
 from dataprep import flags, shards
-from dataprep.csv_set.labels import Entry, split_by_patient
+from dataprep.csv_set.labels import Entry, add_fraction_options, check_fractions, split_by_patient
 from dataprep.kvasir_seg import tfrecords as kvasir
 from dataprep.mask_set import pairs as maskpairs
 from runtime.errors import UserError, main_guard
@@ -82,9 +82,7 @@ def check_options(opts):
         raise UserError(f"--split-lists {opts.split_lists}: no such folder (train.txt, val.txt, test.txt)")
     if opts.split_csv and opts.split_lists:
         raise UserError("--split-csv and --split-lists both give the split: pass one")
-    if opts.val_fraction + opts.test_fraction >= 1:
-        raise UserError(f"--val-fraction {opts.val_fraction} + --test-fraction {opts.test_fraction} must be "
-                        f"below 1: training needs images too")
+    check_fractions(opts, "images")
 
 
 class Writer(kvasir.Writer):
@@ -137,10 +135,7 @@ def build_parser():
                    "seeded random split")
     p.add_argument("--split-lists", default="", help="folder of train.txt, val.txt and (optional) test.txt, one "
                    "image name a line; default: a seeded random split")
-    p.add_argument("--val-fraction", type=flags.bounded(float, least=0, below=1), default=0.1,
-                   help="share of images for validation (random split)")
-    p.add_argument("--test-fraction", type=flags.bounded(float, least=0, below=1), default=0.1,
-                   help="share of images for test (random split)")
+    add_fraction_options(p, "images", " (random split)")
     kvasir.add_record_options(p)
     return p
 
