@@ -106,16 +106,16 @@ def init_from(path, model):
     (another number of arrays) is refused. Returns {"loaded": [...], "fresh": [...]}: layer names."""
     weights, _, _ = read(path)
     layers = [layer for layer in model.layers if layer.weights]
-    expected = sum(len(layer.get_weights()) for layer in layers)
+    expected = sum(len(layer.weights) for layer in layers)
     if len(weights) != expected:
         raise UserError(f"--init-from {path}: holds {len(weights)} weight arrays, this model has {expected}: it was "
                         f"trained with another network; pass a run of the same --model (the head may differ)")
     loaded, fresh, at = [], [], 0
     for layer in layers:
-        n = len(layer.get_weights())
+        n = len(layer.weights)
         saved = weights[at:at + n]
         at += n
-        if all(a.shape == w.shape for a, w in zip(saved, layer.get_weights())):
+        if all(a.shape == tuple(w.shape) for a, w in zip(saved, layer.weights)):
             layer.set_weights(saved)
             loaded.append(layer.name)
         else:
