@@ -268,18 +268,19 @@ class TrainingHooks:
 
 
 def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_epoch=0, epoch_end=(),
-                       initial_step=0):
+                       initial_step=0, plan=None):
     """The runtime's callbacks in the order they must run.
 
     ``cfg`` carries ``base_lr``, ``lr_scaling``, ``warmup_epochs`` and
-    ``grad_accum_steps``: the target rate is derived here (``runtime.schedule``). ``epoch_end``: the
+    ``grad_accum_steps``: the target rate is derived here (``runtime.schedule``) unless ``plan``, the
+    trainer's Schedule, is given. ``epoch_end``: the
     trainer's callbacks that add to or act on the epoch logs (validation,
     plateau LR, checkpoints); they run after the metric averaging and the
     BatchNorm averaging, and before the epoch record is written. On resume the
     warm-up continues from where the interrupted run stood (``initial_step``
     batches into ``initial_epoch`` for a mid-epoch checkpoint).
     """
-    plan = schedule.Schedule.of(cfg, ctx.size, steps_per_epoch)
+    plan = plan or schedule.Schedule.of(cfg, ctx.size, steps_per_epoch)
     meter = Throughput(per_rank_batch, cfg.throughput_warmup_steps)
     cbs = [
         BroadcastInitialState(),

@@ -107,11 +107,12 @@ def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monit
     not to the previous one, so no epoch is recorded (or its best.npz written) twice. Mid-epoch it is called
     after each checkpoint."""
     first_epoch, first_step = resume_position(state, ctx, cfg, steps)
+    plan = schedule.Schedule.of(cfg, ctx.size, steps)  # the rate's plan for these ranks, handed down
     accum = f" x {cfg.grad_accum_steps} accumulated" if cfg.grad_accum_steps > 1 else ""
     log.info("%d ranks x %d images%s = global batch %d; %d steps/epoch; LR %.2e -> %.2e (%s scaling, %g warm-up "
              "epochs); precision %s (%s); epochs %d..%d%s; %s", ctx.size, cfg.per_rank_batch, accum,
              ctx.size * cfg.per_rank_batch * cfg.grad_accum_steps, steps, cfg.base_lr,
-             schedule.Schedule.of(cfg, ctx.size, steps).target_lr, cfg.lr_scaling, cfg.warmup_epochs,
+             plan.target_lr, cfg.lr_scaling, cfg.warmup_epochs,
              ctx.precision.policy, ctx.precision.reason, first_epoch + 1, cfg.epochs,
              f" (from step {first_step + 1} of epoch {first_epoch + 1})" if first_step else "", run.path)
     change = precision_change(state, ctx.compute_dtype)
@@ -132,7 +133,7 @@ def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monit
         epoch_end.append(keras.callbacks.TensorBoard(
             run.file("tensorboard"), profile_batch=cfg.profile_range() if cfg.profile_steps else 0))
     hooks = callbacks.standard_callbacks(run, cfg, ctx, steps, cfg.per_rank_batch, initial_epoch=first_epoch,
-                                         epoch_end=epoch_end, initial_step=first_step)
+                                         epoch_end=epoch_end, initial_step=first_step, plan=plan)
     committer = commit(saver) if commit else None
     if committer:
         hooks.callbacks.append(committer)
