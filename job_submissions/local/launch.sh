@@ -73,16 +73,16 @@ job_hosts() {  # the hosts of the job: the hostfile's, the discovery script's no
   fi
 }
 check_iface() {  # check_iface HOST: HOST has interface $IFACE, or one line saying why not
-  local rc=0
+  local rc=0 hint="'ip -br addr' there lists its interfaces"
   case "$1" in
-    localhost|127.0.0.1|"$(hostname)"|"$(hostname -s)") [ -e "/sys/class/net/$IFACE" ] || rc=1 ;;
+    localhost|127.0.0.1|"$(hostname)"|"$(hostname -s)")
+      [ -e "/sys/class/net/$IFACE" ] || rc=1
+      hint="it has: $(ls /sys/class/net | paste -sd ' ' -)" ;;
     *) timeout 15 ssh -o BatchMode=yes -o ConnectTimeout=5 "$1" test -e "/sys/class/net/$IFACE" </dev/null || rc=$? ;;
   esac
   case $rc in
     0) ;;
-    1) if [ -e /sys/class/net/lo ] && [ "$1" = localhost ]; then hint="it has: $(ls /sys/class/net | paste -sd ' ' -)"
-       else hint="'ip -br addr' there lists its interfaces"; fi
-       die "MEDIMG_IFACE=$IFACE: host $1 has no interface $IFACE ($hint)" ;;
+    1) die "MEDIMG_IFACE=$IFACE: host $1 has no interface $IFACE ($hint)" ;;
     *) die "MEDIMG_IFACE=$IFACE: cannot reach host $1 by ssh to check it (exit $rc): horovodrun needs passwordless ssh to every host" ;;
   esac
 }
