@@ -7,6 +7,7 @@ import dataclasses
 from runtime.config import field
 from chexnet.weights import check_weights_flag
 from training.config import TrainConfig
+from training.evaluation import EvalConfig
 
 DATASETS = ("chestxray14", "csv")  # the writers whose records CheXNet trains on (csv: the user's own classes)
 
@@ -28,3 +29,11 @@ class CheXNetConfig(TrainConfig):
     def validate(self):
         super().validate()
         check_weights_flag(self.weights)  # a missing or foreign file is refused before TensorFlow loads
+
+
+@dataclasses.dataclass
+class CheXNetEvalConfig(EvalConfig):
+    """Evaluate a CheXNet checkpoint: the shared settings and the operating points' target."""
+
+    sensitivity: float = field(0.9, "target sensitivity of the second operating point, chosen on val (the "
+                               "first is Youden's J)", above=0.0, at_most=1.0)

@@ -36,16 +36,6 @@ NOT_PNG_OR_JPEG = "not a PNG or JPEG image (the exported model decodes those two
 SIXTEEN_BIT = "16-bit PNG: the exported model reads 8-bit images only (chexnet.predict reads 16-bit)"
 
 
-def check_checkpoint(state, path):
-    from chexnet.model import check_checkpoint as check
-    check(state, path)
-
-
-def build(state):
-    from chexnet.model import build_model
-    return build_model(state["crop"], len(state["classes"]))
-
-
 def input_shape(state):
     return (state["crop"], state["crop"], 3)
 
@@ -116,14 +106,13 @@ def describe(state):
                         "model.keras": "the network: the normalised tensor in, logits (N, classes) out"}}
 
 
-WORKLOAD = export.Workload(name="chexnet", trainer="chexnet.train", check_checkpoint=check_checkpoint, build=build,
-                           input_shape=input_shape, read_image=read_image, tensor_outputs=tensor_outputs,
+EXPORT = export.ExportParts(input_shape=input_shape, read_image=read_image, tensor_outputs=tensor_outputs,
                            image_outputs=image_outputs, describe=describe, operating_points=KINDS)
 
 
 @main_guard
 def main(argv=None):
-    export.main(WORKLOAD, __doc__, argv)
+    export.main("chexnet", __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -7,109 +7,17 @@
 Writes, for each split, <run>/eval-<split>/{metrics.md, metrics.csv, per_image.csv, panels.png},
 appends an ``eval`` record (the figures, their intervals and the inference
 images/s) to <run>/metrics.jsonl, and prints the table (rank 0). Figures are
-per image on predictions thresholded at 0.5, then averaged (segmentation.metrics).
+per image on predictions thresholded at 0.5, then averaged (segmentation.grading).
 A read-only run folder, or a checkpoint that is unreadable or not
 segmentation.train's, stops it before any work (training.evaluation).
 """
-import os
-import time
-
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
-from runtime.config import parse_args
-from runtime.errors import main_guard
-from runtime.files import atomic_write
-from training import paths
-from training.evaluation import EvalConfig, start
-
-PANELS = 6  # validation images shown as image | truth | prediction
+from training import evaluation
 
 
-def panels_png(path, images, masks, logits, names):
-    """One row per image: the frame, the true mask, the predicted mask (logit > 0)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(images), 3, figsize=(7.5, 2.5 * len(images)), squeeze=False)
-    for row, (img, mask, z, name) in enumerate(zip(images, masks, logits, names)):
-        for ax, shown, title in zip(axes[row], (img, mask[..., 0], z[..., 0] > 0), ("image", "truth", "prediction")):
-            ax.imshow(shown, cmap=None if shown.ndim == 3 else "gray", vmin=0, vmax=1)
-            ax.set_title(f"{title}: {name[:12]}" if title == "image" else title, fontsize=8)
-            ax.axis("off")
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight"))
-    plt.close(fig)
-
-
-def timed_gather(ev, predictor, ds, loss):
-    """(counts, losses, names, inference images/s over all ranks: images / slowest rank's time).
-
-    The time covers reading, decoding and predicting the split after one
-    warm-up batch (tracing left out), as a user's inference job would see it.
-    """
-    from runtime import distributed
-    from segmentation import validation
-    from training.gather import gather_exactly_once
-    predictor.warm_up(ds)
-    t0 = time.perf_counter()
-    local, names = predictor.local(ds, validation.per_image_rows(loss))
-    elapsed = max(distributed.allgather_object(time.perf_counter() - t0))
-    rows, all_names = gather_exactly_once(local, names, ev.manifest.images(ev.split))
-    return rows["counts"], rows["loss"], all_names, len(all_names) / elapsed
-
-
-def write_tables(out, title, rows, counts, names):
-    from segmentation import metrics
-    paths.write_text(os.path.join(out, "metrics.md"), f"# Segmentation: {title}\n\n{metrics.markdown(rows)}\n")
-    paths.write_text(os.path.join(out, "metrics.csv"), metrics.csv_text(rows))
-    paths.write_csv(os.path.join(out, "per_image.csv"), *metrics.per_image_rows(names, counts))
-
-
-def split_dataset(ev):
-    from segmentation import data
-    return data.eval_dataset(ev.manifest, ev.split, ev.ctx.rank, ev.ctx.size, ev.cfg.eval_batch)
-
-
-def write_split(ev, predictor, counts, per_image_loss, names, images_per_s):
-    """Rank 0: the split's tables and panels in <run>/eval-<split>/, and its ``eval`` record."""
-    from segmentation import metrics
-    cfg, ds = ev.cfg, split_dataset(ev)
-    rows = metrics.table(counts, n_boot=cfg.bootstrap, seed=cfg.seed)
-    known = ev.manifest.ceiling(ev.split)
-    if known:  # a realistic synthetic set: each figure beside the best achievable there
-        rows = metrics.with_ceiling(rows, known)
-    out, title = ev.out_dir(), ev.title(len(names))
-    write_tables(out, title, rows, counts, names)
-    sample = next(iter(ds.unbatch().batch(PANELS)), None)  # rank 0's first images
-    if sample is not None:
-        x, y, shown = sample
-        panels_png(os.path.join(out, "panels.png"), x.numpy(), y.numpy(), predictor.model.predict(x, verbose=0),
-                   [n.decode() for n in shown.numpy()])
-    ev.record(len(names), **{f"mean_{r['figure']}": r["mean"] for r in rows},
-              **{f"mean_{r['figure']}_ci": [r["ci_low"], r["ci_high"]] for r in rows},
-              **{f"mean_{r['figure']}_{k}": r[k] for r in rows if r.get("ceiling") for k in ("ceiling", "of_ceiling")},
-              loss=float(per_image_loss.mean()), inference_images_per_s=images_per_s, ranks=ev.ctx.size)
-    print(f"## Segmentation: {title}\n\n{metrics.markdown(rows)}\n\ninference: {images_per_s:.1f} images/s on "
-          f"{ev.ctx.size} rank(s), batch {cfg.eval_batch}\n(saved in {out}/)", flush=True)
-    ev.log.info("evaluation written to %s", out)
-
-
-@main_guard
 def main(argv=None):
-    cfg = parse_args(EvalConfig, argv, description="Evaluate a segmentation checkpoint: Dice, IoU, precision, "
-                                                   "recall with bootstrap intervals, and image panels.")
-    from segmentation import losses, model as seg_model
-    ev = start(cfg, "evaluate", "segmentation.train", seg_model.check_checkpoint)
-    from training import checkpoint
-    from training.gather import Predictor
-
-    seg_model.check_checkpoint(ev.state, ev.checkpoint_path, ev.manifest.stored_size)
-    model = seg_model.build_model(ev.state["model"], ev.state["stored_size"])
-    checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
-    predictor, loss = Predictor(model), losses.build_loss(ev.state["loss"])  # built once for every split
-    # Every split's collectives first: no rank then waits in one while rank 0 bootstraps a table.
-    gathered = [(one, timed_gather(one, predictor, split_dataset(one), loss)) for one in ev.each_split()]
-    if ev.ctx.is_chief:
-        for one, split_rows in gathered:
-            write_split(one, predictor, *split_rows)
+    evaluation.main("segmentation", argv, "Evaluate a segmentation checkpoint: Dice, IoU, precision, recall with "
+                                          "bootstrap intervals, and image panels.")
 
 
 if __name__ == "__main__":

@@ -33,16 +33,6 @@ NOT_PNG_OR_JPEG = "not a PNG or JPEG image (the exported model decodes those two
 CUSTOM_LAYERS = {"segnet": "PoolSwitch", "fcn8s": "CountedDropout"}  # networks with a layer of this project's own
 
 
-def check_checkpoint(state, path):
-    from segmentation.model import check_checkpoint as check
-    check(state, path)
-
-
-def build(state):
-    from segmentation.model import build_model
-    return build_model(state["model"], state["stored_size"])
-
-
 def input_shape(state):
     return (state["stored_size"], state["stored_size"], 3)
 
@@ -120,15 +110,14 @@ def describe(state):
                         "model.keras": "the network: the tensor in, logits (N, S, S, 1) out"}}
 
 
-WORKLOAD = export.Workload(name="segmentation", trainer="segmentation.train", check_checkpoint=check_checkpoint,
-                           build=build, input_shape=input_shape, read_image=read_image,
+EXPORT = export.ExportParts(input_shape=input_shape, read_image=read_image,
                            tensor_outputs=tensor_outputs, image_outputs=image_outputs, describe=describe,
                            keras_problem=keras_problem)
 
 
 @main_guard
 def main(argv=None):
-    export.main(WORKLOAD, __doc__, argv)
+    export.main("segmentation", __doc__, argv)
 
 
 if __name__ == "__main__":

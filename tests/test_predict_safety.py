@@ -154,7 +154,7 @@ def test_predict_refuses_a_gpu_it_cannot_use_instead_of_running_on_the_cpu(tmp_p
 
 def test_every_csv_quotes_names_with_commas_and_quotes(tmp_path):
     from chexnet import auc
-    from chexnet.evaluate import write_predictions
+    from chexnet.grading import write_predictions
     from segmentation import metrics
     name = 'scan, "left".png'
     assert _read(paths.csv_text(["image", "p"], [[name, "0.5"]])) == [["image", "p"], [name, "0.5"]]

@@ -1,7 +1,7 @@
 """--benchmark mode of every trainer: a fixed number of timed steps, no validation.
 
     horovodrun -np 2 python -m chexnet.train --benchmark --synthetic-input --crop 224 --run-name bench
-    run_benchmark(cfg, ctx, run, model, steps, train_data, (224, 224, 3), (14,), crop=224)   # from a trainer
+    run_benchmark(cfg, ctx, run, model, wl, manifest)   # from training.trainer; manifest None: random input
 
 Times ``--benchmark-steps`` steps after ``--throughput-warmup-steps`` untimed
 ones, on the trainer's TFRecord input or on random tensors
@@ -14,21 +14,23 @@ settings, CPU model, and the trainer's ``settings`` (input size, model).
 import resource
 
 from runtime import callbacks, distributed, nvtx
-from training import shards
+from training import engine, shards
 
 
 def total_steps(cfg):
     return cfg.throughput_warmup_steps + cfg.benchmark_steps
 
 
-def run_benchmark(cfg, ctx, run, model, steps, train_data, input_shape, target_shape, **settings):
-    """Benchmark mode of a trainer: random tensors of the given shapes when ``steps`` is None
-    (``--synthetic-input``), else enough epochs of ``train_data(first_epoch, epochs)``."""
-    if steps is None:
-        ds = shards.random_batches(cfg.per_rank_batch, input_shape, target_shape, cfg.seed + ctx.rank)
+def run_benchmark(cfg, ctx, run, model, wl, manifest):
+    """Benchmark mode of workload ``wl``: random tensors of its example shapes when ``manifest`` is None
+    (``--synthetic-input``), else enough epochs of its training batches."""
+    if manifest is None:
+        ds = shards.random_batches(cfg.per_rank_batch, *wl.sample_shapes(cfg, manifest), cfg.seed + ctx.rank)
     else:
+        steps, train_data = engine.train_input(cfg, wl, manifest, ctx)
         ds = train_data(0, -(-total_steps(cfg) // steps))
-    time_steps(cfg, ctx, run, model, ds, "synthetic" if steps is None else "tfrecords", **settings)
+    time_steps(cfg, ctx, run, model, ds, "synthetic" if manifest is None else "tfrecords",
+               **wl.benchmark_settings(cfg, manifest))
 
 
 def time_steps(cfg, ctx, run, model, dataset, input_kind, **settings):

@@ -1,6 +1,6 @@
 """The model card of an export: model_card.json (for programs) and MODEL_CARD.md (for people), from the run.
 
-    data = contents(workload, state, "runs/cx/best.npz", {"savedmodel": "savedmodel", "onnx": "model.onnx"},
+    data = contents("chexnet", parts, state, "runs/cx/best.npz", {"savedmodel": "savedmodel", "onnx": "model.onnx"},
                     checks, timings)
     write("exported/cx", data)
     written_by_export("exported/cx/model_card.json")   # True: --overwrite may replace that folder
@@ -36,11 +36,11 @@ def written_by_export(path):
         return False
 
 
-def contents(workload, state, checkpoint_path, files, checks, timings):
+def contents(name, parts, state, checkpoint_path, files, checks, timings):
     """Everything the card says, as one JSON-ready dict; ``files``: {format: its name in the export folder}."""
     run = os.path.dirname(os.path.abspath(checkpoint_path))
-    return {"exported_by": MARK, "workload": workload.name, "intended_use": INTENDED_USE,
-            **workload.describe(state),
+    return {"exported_by": MARK, "workload": name, "intended_use": INTENDED_USE,
+            **parts.describe(state),
             "checkpoint": {"file": os.path.abspath(checkpoint_path), "epoch": state.get("epoch"),
                            "monitor": state.get("monitor"), "best": state.get("best")},
             "precision": {"trained": state.get("precision", "float32"), "exported": "float32",

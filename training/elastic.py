@@ -78,9 +78,10 @@ def initial_state(run, model, model_info, ctx):
         return None, str(err)
 
 
-def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode, columns):
+def fit(cfg, ctx, run, model, wl, manifest):
     """``loop.fit`` for an elastic job: the same training, started again on every change of workers."""
     requests = stop.install()
+    model_info = wl.model_info(cfg, manifest)
     saved, refusal = initial_state(run, model, model_info, ctx)
     if saved is None and refusal is None and cfg.init_from:
         engine.start_from(cfg, ctx, model)  # every worker loads them: no collective before the elastic loop
@@ -93,7 +94,7 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
             raise UserError(state.refusal)
         now = distributed.refresh(ctx)
         here = RunDir(run.path, now)  # this membership's rank 0 writes the records
-        steps, train_data = train_input(now)
+        steps, train_data = engine.train_input(cfg, wl, manifest, now)
         if state.saved:
             keras.backend.set_value(model.optimizer.learning_rate, engine.resumed_lr(cfg, state.saved, now.size, steps))
         state.restarts += 1
@@ -105,9 +106,9 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
         if now.is_chief and state.restarts:
             log.warning("elastic: training goes on with %d ranks from epoch %d step %d (restart %d)", now.size,
                         at[0] + 1, at[1], state.restarts)
-        engine.train(cfg, now, here, model, steps, train_data, validators(now), model_info, monitor, mode,
-                   state.saved, requests, commit=lambda saver: Commit(state, saver))
+        engine.train(cfg, now, here, model, steps, train_data, wl.validators(cfg, manifest, now), model_info,
+                     wl.monitor, wl.mode, state.saved, requests, commit=lambda saver: Commit(state, saver))
         return now, here
 
     now, here = train(state)
-    engine.finish(now, here, columns)
+    engine.finish(now, here, wl.columns)

@@ -1,5 +1,6 @@
 """The epoch engine both training fronts share (``training.loop`` fixed-size, ``training.elastic``).
 
+    steps, train_data = engine.train_input(cfg, wl, manifest, ctx)   # workload wl's batches on ctx's ranks
     engine.train(cfg, ctx, run, model, steps, train_data, validators, model_info, monitor, mode, state,
                  requests)          # the fit calls from state's position, every callback in its order
     engine.finish(ctx, run, columns)
@@ -38,6 +39,17 @@ def timeline(cfg, ctx, run):
         distributed.stop_timeline()
         if ctx.is_chief and os.path.exists(path):
             log.info("Horovod timeline: %d events in %s", trace.finalize_timeline(path), path)
+
+
+def train_input(cfg, wl, manifest, ctx):
+    """(steps per epoch on ``ctx``'s ranks, or None for random input; ``train_data(first_epoch, epochs=cfg.epochs,
+    first_step=0)``, workload ``wl``'s batches of this rank)."""
+    steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch, cfg.grad_accum_steps) \
+        if manifest else None
+
+    def train_data(first_epoch, epochs=cfg.epochs, first_step=0):
+        return wl.train_dataset(cfg, manifest, ctx.rank, ctx.size, first_epoch, epochs, steps, first_step)
+    return steps, train_data
 
 
 def resume_position(state, ctx, cfg, steps):

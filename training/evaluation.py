@@ -1,7 +1,7 @@
 """What every evaluate entry point shares: its settings, the checkpoint, the precision, the data, the record.
 
-    cfg = parse_args(EvalConfig, argv, description="Evaluate a CheXNet checkpoint ...")
-    ev = start(cfg, "evaluate", "chexnet.train", check)   # checkpoint read and checked, Horovod up in its precision
+    main("chexnet", argv, description)       # an evaluate entry point: workload chexnet's (training.workload)
+    ev = start(cfg, wl)                      # checkpoint read and checked, Horovod up in its precision
     for one in ev.each_split():              # --split val,test: one job, one model, both splits
         n = one.manifest.images(one.split)   # one.state["epoch"], one.ctx.rank, one.cfg.bootstrap
         out = one.out_dir()                  # <run>/eval-<split>/, rank 0
@@ -23,8 +23,8 @@ import dataclasses
 import json
 import os
 
-from runtime.config import PRECISION_HELP, PRECISIONS, ProcessConfig, field
-from runtime.errors import UserError
+from runtime.config import PRECISION_HELP, PRECISIONS, ProcessConfig, field, parse_args
+from runtime.errors import UserError, main_guard
 from runtime.files import check_writable_folder
 from runtime.logs import setup_logging
 from runtime.metrics import MetricsStream
@@ -105,19 +105,44 @@ class Evaluation:
             epoch=self.state["epoch"], precision=self.ctx.precision.policy, **figures)
 
 
-def start(cfg, logger_name, trainer, check_state):
+def main(name, argv=None, description=None):
+    """Grade a checkpoint of workload ``name`` (training.workload) on each --split: the workload gathers the
+    split's predictions (a collective), then rank 0 writes its tables."""
+    main_guard(_evaluate)(name, argv, description)
+
+
+def _evaluate(name, argv, description):
+    from training import workload
+    wl = workload.get(name)
+    ev = start(parse_args(wl.eval_config, argv, description=description), wl)
+    from training import checkpoint
+    from training.gather import Predictor
+
+    wl.check_checkpoint(ev.state, ev.checkpoint_path, ev.manifest)
+    model = wl.model_from_checkpoint(ev.state)
+    checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
+    predictor = Predictor(model)  # one traced predict step for every split
+    # Every split's collectives first: no rank then waits in one while rank 0 bootstraps a table.
+    gathered = [(one, wl.grade(one, predictor)) for one in ev.each_split()]
+    if ev.ctx.is_chief:
+        for one, graded in gathered:
+            wl.write_grades(one, predictor, graded)
+        wl.after_grades(ev, gathered)
+
+
+def start(cfg, wl):
     """Read and check the checkpoint, start the runtime in its precision, load the manifest; every rank
-    calls this. ``check_state(state, path)`` refuses a checkpoint of another trainer (before Horovod starts)."""
-    path, note = locate(cfg, trainer)
+    calls this. A checkpoint of another workload than ``wl`` is refused before Horovod starts."""
+    path, note = locate(cfg, wl.trainer)
     # TensorFlow loads only from here (tf-keras, then Horovod): --help, a bad flag or a missing file need none of it.
     from runtime import distributed
     from training import checkpoint
     _, _, state = checkpoint.read(path)
-    check_state(state, path)
+    wl.check_checkpoint(state, path)
     if cfg.precision == "checkpoint":
         cfg = dataclasses.replace(cfg, precision=state.get("precision", "float32"))
     ctx = distributed.init(cfg)
-    log = setup_logging(ctx.rank, logger_name)
+    log = setup_logging(ctx.rank, "evaluate")
     if note:
         log.info("%s", note)
     with open(os.path.join(cfg.run, "config.json"), encoding="utf-8") as fh:

@@ -3,7 +3,8 @@
     python -m chexnet.export --checkpoint runs/cx --out exported/cx                  # the three formats
     python -m segmentation.export --checkpoint runs/seg/best.npz --out exported/seg --format savedmodel
 
-    export.main(WORKLOAD, __doc__, argv)     # each entry point: WORKLOAD is its Workload (below)
+    export.main("chexnet", __doc__, argv)   # each entry point: its workload's name (training.workload);
+                                           # the workload's export parts are an ExportParts (below)
 
 ``--out`` is the user's folder: a new or empty one, or with ``--overwrite``
 one that holds an earlier export and nothing else (only its files are
@@ -39,13 +40,10 @@ ONNX_PACKAGES = ("tf2onnx", "onnxruntime")
 
 
 @dataclasses.dataclass(frozen=True)
-class Workload:
-    """A trainer's part of the export; every callable takes the checkpoint's saved state last."""
+class ExportParts:
+    """A workload's part of the export (its checkpoint check and model come from the workload itself);
+    every callable takes the checkpoint's saved state last."""
 
-    name: str                      # "chexnet"
-    trainer: str                   # "chexnet.train"
-    check_checkpoint: Callable     # (state, path): UserError for a checkpoint of another kind
-    build: Callable                # (state) -> uncompiled Keras model ending in logits
     input_shape: Callable          # (state) -> the preprocessed tensor's (H, W, C)
     read_image: Callable           # (encoded bytes, state) -> (tensor, reason or "", [height, width]); TF ops
     tensor_outputs: Callable       # (logits, state) -> {name: tensor} of serving_tensor
@@ -55,8 +53,8 @@ class Workload:
     operating_points: tuple = ()   # the kinds --operating-point takes (chexnet.operating.KINDS), if any
 
 
-def parser(doc, workload):
-    trainer = workload.trainer
+def parser(doc, wl, parts):
+    trainer = wl.trainer
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help=f"best.npz or last.npz of a {trainer} run, or the run's "
                    f"folder (its best.npz)")
@@ -65,8 +63,8 @@ def parser(doc, workload):
                    f"(default: all three)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (a folder that "
                    "holds only export's files); anything else there stops the command")
-    if workload.operating_points:
-        p.add_argument("--operating-point", choices=workload.operating_points, default=None,
+    if parts.operating_points:
+        p.add_argument("--operating-point", choices=parts.operating_points, default=None,
                        help="add a thresholded output, positive, at this operating point of the checkpoint (chosen "
                             "on val by evaluate: its operating_points.json)")
     return p
@@ -114,22 +112,26 @@ def check_out(out, overwrite):
                         f"finished export; choose another --out")
 
 
-def main(workload, doc, argv=None):
-    """The export command: flags, checks, the model in float32, each format written and checked, the card."""
-    args = parser(doc, workload).parse_args(argv)
-    formats = check_args(args, workload.trainer)
+def main(name, doc, argv=None):
+    """The export command of workload ``name``: flags, checks, the model in float32, each format written and
+    checked, the card."""
+    from training import workload
+    wl = workload.get(name)
+    parts = wl.export_parts()
+    args = parser(doc, wl, parts).parse_args(argv)
+    formats = check_args(args, wl.trainer)
     started = time.perf_counter()
-    state = read_state(args.checkpoint, workload, formats)
+    state = read_state(args.checkpoint, wl, parts, formats)
     if getattr(args, "operating_point", None):
         state = {**state, "operating_point": args.operating_point,
                  "thresholds": card.thresholds(args.checkpoint, args.operating_point)}
-    model = build_float32(workload, state, args.checkpoint)
-    serving = make_serving(workload, model, state)
+    model = build_float32(wl, state, args.checkpoint)
+    serving = make_serving(wl.name, parts, model, state)
     created = not os.path.exists(args.out)
     stage = make_stage(args.out)
     try:
-        timings, checks = write_formats(formats, serving, model, workload.input_shape(state), stage)
-        card.write(stage, card.contents(workload, state, args.checkpoint, {f: FORMATS[f] for f in formats}, checks,
+        timings, checks = write_formats(formats, serving, model, parts.input_shape(state), stage)
+        card.write(stage, card.contents(wl.name, parts, state, args.checkpoint, {f: FORMATS[f] for f in formats}, checks,
                                          timings))
         publish(stage, args.out, [FORMATS[f] for f in formats])
     finally:
@@ -140,24 +142,24 @@ def main(workload, doc, argv=None):
           f"{' and '.join(CARD_FILES)} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
-def read_state(path, workload, formats):
-    """The checkpoint's settings, checked for this workload and the formats asked for."""
+def read_state(path, wl, parts, formats):
+    """The checkpoint's settings, checked for workload ``wl`` and the formats asked for."""
     from training import checkpoint
     _, _, state = checkpoint.read(path)
-    workload.check_checkpoint(state, path)
-    problem = workload.keras_problem(state) if "keras" in formats else None
+    wl.check_checkpoint(state, path)
+    problem = parts.keras_problem(state) if "keras" in formats else None
     if problem:
         raise UserError(f"--format keras: {problem}; leave keras out (--format savedmodel,onnx)")
     return state
 
 
-def build_float32(workload, state, path):
+def build_float32(wl, state, path):
     """The checkpoint's model in float32, its weights and BatchNorm statistics restored."""
     import tf_keras as keras
     from training import checkpoint
     # Float32 whatever the training precision: every runtime runs it, and it is what predict --precision float32 does.
     keras.mixed_precision.set_global_policy("float32")
-    model = workload.build(state)
+    model = wl.model_from_checkpoint(state)
     checkpoint.restore(path, model, with_optimizer=False)
     return model
 
@@ -188,10 +190,10 @@ def _remove(path):
         os.remove(path)
 
 
-def make_serving(workload, model, state):
+def make_serving(name, parts, model, state):
     """The tf.Module of the SavedModel: serving_default (encoded images), serving_tensor, preprocess."""
     from training.serving import Serving
-    return Serving(workload, model, state)
+    return Serving(name, parts, model, state)
 
 
 def write_formats(formats, serving, model, shape, stage):

@@ -1,17 +1,17 @@
 """The training loop every trainer shares: start-up, resume, ``fit`` (fixed-size, or elastic), the tables.
 
-    cfg, manifest = preflight(CheXNetConfig, argv, "chestxray14", "chexnet.train")  # before TensorFlow loads
-    ctx, log = start(cfg, manifest, "chexnet")   # manifest None for random input
-    fit(cfg, ctx, run, model, train_input=lambda ctx: (steps, lambda first_epoch, ...: dataset),
-        validators=lambda ctx: [WholeSplitAUC(...)], model_info={"classes": ..., "crop": ...},
-        monitor="val_mean_auc", mode="max", columns=[("val mean AUC", "val_mean_auc", ".4f")])
+    cfg, manifest = preflight(wl, argv)          # before TensorFlow loads; wl = training.workload.get("chexnet")
+    ctx, log = start(cfg, manifest, wl.name)     # manifest None for random input
+    compile_model(model, optimizer, loss, ctx)
+    fit(cfg, ctx, run, model, wl, manifest)      # training.trainer does these steps for every workload
 
-``model`` is compiled with the distributed optimizer (``compile_model``). ``train_input(ctx)``
-gives the steps per epoch on ``ctx``'s ranks and ``train_data(first_epoch,
-epochs, first_step)``, the batches from ``first_epoch`` (less its first
-``first_step`` batches) to ``epochs - 1``: where a resumed run starts.
-``validators(ctx)`` are callbacks that add the validation figures to the epoch
-logs; the plateau schedule and the checkpoints act on ``monitor`` after them,
+``model`` is compiled with the distributed optimizer (``compile_model``). The
+workload ``wl`` gives the batches (``train_input``: the steps per epoch on
+``ctx``'s ranks and ``train_data(first_epoch, epochs, first_step)``, the
+batches from ``first_epoch``, less its first ``first_step`` batches, to
+``epochs - 1``: where a resumed run starts) and the validators, callbacks
+that add the validation figures to the epoch logs; the plateau schedule and
+the checkpoints act on ``wl.monitor`` after them,
 then the epoch record is written (runtime.callbacks); last, the mid-epoch
 checkpoints and the agreed stop on a signal (training.interrupt). The epochs
 themselves run in ``training.engine``, which the elastic front
@@ -89,15 +89,15 @@ def resume_state(cfg, ctx, run, model, model_info):
     return state
 
 
-def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode="max", columns=()):
-    """Train ``cfg.epochs`` epochs (continuing a resumed run); rank 0 writes the tables.
+def fit(cfg, ctx, run, model, wl, manifest):
+    """Train ``cfg.epochs`` epochs of workload ``wl`` (continuing a resumed run); rank 0 writes the tables.
 
-    ``train_input(ctx)`` gives (steps per epoch, train_data) and ``validators(ctx)`` the validation
-    callbacks for the ranks of ``ctx``: an elastic run (--elastic, training.elastic) asks again after
+    An elastic run (--elastic, training.elastic) asks ``wl`` for the batches and validators again after
     every change of its workers."""
     if cfg.elastic:
-        return elastic.fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode, columns)
+        return elastic.fit(cfg, ctx, run, model, wl, manifest)
     requests = stop.install()
+    model_info = wl.model_info(cfg, manifest)
     state = resume_state(cfg, ctx, run, model, model_info)
     if state and not epochs_left(cfg, ctx, run, state):
         return
@@ -105,12 +105,12 @@ def fit(cfg, ctx, run, model, train_input, validators, model_info, monitor, mode
         run.write_config(cfg, ctx)  # the settings it goes on with, once they are known to be good
     if not state and cfg.init_from:
         engine.start_from(cfg, ctx, model)
-    steps, train_data = train_input(ctx)
+    steps, train_data = engine.train_input(cfg, wl, manifest, ctx)
     if state:
         keras.backend.set_value(model.optimizer.learning_rate, engine.resumed_lr(cfg, state, ctx.size, steps))
-    engine.train(cfg, ctx, run, model, steps, train_data, validators(ctx), model_info, monitor, mode, state,
-                 requests)
-    engine.finish(ctx, run, columns)
+    engine.train(cfg, ctx, run, model, steps, train_data, wl.validators(cfg, manifest, ctx), model_info, wl.monitor,
+                 wl.mode, state, requests)
+    engine.finish(ctx, run, wl.columns)
 
 
 def epochs_left(cfg, ctx, run, state):

@@ -1,6 +1,6 @@
 """What a trainer checks before TensorFlow and Horovod load: a typo or a wrong folder costs no start-up.
 
-    cfg, manifest = preflight(CheXNetConfig, argv, dataset="chestxray14", trainer="chexnet.train")
+    cfg, manifest = preflight(workload.get("chexnet"), argv)
     from training import loop            # TensorFlow loads here
     ctx, log = loop.start(cfg, manifest, "chexnet")
 
@@ -11,16 +11,18 @@ from runtime.files import check_writable_folder
 from training.manifest import Manifest
 
 
-def preflight(config_cls, argv, dataset, trainer):
-    """The flags, the records' manifest (its data set, its shards' presence and sizes) and the runs folder."""
-    cfg = parse_args(config_cls, argv)
+def preflight(wl, argv):
+    """The flags of workload ``wl`` (training.workload), the records' manifest (its data set, its shards'
+    presence and sizes), the runs folder and the workload's own checks of the settings."""
+    cfg = parse_args(wl.config, argv)
     check_writable_folder(cfg.runs_dir, "--runs-dir")
-    if cfg.benchmark and cfg.synthetic_input:
-        return cfg, None
-    manifest = Manifest.load(cfg.data_dir)
-    manifest.expect_dataset(dataset, trainer)
-    for split in splits_read(cfg):
-        manifest.files(split)  # a missing split or shard, or one of another size in bytes, stops here
+    manifest = None
+    if not (cfg.benchmark and cfg.synthetic_input):
+        manifest = Manifest.load(cfg.data_dir)
+        manifest.expect_dataset(wl.datasets, wl.trainer)
+        for split in splits_read(cfg):
+            manifest.files(split)  # a missing split or shard, or one of another size in bytes, stops here
+    wl.check_settings(cfg, manifest)
     return cfg, manifest
 
 
