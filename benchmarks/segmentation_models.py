@@ -188,13 +188,11 @@ def train_and_grade(args, tfrecords, model, run, fp):
 
 def load(run, checkpoint_name):
     """(model, stored size) of a run's checkpoint, in its precision."""
-    from segmentation import model as seg_model
-    from training import checkpoint, prediction
-    path = os.path.join(run, checkpoint_name)
-    state = prediction.read_checkpoint(argparse.Namespace(checkpoint=path, precision="checkpoint", device="auto"))
-    model = seg_model.build_model(state["model"], state["stored_size"])
-    checkpoint.restore(path, model, with_optimizer=False)
-    return model, state["stored_size"]
+    from training import prediction, workload
+    args, wl = argparse.Namespace(checkpoint=os.path.join(run, checkpoint_name), precision="checkpoint",
+                                  device="auto"), workload.get("segmentation")
+    state = prediction.read_checkpoint(args, wl)
+    return prediction.restored_model(args, wl, state), state["stored_size"]
 
 
 def time_inference(args, run, model_name):

@@ -34,9 +34,10 @@ import os
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from dataprep.images import image_files
 from runtime.errors import UserError, main_guard
-from training import paths, prediction
+from training import paths, prediction, workload
 
-TRAINER = "chexnet.train"
+WORKLOAD = workload.get("chexnet")
+TRAINER = WORKLOAD.trainer
 MAX_BATCH = 65536  # as evaluate's --eval-batch
 
 
@@ -50,16 +51,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.images = image_files(args.images)
     check_args(args)
-    from chexnet import model as cx_model
     from chexnet.preprocess import read_stored
-    from training import checkpoint
 
-    state = prediction.read_checkpoint(args)
-    cx_model.check_checkpoint(state, args.checkpoint)
+    state = prediction.read_checkpoint(args, WORKLOAD)
     if args.cam:
         check_cam_classes(args, state["classes"])  # before the model is built
-    model = cx_model.build_model(state["crop"], len(state["classes"]))
-    checkpoint.restore(args.checkpoint, model, with_optimizer=False)
+    model = prediction.restored_model(args, WORKLOAD, state)
     cams = CamWriter(args, model, state) if args.cam else None
     bad = []
     images = prediction.each_image(args.images, lambda path: read_stored(path, state["stored_size"]), bad)

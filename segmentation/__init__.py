@@ -5,10 +5,11 @@ trainer skeleton in training/.
     python -m segmentation.evaluate --run runs/seg --split val
     python -m segmentation.predict --checkpoint runs/seg/best.npz --out-dir masks/ a.jpg b.png
 
-What is segmentation's own: ``model`` (the four networks, logits out), ``catalog`` (their names, losses and
+What is segmentation's own: ``workload`` (all of it as one training.workload Workload, which the shared
+trainer, evaluate, predict and export ask), ``model`` (the four networks, logits out), ``catalog`` (their names, losses and
 the image sides each takes, without TensorFlow), ``preprocess`` (the transforms; image and mask move
 together), ``data`` (the record schema on the shared sharding), ``losses`` (Dice, BCE, their sum), ``metrics``
 (per-image Dice, IoU, precision, recall and their bootstrap intervals), ``validation`` (whole-split figures
-every epoch), ``config`` (its settings); ``train``, ``evaluate``, ``predict`` and ``export`` are the entry
+every epoch), ``grading`` (evaluate's tables), ``config`` (its settings); ``train``, ``evaluate``, ``predict`` and ``export`` are the entry
 points. None of these modules imports Horovod.
 """

@@ -22,9 +22,10 @@ import os
 
 import runtime  # noqa: F401  (selects legacy Keras before TensorFlow loads)
 from runtime.errors import main_guard
-from training import paths, prediction
+from training import paths, prediction, workload
 
-TRAINER = "segmentation.train"
+WORKLOAD = workload.get("segmentation")
+TRAINER = WORKLOAD.trainer
 HEADER = ["image", "mask", "polyp_fraction"]
 
 
@@ -59,13 +60,8 @@ def main(argv=None):
     table = os.path.join(args.out_dir, "predictions.csv")
     outputs = [(table, "the predictions table"), *((mask, f"the mask of {image}") for image, mask in masks.items())]
     prediction.check_paths(args, TRAINER, {"--out-dir": args.out_dir}, outputs)
-    from segmentation import model as seg_model
-    from training import checkpoint
-
-    state = prediction.read_checkpoint(args)
-    seg_model.check_checkpoint(state, args.checkpoint)
-    model = seg_model.build_model(state["model"], state["stored_size"])
-    checkpoint.restore(args.checkpoint, model, with_optimizer=False)
+    state = prediction.read_checkpoint(args, WORKLOAD)
+    model = prediction.restored_model(args, WORKLOAD, state)
     os.makedirs(args.out_dir, exist_ok=True)
     bad = []
     rows = [[path, masks[path], f"{write_mask(model, frame, state['stored_size'], masks[path]):.6f}"]

@@ -21,14 +21,17 @@ HOROVOD_FREE = ["chexnet.model", "chexnet.preprocess", "chexnet.losses", "chexne
                 "segmentation.data", "segmentation.config", "segmentation.predict", "training.paths",
                 "training.manifest", "training.preflight", "segmentation.catalog", "chexnet.weights",
                 "training.export", "training.card", "training.serving", "training.image_graph", "chexnet.export",
-                "segmentation.export"]
+                "segmentation.export", "training.workload", "chexnet.workload", "segmentation.workload",
+                "chexnet.grading", "segmentation.grading", "training.evaluation", "training.trainer"]
 
 # What the entry points read before TensorFlow loads (the flags, the manifest, the output folders, the device
 # rules): a bad input is refused without TensorFlow's start-up.
 TENSORFLOW_FREE = ["runtime.config", "runtime.devices", "runtime.files", "runtime.precision", "training.config",
                    "training.manifest", "training.preflight", "training.paths", "chexnet.config", "chexnet.weights",
                    "segmentation.catalog", "segmentation.config", "dataprep.flags", "training.export", "training.card",
-                   "chexnet.export", "segmentation.export"]
+                   "chexnet.export", "segmentation.export", "training.workload", "chexnet.workload",
+                   "segmentation.workload", "training.trainer", "training.evaluation", "chexnet.grading",
+                   "segmentation.grading"]
 
 PROBE = """
 import importlib, json, sys

@@ -149,7 +149,7 @@ def test_predict_refuses_a_gpu_it_cannot_use_instead_of_running_on_the_cpu(tmp_p
     np.savez(good, weight_0000=np.ones(3), state_json=np.frombuffer(b'{"epoch": 1}', np.uint8))
     args = argparse.Namespace(checkpoint=str(good), device=device, precision="checkpoint")
     with pytest.raises(UserError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
-        prediction.read_checkpoint(args)
+        prediction.read_checkpoint(args, argparse.Namespace(check_checkpoint=lambda state, path: None))
 
 
 def test_every_csv_quotes_names_with_commas_and_quotes(tmp_path):

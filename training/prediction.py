@@ -3,7 +3,8 @@
     parser = prediction.parser(__doc__, "chexnet.train")      # --checkpoint, --precision, --overwrite, images...
     args = parser.parse_args(argv)
     prediction.check_paths(args, "chexnet.train", {"--out": "out"}, [("out/p.csv", "--out")])  # before TF
-    state = prediction.read_checkpoint(args)                  # and sets the precision policy
+    state = prediction.read_checkpoint(args, wl)              # wl: training.workload.get("chexnet"); sets the precision
+    model = prediction.restored_model(args, wl, state)
     bad = []
     for path, image in prediction.each_image(args.images, load, bad):   # one at a time; bad: [(path, reason)]
         ...
@@ -59,13 +60,14 @@ def check_paths(args, trainer, folders, outputs):
         print(note, flush=True)
 
 
-def read_checkpoint(args):
-    """The checkpoint's saved state; pins the device and sets the Keras precision policy for it (before any
-    model is built)."""
+def read_checkpoint(args, wl):
+    """The checkpoint's saved state, refused unless it is workload ``wl``'s (training.workload); pins the
+    device and sets the Keras precision policy for it (before any model is built)."""
     import tf_keras as keras
     from runtime import tf_devices
     from training import checkpoint
     _, _, state = checkpoint.read(args.checkpoint)
+    wl.check_checkpoint(state, args.checkpoint)
     device, capability, name = tf_devices.pin(args.device, index=0, size=1, nccl=True)
     requested = state.get("precision", "float32") if args.precision == "checkpoint" else args.precision
     choice = precision.choose(requested, gpu_capability=capability, on_gpu=device != "CPU")
@@ -73,6 +75,14 @@ def read_checkpoint(args):
     print(f"predicting on {device}" + (f" ({name}, compute capability {capability})" if name else "")
           + f" in {choice.policy}", file=sys.stderr, flush=True)
     return state
+
+
+def restored_model(args, wl, state):
+    """Workload ``wl``'s network of the checkpoint's settings, its weights restored."""
+    from training import checkpoint
+    model = wl.model_from_checkpoint(state)
+    checkpoint.restore(args.checkpoint, model, with_optimizer=False)
+    return model
 
 
 def each_image(paths_, load, bad):
