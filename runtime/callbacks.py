@@ -77,6 +77,7 @@ class ImagesSeen(keras.callbacks.Callback):
 
     def __init__(self, per_rank_batch, resumed_at=(0, 0)):
         super().__init__()
+        self._supports_tf_logs = True  # counts batches, reads no figure: no host sync per batch
         self.per_rank_batch, self.batches = per_rank_batch, 0
         self.resumed_at = resumed_at
 
@@ -120,6 +121,7 @@ class LearningRateWarmup(keras.callbacks.Callback):
         super().__init__()
         self.base_lr, self.target_lr, self.warmup_updates = base_lr, target_lr, warmup_updates
         self.batches_per_update = batches_per_update
+        self._supports_tf_logs = True  # sets the rate, reads no figure: no host sync per batch
         self.batch = initial_batch  # batches run before this fit call (resume)
         self.scale = 1.0
         self._last_set, self._started = None, False
@@ -127,29 +129,43 @@ class LearningRateWarmup(keras.callbacks.Callback):
     def _rate(self, batch):
         return schedule.warmup_lr(batch // self.batches_per_update, self.warmup_updates, self.base_lr, self.target_lr)
 
-    def _set_for_next_batch(self):
-        if self.batch // self.batches_per_update > self.warmup_updates:
-            return  # warm-up over: the rate now belongs to the plateau schedule
+    def _warming(self):
+        return self.batch // self.batches_per_update <= self.warmup_updates  # after it the plateau owns the rate
+
+    def _adopt(self):
+        # A host read of the rate: at train and epoch begins only, where someone else may have set it
+        # (a plateau cut at an epoch end, a resumed checkpoint), never between batches.
         current = current_lr(self.model)
         if self._last_set is not None and not math.isclose(current, self._last_set, rel_tol=1e-6):
             self.scale *= current / self._last_set
-        keras.backend.set_value(self.model.optimizer.learning_rate, self._rate(self.batch) * self.scale)
-        self._last_set = current_lr(self.model)
+        self._last_set = current
+
+    def _set_for_next_batch(self):
+        if self._warming():
+            self._last_set = self._rate(self.batch) * self.scale
+            keras.backend.set_value(self.model.optimizer.learning_rate, self._last_set)
 
     def on_train_begin(self, logs=None):
         if self._started:
-            return  # a second fit call of the same run (after a resumed partial epoch): nothing to adopt
+            return  # a second fit call of the same run (after a resumed partial epoch): its epoch begin adopts
         self._started = True
         if self.batch > 0:
             # Resumed: the checkpoint holds the rate set for this batch at the end
             # of the previous one; a difference from the ramp is a plateau cut to keep.
             self._last_set = self._rate(self.batch)
+        if self._warming():
+            self._adopt()
         self._set_for_next_batch()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._warming():
+            self._adopt()
+            self._set_for_next_batch()
 
     def on_train_batch_end(self, batch, logs=None):
         # Set here rather than at the next batch's start: the epoch record then
         # shows the rate the next epoch starts with, and a plateau callback at
-        # this epoch's end acts on it (and is adopted above).
+        # this epoch's end acts on it (and is adopted at the next epoch's begin).
         self.batch += 1
         self._set_for_next_batch()
 
@@ -163,23 +179,38 @@ class Throughput(keras.callbacks.Callback):
 
     Leaves ``images_per_s`` and friends in the epoch logs (for EpochLog) and
     logs one line on rank 0. Every rank must take part: it runs collectives.
+    ``every_step``: a timestamp after each batch, which Keras makes a host sync
+    (it converts the logs for this callback): benchmark mode's method. Otherwise
+    spans, each ended by ``synced()`` right after a host sync (the trainer's stop
+    checks) and by the epoch end: no sync of its own between batches.
     """
 
-    def __init__(self, per_rank_batch, warmup_steps):
+    def __init__(self, per_rank_batch, warmup_steps, every_step=True):
         super().__init__()
-        self.per_rank_batch = per_rank_batch
+        self.per_rank_batch, self.every_step = per_rank_batch, every_step
+        self._supports_tf_logs = not every_step  # spans: Keras may leave the batch logs on the device
         self.meter = throughput.StepMeter(warmup_steps)
         self.last = None
+        self._pending = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.meter.start()
+        self._pending = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        # Keras converts ``logs`` to numpy for callbacks like this one, which
-        # waits for the step to finish: each timestamp is a host sync.
-        self.meter.step(self.per_rank_batch)
+        if self.every_step:
+            self.meter.step(self.per_rank_batch)
+        else:
+            self._pending += 1
+
+    def synced(self, t=None):
+        """The batches since the last span ended, done at ``t`` (the caller just waited for them)."""
+        self.meter.span(self.per_rank_batch, self._pending, t)
+        self._pending = 0
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.every_step:
+            self.synced()  # the epoch logs were read (MetricAverage, before this): the last batch is done
         self.last = gather_throughput(self.meter)
         if logs is not None and self.last:
             logs["images_per_s"] = self.last["images_per_s"]
@@ -232,6 +263,7 @@ class ProgressLog(keras.callbacks.Callback):
 
     def __init__(self, every_s, steps_per_epoch):
         super().__init__()
+        self._supports_tf_logs = True  # the figures are read (a host sync) only when a line is due
         self.every_s, self.steps_per_epoch = every_s, steps_per_epoch
         self._epoch, self._next = 0, 0.0
 
@@ -268,7 +300,7 @@ class TrainingHooks:
 
 
 def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_epoch=0, epoch_end=(),
-                       initial_step=0, plan=None):
+                       initial_step=0, plan=None, every_step_timing=True):
     """The runtime's callbacks in the order they must run.
 
     ``cfg`` carries ``base_lr``, ``lr_scaling``, ``warmup_epochs`` and
@@ -278,10 +310,11 @@ def standard_callbacks(run, cfg, ctx, steps_per_epoch, per_rank_batch, initial_e
     plateau LR, checkpoints); they run after the metric averaging and the
     BatchNorm averaging, and before the epoch record is written. On resume the
     warm-up continues from where the interrupted run stood (``initial_step``
-    batches into ``initial_epoch`` for a mid-epoch checkpoint).
+    batches into ``initial_epoch`` for a mid-epoch checkpoint). ``every_step_timing`` False: the
+    throughput is timed in spans the caller ends (``TrainingHooks.throughput.synced``, Throughput).
     """
     plan = plan or schedule.Schedule.of(cfg, ctx.size, steps_per_epoch)
-    meter = Throughput(per_rank_batch, cfg.throughput_warmup_steps)
+    meter = Throughput(per_rank_batch, cfg.throughput_warmup_steps, every_step=every_step_timing)
     cbs = [
         BroadcastInitialState(),
         MetricAverage(),

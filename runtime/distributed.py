@@ -325,6 +325,14 @@ def any_rank(*flags):
     return tuple(bool(v > 0) for v in reduced)
 
 
+def any_rank_and_least(flags, number):
+    """Collective: (each flag true on every rank when true on one, the least of every rank's ``number``) in one
+    allreduce: a stop check's flags and the agreed steps to its next check."""
+    values = tf.constant([1.0 if f else 0.0 for f in flags] + [-float(number)], tf.float64)
+    reduced = hvd.allreduce(values, op=hvd.Max, name="any_rank_and_least").numpy()  # max of -x: min of x
+    return tuple(bool(v > 0) for v in reduced[:-1]), -reduced[-1]
+
+
 def allgather(array):
     """Concatenate every rank's ``array`` along axis 0 (rank order); any local length."""
     return hvd.allgather(tf.convert_to_tensor(np.asarray(array))).numpy()

@@ -9,7 +9,8 @@
 
 One clock per rank: step *i* lasts from the end of step *i-1* to its own end, so
 input-pipeline stalls between steps count, and the timed steps add up exactly
-to the elapsed time. Across ranks ``combine`` divides all images by the slowest
+to the elapsed time. A trainer that syncs with the device only every few steps
+records spans instead (``span``): each of a span's steps lasts its mean. Across ranks ``combine`` divides all images by the slowest
 rank's elapsed time: the job is only as fast as its slowest rank.
 """
 import dataclasses
@@ -48,6 +49,16 @@ class StepMeter:
             self.durations.append(now - self._last)
             self.images.append(images)
         self._seen += 1
+        self._last = now
+
+    def span(self, images, steps, t=None):
+        """``steps`` steps of ``images`` each, ended at ``t`` after a host sync (a trainer's stop check, an
+        epoch end): each lasts the span's mean. A span is timed only if it starts after the warm-up steps."""
+        now = time.perf_counter() if t is None else t
+        if steps and self._seen >= self.warmup_steps:
+            self.durations.extend([(now - self._last) / steps] * steps)
+            self.images.extend([images] * steps)
+        self._seen += steps
         self._last = now
 
     def summary(self):

@@ -70,6 +70,10 @@ class TrainConfig(RuntimeConfig):
     checkpoint_every_steps: int = field(0, "also write last.npz every N steps within an epoch, resumed at the "
                                         "exact step (0: at epoch ends only; a stop signal always writes one)",
                                         at_least=0, at_most=10 ** 9)
+    stop_check_s: float = field(2.0, "about this many seconds of batches between the ranks' agreement on a stop "
+                                "signal or a non-finite loss (the only host read of the loss and the only "
+                                "collective between batches; the steps are agreed at each check); 0: after "
+                                "every batch", at_least=0, at_most=3600)
     elastic: bool = field(False, "elastic training under horovodrun --min-np/--max-np --host-discovery-script "
                           "(Gloo): a lost worker leaves the others training from the last commit (each "
                           "checkpoint), added workers join at the next one; needs --run-name (training.elastic)")

@@ -144,15 +144,19 @@ def train(cfg, ctx, run, model, steps, train_data, validators, model_info, monit
         # multiply the cost (and the files) by the ranks.
         epoch_end.append(keras.callbacks.TensorBoard(
             run.file("tensorboard"), profile_batch=cfg.profile_range() if cfg.profile_steps else 0))
+    # Throughput in spans ended by the stop checks: no host sync of its own between batches.
     hooks = callbacks.standard_callbacks(run, cfg, ctx, steps, cfg.per_rank_batch, initial_epoch=first_epoch,
-                                         epoch_end=epoch_end, initial_step=first_step, plan=plan)
+                                         epoch_end=epoch_end, initial_step=first_step, plan=plan,
+                                         every_step_timing=False)
     committer = commit(saver) if commit else None
     if committer:
         hooks.callbacks.append(committer)
     hooks.callbacks.append(interrupt.StepCheckpoints(run, saver, requests, steps, cfg.checkpoint_every_steps,
                                                      cfg.epochs, resumed_at=(first_epoch, first_step),
                                                      batches_per_update=cfg.grad_accum_steps,
-                                                     on_checkpoint=committer.commit if committer else None))
+                                                     on_checkpoint=committer.commit if committer else None,
+                                                     check_s=cfg.stop_check_s, on_sync=hooks.throughput.synced,
+                                                     warmup_steps=cfg.throughput_warmup_steps))
     if cfg.nvtx:  # first: its range closes before the stop allreduce and checkpoints of the batch end
         hooks.callbacks.insert(0, nvtx.StepRanges(initial_step=first_step))
     with timeline(cfg, ctx, run):
