@@ -276,6 +276,13 @@ def stop_timeline():
     hvd.stop_timeline()
 
 
+def gradient_tape(tape):
+    """``tape`` whose ``gradient`` averages over ranks: Horovod's own wrapper, for a loop written without
+    Keras' fit (benchmarks/step_overhead.py's bare loop); one rank gets the tape itself."""
+    # Horovod: the allreduce of each gradient, as its examples' custom loops do it.
+    return hvd.DistributedGradientTape(tape) if hvd.size() > 1 else tape
+
+
 def broadcast_variables(variables, root_rank=0):
     if hvd.size() == 1:  # an identity, whose graph costs seconds to build
         return

@@ -106,17 +106,16 @@ def test_a_record_holds_the_resized_image_and_its_0_1_mask(written):
 
 
 def test_segmentation_train_takes_the_records_and_chexnet_refuses_them(written, tmp_path):
-    from chexnet.config import DATASETS as CHEXNET_SETS, CheXNetConfig
-    from segmentation.config import DATASETS, SegmentationConfig
+    from training import workload
     from training.preflight import preflight
     folder, _ = written
     argv = ["--data-dir", str(folder), "--runs-dir", str(tmp_path)]
-    _, manifest = preflight(SegmentationConfig, argv, DATASETS, "segmentation.train")
+    _, manifest = preflight(workload.get("segmentation"), argv)
     assert manifest.dataset == "masks" and manifest.stored_size == 32
     for split in ("train", "val", "test"):
         manifest.check_counts(split)
     with pytest.raises(UserError, match="holds masks records; chexnet.train trains on"):
-        preflight(CheXNetConfig, argv, CHEXNET_SETS, "chexnet.train")
+        preflight(workload.get("chexnet"), argv)
 
 
 def test_label_map_foreground_picks_the_given_classes(tmp_path):
