@@ -36,6 +36,8 @@ ELASTIC=""
 DISCOVERY=""
 COOLDOWN=10:60
 die() { echo "launch.sh: error: $*" >&2; exit 2; }
+# shellcheck source=../network.sh
+source "$ROOT/job_submissions/network.sh"
 while [ $# -gt 0 ]; do
   case "$1" in
     --np) NP=${2:?--np needs a number}; shift 2 ;;
@@ -82,23 +84,17 @@ check_iface() {  # check_iface HOST: HOST has interface $IFACE, or one line sayi
   esac
   case $rc in
     0) ;;
-    1) die "MEDIMG_IFACE=$IFACE: host $1 has no interface $IFACE ($hint)" ;;
+    1) net_iface_missing "$1" "$hint" ;;
     *) die "MEDIMG_IFACE=$IFACE: cannot reach host $1 by ssh to check it (exit $rc): horovodrun needs passwordless ssh to every host" ;;
   esac
 }
-# Open MPI notices a daemon it cannot reach (a cut link) after keepalive_time + probes x intvl
-# seconds of silence, not its default 480 s; set these to override.
-export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-60} \
-  OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-10} \
-  OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
+net_keepalive
 IFACE_ARGS=()
 if [ -n "$IFACE" ]; then
-  [[ "$IFACE" =~ ^[A-Za-z0-9_.:@-]+$ ]] || die "MEDIMG_IFACE '$IFACE' is not an interface name (e.g. eth0, ib0)"
+  # horovodrun sets its own controller's interface; net_use_iface covers Open MPI's, Gloo's and NCCL's sockets.
+  net_use_iface "$IFACE"
   for host in $(job_hosts | sort -u); do check_iface "$host"; done
   IFACE_ARGS=(--network-interface "$IFACE")
-  # horovodrun sets its own controller's interface; these cover Open MPI's, Gloo's and NCCL's sockets.
-  export OMPI_MCA_btl_tcp_if_include=$IFACE OMPI_MCA_oob_tcp_if_include=$IFACE HOROVOD_GLOO_IFACE=$IFACE \
-    GLOO_SOCKET_IFNAME=$IFACE NCCL_SOCKET_IFNAME=$IFACE
 fi
 # No cd: relative paths stay the user's; PYTHONPATH finds the project, -P (Python 3.11 and later) keeps the
 # user's folder off sys.path.

@@ -4,6 +4,9 @@
 # MEDIMG_MODULES  modules to load first, e.g. "openmpi/4.1 gcc/12" (default: none)
 # MEDIMG_VENV     the virtual environment to activate (default: $MEDIMG_ROOT/.venv)
 # LAUNCHER        mpirun (default) or srun
+# MEDIMG_IFACE    the interface every collective uses, on nodes with several networks (a data
+#                 network and a management one), e.g. ib0: each node of the allocation is checked
+#                 to have it first (one srun step), and a node without it is named in one line
 # MEDIMG_STOP_GRACE_S  training jobs: seconds a rank gets, after mpirun passes on a SIGTERM
 #                 (scancel, preemption), to finish its step and write its checkpoint before
 #                 mpirun kills it (default 10; keep it below Slurm's KillWait, 30 s by default).
@@ -12,11 +15,6 @@
 #
 # The job stays in the folder Slurm started it in (the submit folder, or sbatch --chdir):
 # relative paths (RUNS_DIR, DATA_DIR, --preset, --data-dir, the --output log) are taken from there.
-# Open MPI notices a daemon it cannot reach (a cut link) after keepalive_time + probes x intvl
-# seconds of silence, not its default 480 s; set these to override.
-export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-60} \
-  OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-10} \
-  OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
 die() { echo "$(basename "${JOB_SCRIPT:-job}"): error: $*" >&2; exit 2; }
 
 require_slurm_job() {  # a job script run with plain bash has no allocation to launch on
@@ -26,6 +24,9 @@ require_slurm_job
 ROOT=${MEDIMG_ROOT:-${SLURM_SUBMIT_DIR:-$PWD}}
 [ -f "$ROOT/training/loop.py" ] || die "$ROOT is not the project folder: submit from it, or set MEDIMG_ROOT"
 ROOT=$(cd "$ROOT" && pwd)  # absolute: the job never changes folder, and PYTHONPATH must hold wherever a rank starts
+# shellcheck source=../network.sh
+source "$ROOT/job_submissions/network.sh"
+net_keepalive
 
 activate() {  # modules first (they may provide MPI and compilers), then the venv
   if [ -n "${MEDIMG_MODULES:-}" ]; then
@@ -42,8 +43,21 @@ activate() {  # modules first (they may provide MPI and compilers), then the ven
   export PYTHONSAFEPATH=1
 }
 
+check_iface_on_nodes() {  # every node of the allocation has $MEDIMG_IFACE, or one line naming those without it
+  local missing rc=0
+  # shellcheck disable=SC2016  # expanded on each node
+  missing=$(timeout 60 srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 --overlap \
+    bash -c '[ -e "/sys/class/net/$1" ] || echo "$SLURMD_NODENAME"' - "$MEDIMG_IFACE") || rc=$?
+  [ "$rc" -eq 0 ] || die "MEDIMG_IFACE=$MEDIMG_IFACE: the check step on the job's nodes failed (srun exit $rc)"
+  [ -z "$missing" ] || net_iface_missing "$(echo "$missing" | sort | paste -sd ' ' -)" "'ip -br addr' there lists its interfaces"
+}
+
 launcher() {  # launcher [GRACE_S]: sets LAUNCH, the command that starts one rank per Slurm task
   local np=${SLURM_NTASKS:?launch runs inside a Slurm allocation}
+  if [ -n "${MEDIMG_IFACE:-}" ]; then
+    net_use_iface "$MEDIMG_IFACE"
+    check_iface_on_nodes
+  fi
   case "${LAUNCHER:-mpirun}" in
     # Open MPI reads the allocation (hosts, tasks per node) and starts its daemons
     # through Slurm itself: works wherever Open MPI runs, without Slurm's PMIx plugin.
