@@ -1,8 +1,17 @@
-"""A real one-node Slurm for the tests: munged, slurmctld and slurmd started in a temporary folder.
+"""A real Slurm for the tests: munged, slurmctld and slurmd started in a temporary folder.
 
     with SlurmCluster(tmp_path) as slurm:          # installs slurm-wlm and munge with apt if root and missing
         job = slurm.sbatch(["job_submissions/slurm/train.sbatch", "segmentation", ...], env)
         state = slurm.wait(job, timeout=600)        # "COMPLETED", "FAILED", ...
+    with SlurmCluster(tmp_path, netns=cluster):    # one Slurm node per node of a tests/netns_cluster.py cluster
+        ...
+
+One node by default: this machine. Across nodes (``netns``): slurmctld runs in the
+first node, one ``slurmd -N <hostname>`` in each node (its network, hostname and
+mount namespace, so its tasks see that node's interfaces and /etc/hosts), the
+Slurm nodes named by the nodes' hostnames, each with its own spool folder and log;
+every Slurm command the class runs is run from the first node. munged stays
+outside: its socket is a file, which every node reaches.
 
 The configuration is the one known to work on this machine kind (REFERENCE):
 ``SlurmUser=root``, ``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``,
@@ -10,7 +19,7 @@ The configuration is the one known to work on this machine kind (REFERENCE):
 Everything lives in the folder given (config, state, spool, logs, munge socket
 and a fresh munge key); free ports are picked, so it does not clash with a system
 Slurm. Every daemon is started in the foreground as a child and stopped by
-its own process id when the block ends. ``unavailable()`` says why the tests
+its own process id when the block ends (or when its start fails). ``unavailable()`` says why the tests
 must skip (not root, no apt, install failed), or None.
 """
 import os
@@ -20,6 +29,7 @@ import subprocess
 import time
 
 PACKAGES = ["slurm-wlm", "munge"]
+DAEMONS = ("munged", "slurmctld", "slurmd")
 
 
 def _run(cmd, timeout=600):
@@ -57,24 +67,38 @@ def _node_facts():
 
 
 class SlurmCluster:
-    def __init__(self, folder):
+    def __init__(self, folder, netns=None):
         self.folder = str(folder)
         self.conf = os.path.join(self.folder, "slurm.conf")
-        self.host = socket.gethostname().split(".")[0]
+        self.netns = netns
+        # {Slurm node name: netns node, or None for this machine}
+        self.nodes = ({netns.hostname(n): n for n in netns.nodes} if netns
+                      else {socket.gethostname().split(".")[0]: None})
+        self.host = next(iter(self.nodes))  # slurmctld's
         self.procs = []
+
+    def on(self, name, cmd):
+        """``cmd`` prefixed to run on Slurm node ``name``."""
+        node = self.nodes[name]
+        return self.netns.on(node, cmd) if node else cmd
+
+    def client(self, cmd):
+        """``cmd`` prefixed to run where slurmctld is reached by its name: the first node."""
+        return self.on(self.host, cmd)
 
     # ---------------------------------------------------------------- set-up
     def _write_config(self):
         cpus, memory = _node_facts()
-        for sub in ("state", "spool", "log", "munge"):
+        for sub in ("state", "log", "munge", *(os.path.join("spool", name) for name in self.nodes)):
             os.makedirs(os.path.join(self.folder, sub), exist_ok=True)
         f = self.folder
         lines = [
             "ClusterName=medimg-test", f"SlurmctldHost={self.host}", "SlurmUser=root", "SlurmdUser=root",
             f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
-            f"StateSaveLocation={f}/state", f"SlurmdSpoolDir={f}/spool",
-            f"SlurmctldPidFile={f}/slurmctld.pid", f"SlurmdPidFile={f}/slurmd.pid",
-            f"SlurmctldLogFile={f}/log/slurmctld.log", f"SlurmdLogFile={f}/log/slurmd.log",
+            # %n: the node's name, so that every slurmd has a spool, pid and log of its own
+            f"StateSaveLocation={f}/state", f"SlurmdSpoolDir={f}/spool/%n",
+            f"SlurmctldPidFile={f}/slurmctld.pid", f"SlurmdPidFile={f}/slurmd-%n.pid",
+            f"SlurmctldLogFile={f}/log/slurmctld.log", f"SlurmdLogFile={f}/log/slurmd-%n.log",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
             "SchedulerType=sched/backfill", "MpiDefault=none", "ReturnToService=2",
@@ -83,8 +107,8 @@ class SlurmCluster:
             "JobRequeue=1", "KillWait=5", "InactiveLimit=0", "MinJobAge=600",
             "JobCompType=jobcomp/none", "AccountingStorageType=accounting_storage/none",
             f"AuthInfo=socket={f}/munge/munge.socket",
-            f"NodeName={self.host} CPUs={cpus} RealMemory={memory} State=UNKNOWN",
-            f"PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP",
+            *(f"NodeName={name} CPUs={cpus} RealMemory={memory} State=UNKNOWN" for name in self.nodes),
+            f"PartitionName=debug Nodes={','.join(self.nodes)} Default=YES MaxTime=INFINITE State=UP",
         ]
         with open(self.conf, "w") as fh:
             fh.write("\n".join(lines) + "\n")
@@ -102,19 +126,39 @@ class SlurmCluster:
         self._wait_for(lambda: os.path.exists(f"{m}/munge.socket"), 20, "munged's socket")
 
     def _start_slurm(self):
-        for daemon in ("slurmctld", "slurmd"):
-            self.procs.append(subprocess.Popen([daemon, "-D", "-f", self.conf], env=self.env(),
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        self._wait_for(self._node_idle, 60, f"node {self.host} idle in sinfo")
+        self._daemon(self.client(["slurmctld", "-D", "-f", self.conf]))
+        for name in self.nodes:
+            self._cgroups(name)
+            self._daemon(self.on(name, ["slurmd", "-D", "-N", name, "-f", self.conf]))
+        self._wait_for(self._nodes_idle, 60, f"node(s) {', '.join(self.nodes)} idle in sinfo")
 
-    def _node_idle(self):
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, env=self.env())
-        return out.returncode == 0 and out.stdout.strip().startswith("idle")
+    def _cgroups(self, name):
+        """slurmd needs the cgroup file systems, which a node's own /sys lacks: they are mounted there as
+        this machine has them, in the node's mount namespace alone (it goes with the node)."""
+        if self.nodes[name] is None:
+            return
+        script = ["mountpoint -q /sys/fs/cgroup && exit 0"]  # a Slurm before this one mounted them
+        with open("/proc/self/mounts") as fh:
+            for source, target, kind, options, *_ in (line.split() for line in fh):
+                if target == "/sys/fs/cgroup" or target.startswith("/sys/fs/cgroup/"):
+                    script.append(f"mkdir -p {target} && mount -t {kind} -o {options} {source} {target}")
+        subprocess.run(self.on(name, ["sh", "-ec", "\n".join(script)]), check=True, capture_output=True,
+                       timeout=30)
+
+    def _daemon(self, cmd):
+        # nsenter execs the daemon: the pid kept is the daemon's own
+        self.procs.append(subprocess.Popen(cmd, env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def _nodes_idle(self):
+        out = subprocess.run(self.client(["sinfo", "-h", "-N", "-o", "%T"]), capture_output=True, text=True,
+                             env=self.env(), timeout=30)
+        states = out.stdout.split()
+        return out.returncode == 0 and len(states) == len(self.nodes) and all(s.startswith("idle") for s in states)
 
     def _wait_for(self, condition, timeout, what):
         deadline = time.monotonic() + timeout
         while not condition():
-            dead = [p.args[0] for p in self.procs if p.poll() is not None]
+            dead = [next(a for a in p.args if a in DAEMONS) for p in self.procs if p.poll() is not None]
             if dead or time.monotonic() > deadline:
                 logs = self.logs()
                 self.stop()
@@ -123,9 +167,13 @@ class SlurmCluster:
             time.sleep(0.3)
 
     def __enter__(self):
-        self._write_config()
-        self._start_munge()
-        self._start_slurm()
+        try:
+            self._write_config()
+            self._start_munge()
+            self._start_slurm()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -150,14 +198,14 @@ class SlurmCluster:
 
     def sbatch(self, args, env=None, cwd=None):
         """Job id of ``sbatch --parsable ARGS``."""
-        proc = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, cwd=cwd,
+        proc = subprocess.run(self.client(["sbatch", "--parsable", *args]), capture_output=True, text=True, cwd=cwd,
                               env=dict(env or os.environ, SLURM_CONF=self.conf), timeout=60)
         if proc.returncode != 0:
             raise RuntimeError(f"sbatch {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc.stdout.strip().split(";")[0]
 
     def state(self, job):
-        out = subprocess.run(["scontrol", "show", "job", job, "-o"], capture_output=True, text=True,
+        out = subprocess.run(self.client(["scontrol", "show", "job", job, "-o"]), capture_output=True, text=True,
                              env=self.env()).stdout
         fields = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
         return fields.get("JobState", "UNKNOWN"), fields
@@ -178,14 +226,19 @@ class SlurmCluster:
                          "DEADLINE", "PREEMPTED"):
                 return state
             if time.monotonic() > deadline:
-                subprocess.run(["scancel", job], env=self.env())
+                self.scancel(job)
                 raise TimeoutError(f"job {job} still {state} after {timeout} s; cancelled")
             time.sleep(1)
 
     def update(self, job, *settings):
         """``scontrol update JobId=JOB SETTINGS`` (root may do anything, e.g. TimeLimit=10)."""
-        subprocess.run(["scontrol", "update", f"JobId={job}", *settings], env=self.env(), check=True,
+        subprocess.run(self.client(["scontrol", "update", f"JobId={job}", *settings]), env=self.env(), check=True,
                        capture_output=True, timeout=60)
+
+    def scancel(self, job, *options):
+        """``scancel OPTIONS JOB`` (e.g. ``--signal=USR1 --batch``: the signal a time limit brings)."""
+        subprocess.run(self.client(["scancel", *options, job]), env=self.env(), check=True, capture_output=True,
+                       timeout=60)
 
     def start_now(self, job):
         """Let a requeued job start at once (Slurm holds it back for two minutes otherwise)."""
@@ -196,7 +249,7 @@ class SlurmCluster:
 
     def logs(self):
         out = []
-        for name in ("log/slurmctld.log", "log/slurmd.log", "munge/munged.log"):
+        for name in ("log/slurmctld.log", *(f"log/slurmd-{n}.log" for n in self.nodes), "munge/munged.log"):
             path = os.path.join(self.folder, name)
             if os.path.exists(path):
                 with open(path, errors="replace") as fh:
