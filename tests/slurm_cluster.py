@@ -230,6 +230,14 @@ class SlurmCluster:
                 raise TimeoutError(f"job {job} still {state} after {timeout} s; cancelled")
             time.sleep(1)
 
+    def completed(self, job, log, timeout, on_requeue=None):
+        """The text of ``log`` once ``job`` has COMPLETED (``wait``); AssertionError with its tail and the
+        daemons' logs when it ended otherwise."""
+        state = self.wait(job, timeout, on_requeue)
+        text = open(log, errors="replace").read() if os.path.exists(log) else "(no log)"
+        assert state == "COMPLETED", f"job {job}: {state}\n{text[-4000:]}\n{self.logs()}"
+        return text
+
     def update(self, job, *settings):
         """``scontrol update JobId=JOB SETTINGS`` (root may do anything, e.g. TimeLimit=10)."""
         subprocess.run(self.client(["scontrol", "update", f"JobId={job}", *settings]), env=self.env(), check=True,

@@ -46,10 +46,7 @@ def submit(slurm, script, args, env, tmp_path, ntasks=2, extra=()):
 
 
 def finished(slurm, job, log, timeout=900, on_requeue=None):
-    state = slurm.wait(job, timeout, on_requeue)
-    text = open(log, errors="replace").read() if os.path.exists(log) else "(no log)"
-    assert state == "COMPLETED", f"job {job}: {state}\n{text[-4000:]}\n{slurm.logs()}"
-    return text
+    return slurm.completed(job, log, timeout, on_requeue)
 
 
 @pytest.fixture(scope="module")
