@@ -18,7 +18,7 @@ from slurm_cluster import SlurmCluster, unavailable as slurm_unavailable
 
 JOBS = os.path.join(ROOT, "job_submissions", "slurm")
 PAIRS, STORED, PER_SHARD = 48, 32, 8
-EPOCHS = 6
+EPOCHS = 5
 
 
 @pytest.fixture(scope="module")
