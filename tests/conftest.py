@@ -51,7 +51,7 @@ def _group(item):
 # Modules whose tests start ranks, jobs or trainers: `slow`, with every test of a shared fixture above.
 SLOW_MODULES = ("test_stopping", "test_elastic", "test_chexnet_train", "test_segmentation_train",
                 "test_job_submissions", "test_benchmarks", "test_benchmarks_compute", "test_distributed",
-                "test_smoke_train", "test_processes", "test_multinode", "test_slurm_multinode")
+                "test_smoke_train", "test_processes", "test_multinode", "test_own_data_e2e", "test_slurm_multinode")
 
 
 def pytest_itemcollected(item):
