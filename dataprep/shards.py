@@ -18,8 +18,9 @@ dropped. Shards are dealt round-robin to ranks, and each rank writes its share
 with local processes (spawned: the parent may hold MPI and TensorFlow state).
 A shard is written to a temporary name and renamed, then recorded in
 ``.shards/<file>.json`` (records, SHA-256, the rank and host that wrote it,
-what was written and rejected and why). A rerun skips a shard whose record matches the plan: the same options,
-byte size, entry names and ``entries_sha256``; any other shard is rewritten,
+what was written and rejected and why). A rerun skips a shard whose record
+matches the plan: the same options, byte size, entry names and
+``entries_sha256``; any other shard is rewritten,
 with a warning saying why. ``.shards/dataset.txt`` names the data set whose
 writer owns the folder: records or a manifest.json of another data set (or of
 no known writer) are refused, never replaced. Ctrl-C stops the writer
@@ -187,8 +188,8 @@ def write_shard(job):
         atomic_write(final, write_records)  # temporary name, fsync, rename, fsync the folder
     finally:
         _writing_shard = False
-    side = {"file": shard.filename, "write_started": started, "write_finished": time.time(), "split": shard.split, "rank": rank,
-            "host": platform.node(), "records": len(written),
+    side = {"file": shard.filename, "write_started": started, "write_finished": time.time(), "split": shard.split,
+            "rank": rank, "host": platform.node(), "records": len(written),
             "bytes": os.path.getsize(final), "sha256": sha256_of(final), "options": writer.fingerprint(),
             "planned": [writer.name(e) for e in shard.entries],
             "entries_sha256": writer.entries_sha256(shard.entries), "written": written, "rejected": rejected,
