@@ -238,6 +238,19 @@ class SlurmCluster:
         assert state == "COMPLETED", f"job {job}: {state}\n{text[-4000:]}\n{self.logs()}"
         return text
 
+    def wait_for_epoch(self, job, metrics, timeout):
+        """Until ``metrics`` (a run's metrics.jsonl) records an epoch; scancel and fail if ``job`` ends or
+        ``timeout`` s pass first."""
+        from runtime.metrics import read_events
+        deadline = time.monotonic() + timeout
+        while not (os.path.exists(metrics) and read_events(str(metrics), "epoch")):
+            state = self.state(job)[0]
+            if state not in ("PENDING", "RUNNING") or time.monotonic() > deadline:
+                self.scancel(job)
+                raise AssertionError(f"job {job} {state} with no epoch recorded in {metrics} ({timeout} s at most)\n"
+                                     f"{self.logs()}")
+            time.sleep(0.5)
+
     def update(self, job, *settings):
         """``scontrol update JobId=JOB SETTINGS`` (root may do anything, e.g. TimeLimit=10)."""
         subprocess.run(self.client(["scontrol", "update", f"JobId={job}", *settings]), env=self.env(), check=True,

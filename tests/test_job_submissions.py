@@ -58,24 +58,23 @@ def data_job(slurm, work, tmp_path_factory):
     return job, finished(slurm, job, log), folder / "data" / "kvasir-seg" / "tfrecords"
 
 
-TRAIN_EPOCHS = 30
+TRAIN_EPOCHS = 4
 
 
 @pytest.fixture(scope="module")
 def train_job(slurm, work, data_job, tmp_path_factory):
-    """A 2-task training job that runs into its time limit: --time=2 --signal=B:USR1@60. slurmctld
-    sends the signal at its first 30-s check with less than 60 + 30 s left, so 30-60 s in, after
-    epoch 1's checkpoint and while the epochs still run, on the fastest CPU seen too (the seconds are
-    in CHANGELOG.md); the ranks checkpoint and requeue. The requeued run gets a longer limit (else it
-    too is stopped 30-60 s in, which is right but slow)."""
+    """A 2-task training job stopped as its time limit stops it (train.sbatch has --signal=B:USR1@300:
+    ``scancel --signal=USR1 --batch`` sends that SIGUSR1 to the batch shell now) once epoch 1 is recorded;
+    the ranks checkpoint, the job requeues itself and the requeued job resumes to the last epoch."""
     folder, env = work
     job, log = submit(slurm, "train.sbatch", ["segmentation", "--data-dir", str(data_job[2]), "--model", "unet",
                                                "--epochs", str(TRAIN_EPOCHS), "--per-rank-batch", "4",
                                                "--no-tensorboard", "--progress", "none", *FAST],
-                      dict(env, MEDIMG_STOP_GRACE_S="2"), tmp_path_factory.mktemp("train-log"),
-                      extra=["--time=2", "--signal=B:USR1@60"])
-    text = finished(slurm, job, log, timeout=600, on_requeue=lambda j: slurm.update(j, "TimeLimit=10"))
-    return job, text, folder / "runs" / f"medimg-train-{job}"
+                      dict(env, MEDIMG_STOP_GRACE_S="2"), tmp_path_factory.mktemp("train-log"))
+    run = folder / "runs" / f"medimg-train-{job}"
+    slurm.wait_for_epoch(job, run / "metrics.jsonl", timeout=300)
+    slurm.scancel(job, "--signal=USR1", "--batch")
+    return job, finished(slurm, job, log, timeout=600), run
 
 
 def test_data_stage_job_writes_the_records_on_every_task(data_job):
@@ -98,7 +97,7 @@ def test_training_job_runs_two_ranks_and_names_its_run_by_the_job(train_job):
     assert (run / "last.npz").exists() and f"tables in {run}/training.md" in log
 
 
-def test_a_job_out_of_time_checkpoints_requeues_itself_and_finishes_every_epoch(slurm, train_job):
+def test_a_job_signalled_as_at_its_time_limit_checkpoints_requeues_itself_and_finishes_every_epoch(slurm, train_job):
     job, text, run = train_job
     assert slurm.state(job)[1]["Restarts"] == "1", text[-3000:]
     assert "stopped before the time limit (status 75)" in text and "holds a checkpoint: resuming it" in text

@@ -7,7 +7,6 @@ Every job runs with one task a node and MEDIMG_IFACE=data0, on a small synthetic
 import json
 import os
 import sys
-import time
 
 import pytest
 
@@ -80,16 +79,6 @@ def test_the_data_job_on_two_nodes_writes_what_one_process_writes(cluster, data_
     assert across["splits"] == one["splits"] and across["rejected"] == one["rejected"] == []
 
 
-def wait_for_an_epoch(slurm, job, metrics, timeout):
-    deadline = time.monotonic() + timeout
-    while not (metrics.exists() and read_events(str(metrics), "epoch")):
-        state = slurm.state(job)[0]
-        if state not in ("PENDING", "RUNNING") or time.monotonic() > deadline:
-            slurm.scancel(job)
-            pytest.fail(f"job {job} {state} with no epoch recorded in {metrics} ({timeout} s at most)\n{slurm.logs()}")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def train_job(cluster, work, data_job):
     """A training job stopped by the time limit's signal (train.sbatch has --signal=B:USR1@300: scancel
@@ -103,7 +92,7 @@ def train_job(cluster, work, data_job):
                                               "--no-tensorboard", "--progress", "none", "--precision", "float32"],
                       dict(env, MEDIMG_STOP_GRACE_S="2"), folder)
     run = folder / "runs" / f"medimg-train-{job}"
-    wait_for_an_epoch(slurm, job, run / "metrics.jsonl", timeout=180)
+    slurm.wait_for_epoch(job, run / "metrics.jsonl", timeout=180)
     slurm.scancel(job, "--signal=USR1", "--batch")
     text = slurm.completed(job, log, timeout=240)
     sent = {k: v - before[k] for k, v in tx_bytes(nodes, "node1").items()}
