@@ -39,8 +39,8 @@ _become_child_subreaper()
 SHARED = ("resunetpp_run", "small_kvasir", "chexnet_run")
 # Groups measured longest (docs/decisions.md has the seconds): started first, so that the two
 # workers end close together. The rest follow in collection order.
-LONGEST_FIRST = ("resunetpp_run", "small_kvasir", "chexnet_run", "test_benchmarks",
-                 "test_job_submissions", "test_benchmarks_compute")
+LONGEST_FIRST = ("resunetpp_run", "small_kvasir", "chexnet_run", "test_benchmarks", "test_multinode",
+                 "test_benchmarks_compute", "test_slurm_multinode", "test_job_submissions", "test_own_data_e2e")
 
 
 def _group(item):
