@@ -51,9 +51,14 @@ def test_mpirun_hostfile_places_one_rank_per_node(netns_cluster):
     c = netns_cluster
     cmd = c.on("node0", ["mpirun", "--hostfile", str(c.hostfile()), "-x", "PYTHONPATH", "-x", "HOROVOD_GLOO_IFACE",
                          sys.executable, "-c", RANKS])
-    out = run_job(cmd, timeout=120, HOROVOD_GLOO_IFACE="data0", **c.mpirun_env()).stdout
-    ranks = sorted(line.split()[1:] for line in out.splitlines() if line.startswith("RANK "))
-    assert ranks == [["0", "2", "0", "1", "2", c.hostname("node0")], ["1", "2", "0", "1", "2", c.hostname("node1")]]
+    proc = run_job(cmd, timeout=120, HOROVOD_GLOO_IFACE="data0", **c.mpirun_env())
+    assert _ranks(proc.stdout) == [["0", "2", "0", "1", "2", c.hostname("node0")],
+                                   ["1", "2", "0", "1", "2", c.hostname("node1")]], proc.stdout + proc.stderr[-3000:]
+
+
+def _ranks(stdout):
+    """The RANK lines' fields, wherever in a line the two ranks' interleaved output puts them."""
+    return sorted(m.split() for m in re.findall(r"RANK ((?:\S+ ){5}\S+)", stdout))
 
 
 def test_horovodrun_hosts_with_gloo_on_the_data_interface(netns_cluster):
@@ -61,9 +66,9 @@ def test_horovodrun_hosts_with_gloo_on_the_data_interface(netns_cluster):
     hosts = ",".join(f"{n}:1" for n in c.nodes)
     cmd = c.on("node0", [f"{sys.prefix}/bin/horovodrun", "--gloo", "--network-interface", "data0", "-np", "2",
                          "-H", hosts, sys.executable, "-c", RANKS])
-    out = run_job(cmd, timeout=120).stdout
-    ranks = sorted(line.split("RANK ")[1].split() for line in out.splitlines() if "RANK " in line)
-    assert ranks == [["0", "2", "0", "1", "2", c.hostname("node0")], ["1", "2", "0", "1", "2", c.hostname("node1")]]
+    proc = run_job(cmd, timeout=120)
+    assert _ranks(proc.stdout) == [["0", "2", "0", "1", "2", c.hostname("node0")],
+                                   ["1", "2", "0", "1", "2", c.hostname("node1")]], proc.stdout + proc.stderr[-3000:]
 
 
 LAUNCH = os.path.join(ROOT, "job_submissions", "local", "launch.sh")
