@@ -285,6 +285,13 @@ class Subject:
         self.predictor = Predictor(self.model)
 
 
+def normalised(name, dataset):
+    """The workload's batches (uint8 images) normalised here: the study's models are the bare networks."""
+    from training import workload
+    normalise = workload.get(name).normalise
+    return dataset.map(lambda x, *rest: (normalise(x), *rest))
+
+
 def predict_split(predictor, dataset, expected, per_batch=None):
     """Rows of every image of a split predicted by this one process (training.gather), each exactly once."""
     rows, names = predictor.local(dataset, *([per_batch] if per_batch else []))
@@ -299,11 +306,11 @@ def chexnet_workload(manifest, crop, batch, seed=0):
     w_pos, w_neg = losses.class_weights(data.class_positives(manifest, "train"), manifest.images("train"))
 
     def train_data(epochs, steps):
-        return data.train_dataset(manifest, 0, 1, batch, crop, seed, 0, epochs, steps)
+        return normalised("chexnet", data.train_dataset(manifest, 0, 1, batch, crop, seed, 0, epochs, steps))
 
     def grade(predictor, split, n_boot):
-        rows = predict_split(predictor, data.eval_dataset(manifest, split, 0, 1, EVAL_BATCH, crop),
-                             manifest.images(split))
+        split_data = normalised("chexnet", data.eval_dataset(manifest, split, 0, 1, EVAL_BATCH, crop))
+        rows = predict_split(predictor, split_data, manifest.images(split))
         mean = auc.auc_table(rows["targets"], rows["outputs"], manifest.classes, n_boot, seed,
                              patients=rows.get("patient"))[-1]
         return {"mean_auc": mean["auc"], "mean_auc_ci": [mean["ci_low"], mean["ci_high"]]}
@@ -317,11 +324,11 @@ def segmentation_workload(manifest, loss_name, batch, seed=0):
     loss = losses.build_loss(loss_name)
 
     def train_data(epochs, steps):
-        return data.train_dataset(manifest, 0, 1, batch, seed, 0, epochs, steps)
+        return normalised("segmentation", data.train_dataset(manifest, 0, 1, batch, seed, 0, epochs, steps))
 
     def grade(predictor, split, n_boot):
-        rows = predict_split(predictor, data.eval_dataset(manifest, split, 0, 1, EVAL_BATCH), manifest.images(split),
-                             validation.per_image_rows(loss))
+        split_data = normalised("segmentation", data.eval_dataset(manifest, split, 0, 1, EVAL_BATCH))
+        rows = predict_split(predictor, split_data, manifest.images(split), validation.per_image_rows(loss))
         table = {r["figure"]: r for r in metrics.table(rows["counts"], n_boot, seed)}
         return {k: v for f, _ in QUALITY["segmentation"]
                 for k, v in ((f, table[f]["mean"]), (f"{f}_ci", [table[f]["ci_low"], table[f]["ci_high"]]))}

@@ -52,8 +52,6 @@ from runtime.metrics import read_events  # noqa: E402
 
 ENCODINGS = ("raw", "png", "jpeg")
 WORKLOADS = ("chexnet", "segmentation")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # chexnet.preprocess's, repeated here to keep TensorFlow out of the limit
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ------------------------------------------------------------------ the data, by the project's stages
@@ -199,18 +197,16 @@ def tfrecord_payloads(path):
 
 
 def chexnet_augment(image, rng, crop):
-    """chexnet.preprocess(training=True) in NumPy: random crop, random flip, scale, RGB, ImageNet normalisation."""
-    import numpy as np
+    """chexnet.preprocess.crop_image(training=True) in NumPy: random crop, random flip (uint8; the model
+    normalises on the device)."""
     r, c = rng.integers(0, image.shape[0] - crop + 1, 2)
     x = image[r:r + crop, c:c + crop]
-    if rng.random() < 0.5:
-        x = x[:, ::-1]
-    x = np.repeat(x[..., None].astype(np.float32) / 255.0, 3, axis=2)
-    return (x - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
+    return x[:, ::-1].copy() if rng.random() < 0.5 else x.copy()
 
 
 def segmentation_augment(image, mask, rng):
-    """segmentation.preprocess.augment in NumPy/OpenCV: flips, quarter turn, zoom crop, brightness, contrast."""
+    """segmentation.preprocess.augment in NumPy/OpenCV: flips, quarter turn, zoom crop, brightness, contrast,
+    rounded back to uint8."""
     import cv2
     import numpy as np
     both = np.concatenate([image.astype(np.float32) / 255.0, mask[..., None].astype(np.float32)], axis=-1)
@@ -227,7 +223,7 @@ def segmentation_augment(image, mask, rng):
     y = cv2.resize(np.ascontiguousarray(both[..., 3]), (size, size), interpolation=cv2.INTER_NEAREST)
     x = x + rng.uniform(-0.1, 0.1)
     mean = x.mean(axis=(0, 1))
-    return np.clip((x - mean) * rng.uniform(0.8, 1.2) + mean, 0.0, 1.0), y
+    return np.round(np.clip((x - mean) * rng.uniform(0.8, 1.2) + mean, 0.0, 1.0) * 255.0).astype(np.uint8), y
 
 
 def limit_items(spec, share, count):

@@ -298,12 +298,14 @@ def panels_png(args, tfrecords, path):
     import tf_keras as keras
 
     from segmentation import data
+    from training import workload
     from training.shards import Manifest
     x, y, names = next(iter(data.eval_dataset(Manifest.load(tfrecords), args.split, 0, 1, args.panels)))
     rows = [("image", x.numpy()), ("truth", y.numpy()[..., 0])]
     for model_name in args.models:
         model, _ = load(args.runs[model_name], args.checkpoint)
-        rows.append((NAMES[model_name], model.predict(x, verbose=0)[..., 0] > 0))
+        device = workload.get("segmentation").device_model(model)
+        rows.append((NAMES[model_name], device.predict(x, verbose=0)[..., 0] > 0))
         keras.backend.clear_session()
     fig, axes = plt.subplots(len(rows), len(x), figsize=(2.2 * len(x), 2.2 * len(rows)), squeeze=False)
     for r, (label, shown) in enumerate(rows):

@@ -57,7 +57,7 @@ def run_worker(args):
     ctx = distributed.init(cfg)
     manifest = Manifest.load(cfg.data_dir)
     steps = manifest.steps_per_epoch("train", ctx.size, cfg.per_rank_batch)
-    model, loss = wl.build_model(cfg, manifest), wl.loss(cfg, manifest)
+    model, loss = wl.device_model(wl.build_model(cfg, manifest)), wl.loss(cfg, manifest)  # as the trainer's
     batches = wl.train_dataset(cfg, manifest, ctx.rank, ctx.size, 0, 1, steps)
     elapsed = (bare_loop if args.worker == "bare" else fit_loop)(model, loss, batches, steps, args.warmup_steps,
                                                                  cfg)
@@ -150,11 +150,20 @@ def study_flags(args):
             "--per-rank-batch", str(args.per_rank_batch), "--warmup-steps", str(args.warmup_steps)]
 
 
+def record_sides(args):
+    """(synthetic image side, stored side): CheXNet crops ``--size`` from records of at least 256, the
+    segmentation networks take records stored at ``--size``."""
+    if args.workload == "chexnet":
+        return max(256, args.size), max(256, args.size)
+    return 2 * args.size, args.size
+
+
 def make_records(args, work):
     dataset, write = STAGES[args.workload]
     data = os.path.join(work, "data")
-    for stage, more in (("download_dataset.sh", ["--synthetic", str(args.images)]), ("extract_images.sh", []),
-                        ("write_tfrecords.sh", write)):
+    source, stored = record_sides(args)
+    for stage, more in (("download_dataset.sh", ["--synthetic", str(args.images), "--image-size", str(source)]),
+                        ("extract_images.sh", []), ("write_tfrecords.sh", [*write, "--image-size", str(stored)])):
         sh(["bash", stage, "--dataset", dataset, "--out", data, *more], os.path.join(work, f"{stage}.log"))
     return os.path.join(data, dataset, "tfrecords")
 
@@ -206,7 +215,8 @@ def write_table(out):
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=sorted(STAGES), default="chexnet")
-    p.add_argument("--size", type=int, default=224, help="CheXNet's crop (DenseNet121, random weights)")
+    p.add_argument("--size", type=int, default=224,
+                   help="CheXNet's crop (DenseNet121, random weights), or the segmentation records' side")
     p.add_argument("--seg-model", default="resunetpp", help="segmentation's network (records at their size)")
     p.add_argument("--per-rank-batch", type=int, default=16)
     p.add_argument("--images", type=int, default=600, help="synthetic images (the train split is one epoch)")

@@ -7,10 +7,11 @@
 
 Sharding, equal steps and per-epoch determinism are ``training.shards``'; this
 module adds what is CheXNet's: the record schema, the class order and
-``preprocess`` (a seeded random crop and flip when training, the centre crop
-otherwise).
+the preprocessing's first half (a seeded random crop and flip when training,
+the centre crop otherwise). Images stay uint8: the model normalises them on
+the device (``Workload.device_model``).
 """
-from chexnet.preprocess import preprocess
+from chexnet.preprocess import crop_image
 from dataprep import records
 from dataprep.chestxray14.facts import CLASSES  # noqa: F401  (the class order of --synthetic-input)
 from training import shards
@@ -33,7 +34,7 @@ def train_dataset(manifest, rank, size, per_rank_batch, crop, seed, first_epoch,
 
     def parse(serialized, aug_seed):
         image, labels, _, _ = records.parse(serialized, n_classes)
-        return preprocess(image, crop, training=True, seed=aug_seed), labels
+        return crop_image(image, crop, training=True, seed=aug_seed), labels
 
     return shards.train_batches(manifest, rank, size, per_rank_batch, seed, first_epoch, epochs, steps, parse,
                                 pipeline, first_step=first_step)
@@ -46,6 +47,6 @@ def eval_dataset(manifest, split, rank, size, batch, crop, pipeline=shards.Pipel
 
     def parse(serialized):
         image, labels, name, patient = records.parse(serialized, n_classes)
-        return preprocess(image, crop, training=False), labels, name, patient
+        return crop_image(image, crop, training=False), labels, name, patient
 
     return shards.eval_batches(manifest, split, rank, size, batch, parse, pipeline)

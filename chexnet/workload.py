@@ -20,6 +20,7 @@ class CheXNet(Workload):
     monitor = "val_mean_auc"  # picks best.npz and drives the plateau schedule (CheXNet: validation AUC)
     columns = (("val mean AUC", "val_mean_auc", ".4f"),)
     export_module = "chexnet.export"
+    stored_channels = 1  # gray X-rays (the network sees RGB)
 
     def classes(self, manifest):
         from chexnet.data import CLASSES
@@ -70,7 +71,11 @@ class CheXNet(Workload):
         return [WholeSplitAUC(val_ds, manifest.images("val"), manifest.classes, *self.class_weights(manifest))]
 
     def sample_shapes(self, cfg, manifest):
-        return (cfg.crop, cfg.crop, 3), (len(self.classes(manifest)),)
+        return (cfg.crop, cfg.crop, self.stored_channels), (len(self.classes(manifest)),)
+
+    def normalise(self, images):
+        from chexnet.preprocess import normalise
+        return normalise(images)
 
     def benchmark_settings(self, cfg, manifest):
         return {"crop": cfg.crop, "network": "densenet121"}

@@ -2,16 +2,17 @@
 
     m = training.shards.Manifest.load("data/kvasir-seg/tfrecords")
     ds = train_dataset(m, rank=0, size=2, per_rank_batch=8, seed=0, first_epoch=0, epochs=10,
-                       steps=m.steps_per_epoch("train", 2, 8))           # (x, mask) batches, augmented
+                       steps=m.steps_per_epoch("train", 2, 8))           # (x uint8, mask) batches, augmented
     ev = eval_dataset(m, "val", rank=0, size=2, batch=16)                # (x, mask, name) batches
 
 Sharding, equal steps and per-epoch determinism are ``training.shards``';
-this module adds the record schema and ``segmentation.preprocess``.
+this module adds the record schema and ``segmentation.preprocess``. Images
+stay uint8: the model normalises them on the device (``Workload.device_model``).
 """
 import tensorflow as tf
 
 from dataprep import records
-from segmentation.preprocess import augment, normalize
+from segmentation.preprocess import augment
 from training import shards
 
 
@@ -32,7 +33,7 @@ def eval_dataset(manifest, split, rank, size, batch, pipeline=shards.Pipeline())
     def parse(serialized):
         image, mask, name = records.parse_segmentation(serialized)
         # Static shapes: a rank without records must still know what an empty batch looks like.
-        return (tf.ensure_shape(normalize(image), [side, side, 3]),
+        return (tf.ensure_shape(image, [side, side, 3]),
                 tf.ensure_shape(tf.cast(mask, tf.float32), [side, side, 1]), name)
 
     return shards.eval_batches(manifest, split, rank, size, batch, parse, pipeline)

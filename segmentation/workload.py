@@ -21,6 +21,7 @@ class Segmentation(Workload):
     monitor = "val_dice"  # picks best.npz and drives the plateau schedule
     columns = (("val Dice", "val_dice", ".4f"), ("val IoU", "val_iou", ".4f"))
     export_module = "segmentation.export"
+    stored_channels = 3
 
     def input_size(self, cfg, manifest):
         return manifest.stored_size if manifest else cfg.synthetic_size
@@ -68,7 +69,11 @@ class Segmentation(Workload):
 
     def sample_shapes(self, cfg, manifest):
         side = self.input_size(cfg, manifest)
-        return (side, side, 3), (side, side, 1)
+        return (side, side, self.stored_channels), (side, side, 1)
+
+    def normalise(self, images):
+        from segmentation.preprocess import normalize
+        return normalize(images)
 
     def benchmark_settings(self, cfg, manifest):
         return {"image_size": self.input_size(cfg, manifest), "network": cfg.model}

@@ -64,3 +64,27 @@ def test_precision_study_table_comes_from_its_records(tmp_path):
     assert "`--precision auto` chooses" in md and md.count("| segmentation |") == 2
     run_job([sys.executable, "benchmarks/precision.py", "--tables-only", "--out", str(out)], timeout=120)
     assert open(str(out) + ".md").read() == md
+
+
+def test_step_overhead_study_times_the_same_steps_four_ways_and_tables_its_records(tmp_path):
+    """The step-overhead study on a tiny U-Net on 1 rank, one round: a record per variant (bare loop,
+    Keras fit, the trainer's benchmark and training modes), each timing the epoch's steps after the same
+    warm-up, so the four are comparable; the table's medians and ratios to bare are the records', and
+    --tables-only rebuilds it."""
+    out = tmp_path / "step_overhead"
+    study = [sys.executable, "benchmarks/step_overhead.py", "--out", str(out)]
+    proc = run_job([*study, "--ranks", "2,0"], expect_rc=2, timeout=60)
+    assert "--ranks '2,0': give rank counts 1 to 64" in proc.stderr
+    run_job([*study, "--workload", "segmentation", "--seg-model", "unet", "--size", "32", "--per-rank-batch", "2",
+             "--images", "40", "--warmup-steps", "2", "--ranks", "1", "--rounds", "1"], timeout=600)
+    runs = read_events(str(out / "metrics.jsonl"), "run")
+    assert sorted(r["variant"] for r in runs) == ["bare", "benchmark", "fit", "training"]
+    steps = {r["timed_steps"] for r in runs}
+    assert len(steps) == 1 and steps.pop() > 0 and all(r["ranks"] == 1 and r["images_per_s"] > 0 for r in runs)
+    md = (tmp_path / "step_overhead.md").read_text()
+    bare = next(r["images_per_s"] for r in runs if r["variant"] == "bare")
+    for r in runs:
+        assert f"| 1 | {r['variant']} | {r['images_per_s']:.2f} | {r['images_per_s']:.2f} | " \
+               f"{r['images_per_s'] / bare:.3f} |" in md, md
+    rebuilt = run_job([*study, "--tables-only"], timeout=120)
+    assert rebuilt.returncode == 0 and (tmp_path / "step_overhead.md").read_text() == md

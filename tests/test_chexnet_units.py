@@ -269,6 +269,8 @@ def test_ranks_read_every_record_once_from_real_files(tmp_path):
     steps = m.steps_per_epoch("train", 3, 2)
     batches = [list(train_dataset(m, r, 3, 2, 8, seed=0, first_epoch=0, epochs=1, steps=steps)) for r in range(3)]
     assert [len(b) for b in batches] == [steps] * 3 and steps * 3 * 2 > sum(counts) - 3 * 2
+    x = batches[0][0][0]  # the crop as stored, a byte a pixel: the model normalises it on the device
+    assert x.dtype == tf.uint8 and tuple(x.shape) == (2, 8, 8, 1)
 
     # A run resumed at step 2 of epoch 1 sees the rest of that epoch, augmentation included, then epoch 2.
     whole = list(train_dataset(m, 1, 3, 2, 8, seed=0, first_epoch=0, epochs=2, steps=steps))

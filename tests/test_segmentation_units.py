@@ -91,7 +91,8 @@ def test_augmentation_moves_image_and_mask_together():
         x, y = augment(image, mask, tf.constant([k, 7], tf.int64))
         y = y.numpy()[..., 0]
         assert set(np.unique(y)) <= {0.0, 1.0}  # nearest: the mask stays binary
-        red = x.numpy()[..., 0] > 0.5
+        assert x.dtype == tf.uint8  # rounded back: a byte a pixel to the device
+        red = x.numpy()[..., 0] > 127
         inner = y == 1
         assert (red == inner).mean() > 0.97, k  # only the bilinear edge pixels may differ
         moved += not np.array_equal(y, mask.numpy()[..., 0].astype(np.float32))

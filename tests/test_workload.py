@@ -61,3 +61,31 @@ def test_the_branch_finder_sees_a_branch_on_a_name(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text('if args.workload == "chexnet":\n    pass\nx = "segmentation" in names\n')
     assert [line for line, _ in _name_branches(probe)] == [1, 3]
+
+
+@pytest.mark.parametrize("name", workload.names())
+def test_the_device_model_takes_uint8_batches_and_is_the_network_behind_normalise(name, tmp_path):
+    """Workload.device_model: a batch as the datasets yield it (uint8, the workload's stored channels) gives
+    what the network gives on the normalised float32 batch, through the network's own weights in their order,
+    so a checkpoint of the model that trained is the network's (and --init-from still goes layer by layer)."""
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from training import checkpoint
+    wl = workload.get(name)
+    network = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="conv"),
+                                keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(1, name="head")])
+    model = wl.device_model(network)
+    x = np.random.default_rng(0).integers(0, 256, (2, 8, 8, wl.stored_channels), dtype=np.uint8)
+    assert model.input.dtype == tf.uint8 and tuple(model.input.shape) == (None, 8, 8, wl.stored_channels)
+    assert np.array_equal(model(x).numpy(), network(wl.normalise(tf.constant(x))).numpy())
+    assert wl.normalise(tf.constant(x)).dtype == tf.float32
+    assert [id(v) for v in model.weights] == [id(v) for v in network.weights]
+    model.compile(keras.optimizers.Adam(), "mse")
+    model.optimizer.build(model.trainable_variables)
+    checkpoint.save(str(tmp_path / "c.npz"), model, {"epochs_done": 0})
+    fresh = keras.models.clone_model(network)
+    report = checkpoint.init_from(str(tmp_path / "c.npz"), wl.device_model(fresh))
+    assert report == {"loaded": ["conv", "bn", "head"], "fresh": []}
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), network.get_weights()))

@@ -105,7 +105,7 @@ def init_from(path, model):
     another number of classes) keeps its fresh initialisation. A checkpoint of another architecture
     (another number of arrays) is refused. Returns {"loaded": [...], "fresh": [...]}: layer names."""
     weights, _, _ = read(path)
-    layers = [layer for layer in model.layers if layer.weights]
+    layers = _weighted_layers(model)
     expected = sum(len(layer.weights) for layer in layers)
     if len(weights) != expected:
         raise UserError(f"--init-from {path}: holds {len(weights)} weight arrays, this model has {expected}: it was "
@@ -121,6 +121,15 @@ def init_from(path, model):
         else:
             fresh.append(layer.name)
     return {"loaded": loaded, "fresh": fresh}
+
+
+def _weighted_layers(model):
+    """The layers holding weights, in get_weights' order; a nested model (Workload.device_model's
+    network) counts as its own layers."""
+    out = []
+    for layer in model.layers:
+        out += _weighted_layers(layer) if isinstance(layer, keras.Model) else [layer] if layer.weights else []
+    return out
 
 
 class Plateau(keras.callbacks.ReduceLROnPlateau):

@@ -121,7 +121,7 @@ def _evaluate(name, argv, description):
     wl.check_checkpoint(ev.state, ev.checkpoint_path, ev.manifest)
     model = wl.model_from_checkpoint(ev.state)
     checkpoint.restore(ev.checkpoint_path, model, with_optimizer=False)
-    predictor = Predictor(model)  # one traced predict step for every split
+    predictor = Predictor(wl.device_model(model))  # one traced predict step for every split, on uint8 batches
     # Every split's collectives first: no rank then waits in one while rank 0 bootstraps a table.
     gathered = [(one, wl.grade(one, predictor)) for one in ev.each_split()]
     if ev.ctx.is_chief:

@@ -123,9 +123,10 @@ def eval_batches(manifest, split, rank, size, batch, parse, pipeline=Pipeline())
 def random_batches(per_rank_batch, input_shape, target_shape, seed, positive_rate=0.1):
     """One random (x, y) batch repeated, for --benchmark --synthetic-input: no disk, no decoding.
 
-    ``y`` is 0/1 with ``positive_rate`` ones: multi-hot labels or a mask, by ``target_shape``.
+    ``x``: uint8 images, as the datasets yield them; ``y`` is 0/1 with ``positive_rate`` ones: multi-hot
+    labels or a mask, by ``target_shape``.
     """
     rng = np.random.default_rng(seed)
-    x = tf.constant(rng.normal(size=(per_rank_batch, *input_shape)).astype(np.float32))
+    x = tf.constant(rng.integers(0, 256, size=(per_rank_batch, *input_shape), dtype=np.uint8))
     y = tf.constant((rng.random((per_rank_batch, *target_shape)) < positive_rate).astype(np.float32))
     return tf.data.Dataset.from_tensors((x, y)).repeat()

@@ -32,6 +32,7 @@ def _train(wl, argv):
     model = wl.build_model(cfg, manifest)
     wl.prepare(model, cfg, ctx.rank)
     log.info("%s: %d parameters, input %s", model.name, model.count_params(), wl.sample_shapes(cfg, manifest)[0])
+    model = wl.device_model(model)  # uint8 batches to the device; the network's weights, its checkpoints
     optimizer = distributed.distributed_optimizer(keras.optimizers.Adam(cfg.base_lr), cfg)
     loop.compile_model(model, optimizer, wl.loss(cfg, manifest), ctx)
     if cfg.benchmark:

@@ -39,6 +39,7 @@ class Workload:
     monitor = ""         # the validation figure that picks best.npz and drives the plateau schedule
     mode = "max"
     columns = ()         # the training table's validation columns: (title, metrics key, format)
+    stored_channels = 0  # the channels of the uint8 images its datasets yield (1 gray, 3 RGB)
     export_module = ""   # the module holding its export parts (training.export.ExportParts) as EXPORT
 
     # Before TensorFlow loads.
@@ -81,8 +82,27 @@ class Workload:
         raise NotImplementedError
 
     def sample_shapes(self, cfg, manifest):
-        """(input, target) shapes of one example: the random tensors of --synthetic-input."""
+        """(input, target) shapes of one example as the datasets yield it (the input uint8): the random
+        tensors of --synthetic-input."""
         raise NotImplementedError
+
+    def normalise(self, images):
+        """The first step of the model, on the device: a batch of uint8 images as the datasets yield them
+        -> the network's float32 input."""
+        raise NotImplementedError
+
+    def device_model(self, network):
+        """``network`` behind ``normalise``: the model that trains and validates on the datasets' batches.
+
+        A batch crosses to the device as uint8 (a quarter of float32's bytes, a twelfth for gray images
+        the network sees as RGB) and is normalised there. The model shares the network's layers and
+        weights, in the network's order: a checkpoint of either is the other's."""
+        import tf_keras as keras
+        side = tuple(network.input_shape[1:3])
+        stored = keras.Input(shape=(*side, self.stored_channels), dtype="uint8", name="stored")
+        # Precision: normalised in float32, as the host did; the network's first layer casts to its compute dtype.
+        x = keras.layers.Lambda(self.normalise, dtype="float32", name="normalise")(stored)
+        return keras.Model(stored, network(x), name=f"{network.name}_on_device")
 
     def benchmark_settings(self, cfg, manifest):
         """What a benchmark record says of the network and its input."""
