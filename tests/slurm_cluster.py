@@ -210,17 +210,15 @@ class SlurmCluster:
         fields = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
         return fields.get("JobState", "UNKNOWN"), fields
 
-    def wait(self, job, timeout, on_requeue=None):
+    def wait(self, job, timeout):
         """The job's final state (COMPLETED, FAILED, TIMEOUT, ...); scancel and fail after ``timeout`` s.
 
-        A requeued job is started again at once (``start_now``), after ``on_requeue(job)``.
+        A requeued job is started again at once (``start_now``).
         """
         deadline = time.monotonic() + timeout
         while True:
             state, fields = self.state(job)
             if state == "PENDING" and fields.get("Reason") == "BeginTime" and fields.get("Restarts", "0") != "0":
-                if on_requeue:
-                    on_requeue(job)
                 self.start_now(job)
             if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                          "DEADLINE", "PREEMPTED"):
@@ -230,10 +228,10 @@ class SlurmCluster:
                 raise TimeoutError(f"job {job} still {state} after {timeout} s; cancelled")
             time.sleep(1)
 
-    def completed(self, job, log, timeout, on_requeue=None):
+    def completed(self, job, log, timeout):
         """The text of ``log`` once ``job`` has COMPLETED (``wait``); AssertionError with its tail and the
         daemons' logs when it ended otherwise."""
-        state = self.wait(job, timeout, on_requeue)
+        state = self.wait(job, timeout)
         text = open(log, errors="replace").read() if os.path.exists(log) else "(no log)"
         assert state == "COMPLETED", f"job {job}: {state}\n{text[-4000:]}\n{self.logs()}"
         return text

@@ -45,8 +45,8 @@ def submit(slurm, script, args, env, tmp_path, ntasks=2, extra=()):
     return job, str(out).replace("%j", job)
 
 
-def finished(slurm, job, log, timeout=900, on_requeue=None):
-    return slurm.completed(job, log, timeout, on_requeue)
+def finished(slurm, job, log, timeout=900):
+    return slurm.completed(job, log, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -52,8 +52,12 @@ def test_mpirun_hostfile_places_one_rank_per_node(netns_cluster):
     cmd = c.on("node0", ["mpirun", "--hostfile", str(c.hostfile()), "-x", "PYTHONPATH", "-x", "HOROVOD_GLOO_IFACE",
                          sys.executable, "-c", RANKS])
     proc = run_job(cmd, timeout=120, HOROVOD_GLOO_IFACE="data0", **c.mpirun_env())
-    assert _ranks(proc.stdout) == [["0", "2", "0", "1", "2", c.hostname("node0")],
-                                   ["1", "2", "0", "1", "2", c.hostname("node1")]], proc.stdout + proc.stderr[-3000:]
+    assert _ranks(proc.stdout) == _one_rank_per_node(c), proc.stdout + proc.stderr[-3000:]
+
+
+def _one_rank_per_node(c):
+    """rank, size, local rank, local size, cross size and host of each rank: one rank on each of 2 nodes."""
+    return [["0", "2", "0", "1", "2", c.hostname("node0")], ["1", "2", "0", "1", "2", c.hostname("node1")]]
 
 
 def _ranks(stdout):
@@ -67,8 +71,7 @@ def test_horovodrun_hosts_with_gloo_on_the_data_interface(netns_cluster):
     cmd = c.on("node0", [f"{sys.prefix}/bin/horovodrun", "--gloo", "--network-interface", "data0", "-np", "2",
                          "-H", hosts, sys.executable, "-c", RANKS])
     proc = run_job(cmd, timeout=120)
-    assert _ranks(proc.stdout) == [["0", "2", "0", "1", "2", c.hostname("node0")],
-                                   ["1", "2", "0", "1", "2", c.hostname("node1")]], proc.stdout + proc.stderr[-3000:]
+    assert _ranks(proc.stdout) == _one_rank_per_node(c), proc.stdout + proc.stderr[-3000:]
 
 
 LAUNCH = os.path.join(ROOT, "job_submissions", "local", "launch.sh")
