@@ -21,10 +21,8 @@ convention), comparable across rank counts.
 Tiny check: ``--sizes 1K,64K --repeats 3 --fusion 0:1,67108864:1 --out /tmp/ar``.
 """
 import argparse
-import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,8 +31,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from runtime.metrics import read_events  # noqa: E402  (needs ROOT on sys.path)
-from runtime.precision import cpu_facts  # noqa: E402
+from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
+    mpi_env, output_flags, start_records, study_records, write_outputs)
+from runtime.metrics import read_events  # noqa: E402
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 DEFAULT_SIZES = "1K,16K,256K,1M,4M,16M,64M,256M"
@@ -62,9 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=20, help="timed calls per size (default 20)")
     p.add_argument("--fusion", default=DEFAULT_FUSION,
                    help=f"THRESHOLD_BYTES:CYCLE_MS pairs for the fusion runs (default {DEFAULT_FUSION})")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "allreduce"),
-                   help="<out>/metrics.jsonl and <out>.md/.csv/.png (default benchmarks/results/allreduce)")
-    p.add_argument("--tables-only", action="store_true", help="rebuild the tables from <out>/metrics.jsonl")
+    output_flags(p, "allreduce", ".md/.csv/.png")
     p.add_argument("--worker", choices=["horovod", "mpi4py", "fusion"], help=argparse.SUPPRESS)
     p.add_argument("--controller", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -130,16 +127,17 @@ def launch(args, worker, controller, env=None):
         cmd = [os.path.join(os.path.dirname(sys.executable), "horovodrun"), "--gloo", "-np", str(args.np), *me]
     else:
         cmd = ["mpirun", "-np", str(args.np), "--oversubscribe", "--bind-to", "none", *me]
-    full_env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-                    PYTHONPATH=ROOT, **(env or {}))
     print(f"[allreduce] {worker} over {controller} {env or ''}", flush=True)
-    subprocess.run(cmd, cwd=ROOT, env=full_env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=ROOT, env=dict(mpi_env(), **(env or {})), check=True, stdout=subprocess.DEVNULL)
 
 
 def run_all(args):
-    if os.path.isdir(args.out):
-        shutil.rmtree(args.out)
-    os.makedirs(args.out)
+    import horovod
+    import mpi4py
+    mpirun = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    start_records(args.out, ranks=args.np, repeats=args.repeats,
+                  versions=f"Python {platform.python_version()}, horovod {horovod.__version__}, mpi4py "
+                           f"{mpi4py.__version__}, {mpirun}")
     launch(args, "mpi4py", "mpi")
     launch(args, "horovod", "mpi")
     launch(args, "horovod", "gloo")
@@ -156,7 +154,8 @@ def size_rows(records):
     return sizes, impls, by
 
 
-def tables(records, meta):
+def tables(records, study):
+    meta = dict(study, cpu=study["machine"]["cpu"])
     sizes, impls, by = size_rows(records)
     heads = [f"{i} ({c})" for i, c in impls]
     md = [f"# Allreduce on {meta['ranks']} ranks: {meta['cpu']}", "",
@@ -208,14 +207,11 @@ def plot(records, path):
 
 
 def write_tables(args):
-    records = read_events(os.path.join(args.out, "metrics.jsonl"), "allreduce")
-    meta = json.load(open(os.path.join(args.out, "meta.json")))
-    md, csv = tables(records, meta)
-    for ext, text in ((".md", md), (".csv", csv)):
-        with open(args.out + ext, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    path = study_records(args.out)
+    records = read_events(path, "allreduce")
+    md, csv = tables(records, read_events(path, "study")[-1])
     plot(records, args.out + ".png")
-    print(md)
+    write_outputs(args.out, {".md": md, ".csv": csv})
 
 
 def main(argv=None):
@@ -227,15 +223,6 @@ def main(argv=None):
         return
     if not args.tables_only:
         run_all(args)
-        import horovod
-        import mpi4py
-        meta = {"ranks": args.np, "cpu": cpu_facts().model, "cores": os.cpu_count(), "repeats": args.repeats,
-                "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", *sys.argv]),
-                "versions": f"Python {platform.python_version()}, horovod {horovod.__version__}, mpi4py "
-                            f"{mpi4py.__version__}, "
-                            f"{subprocess.run(['mpirun', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}"}
-        with open(os.path.join(args.out, "meta.json"), "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=2)
     write_tables(args)
 
 

@@ -1,13 +1,13 @@
-"""What the benchmark scripts share: running the project's commands, MPI launch, the machine's facts.
+"""What the benchmark studies share: running the project's commands, MPI launch, the machine's facts,
+synthetic data through the project's own stages, and a study's records file and the outputs built from it.
 
-(the older tfrecord_write.py, lr_scaling.py and segmentation_input.py still carry copies of ``sh``
-and ``machine`` to move here.)
-
-    from benchmarks.common import ROOT, sh, ranks_command, machine, start_records
+    from benchmarks.common import ROOT, sh, ranks_command, start_records, synthetic_data, study_records
+    data = synthetic_data("kvasir-seg", "/tmp/w/data", 200, stored=64)   # the three stages, once
     stream = start_records("benchmarks/results/x", repeats=3)   # fresh x/metrics.jsonl, its study record
     sh(["bash", "write_tfrecords.sh", ...], log="/tmp/w.log")     # exits naming the log on failure
     sh(ranks_command(2, ["-m", "segmentation.train", ...]), log, env=mpi_env())
-    machine()                                                     # CPU model, cores, versions
+    path = study_records("benchmarks/results/x")                  # its metrics.jsonl, or a one-line exit
+    write_outputs("benchmarks/results/x", {".md": text, ".csv": csv})
 """
 import os
 import platform
@@ -89,3 +89,45 @@ def start_records(out, **facts):
     stream.write("study", command=" ".join([os.path.relpath(sys.executable, ROOT), *sys.argv]),
                  date=time.strftime("%Y-%m-%d"), machine=machine(), **facts)
     return stream
+
+
+def synthetic_data(dataset, out, count, source=None, stored=None, write=()):
+    """``out/<dataset>``: a synthetic ``dataset`` ("chestxray14", "kvasir-seg") of ``count`` images at ``source``
+    px (the stage's default sizes if None), extracted, and unless ``stored`` is None written to its tfrecords/ at
+    ``stored`` px with ``write``'s extra flags. Made by the project's own stages, each logged beside ``out``;
+    records already there are reused."""
+    folder = os.path.join(out, dataset)
+    if stored and os.path.isfile(os.path.join(folder, "tfrecords", "manifest.json")):
+        return folder
+    stages = [("download_dataset.sh", ["--synthetic", str(count), *(["--image-size", str(source)] if source else [])]),
+              ("extract_images.sh", [])]
+    if stored:
+        stages.append(("write_tfrecords.sh", ["--image-size", str(stored), *write]))
+    os.makedirs(out, exist_ok=True)
+    for stage, extra in stages:
+        sh(["bash", stage, "--dataset", dataset, "--out", out, *extra], f"{out}.{stage}.log")
+    return folder
+
+
+def output_flags(parser, study, built=".md"):
+    """``--out`` (default benchmarks/results/<study>) and ``--tables-only``, the flags every study shares."""
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", study),
+                        help=f"<out>/metrics.jsonl and <out>{built} built from it (default benchmarks/results/{study})")
+    parser.add_argument("--tables-only", action="store_true", help="rebuild the outputs from <out>/metrics.jsonl")
+
+
+def study_records(out):
+    """``<out>/metrics.jsonl``, or a one-line exit saying how to make it."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.isfile(path):
+        sys.exit(f"{path} not found: run the study first (without --tables-only), or pass its --out")
+    return path
+
+
+def write_outputs(out, texts):
+    """``<out><suffix>`` for each of ``texts`` ({".md": ..., ".csv": ...}); prints the Markdown."""
+    for suffix, text in texts.items():
+        with open(out + suffix, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    if ".md" in texts:
+        print(texts[".md"], flush=True)

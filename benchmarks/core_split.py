@@ -34,7 +34,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import benchmark_flags, mpi_env, sh, start_records  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
+    benchmark_flags, mpi_env, output_flags, sh, start_records)
 from runtime.metrics import read_events  # noqa: E402
 
 # Horovod ranks of one thread each, and what each variant changes (environment, launcher).
@@ -163,8 +164,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"Horovod variants, of: {', '.join(VARIANTS)}")
     p.add_argument("--workdir", default="/tmp/core-split")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "core_split"))
-    p.add_argument("--tables-only", action="store_true", help="rebuild the table from <out>/metrics.jsonl")
+    output_flags(p, "core_split")
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in VARIANTS]

@@ -54,7 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import runtime  # noqa: E402,F401  (legacy Keras before TensorFlow loads; needs ROOT on sys.path)
-from benchmarks.common import machine, sh  # noqa: E402
+from benchmarks.common import machine, output_flags, synthetic_data  # noqa: E402  (needs ROOT on sys.path)
 from runtime.metrics import MetricsStream, fmt, read_events  # noqa: E402
 
 NAMES = {"chexnet": "CheXNet (DenseNet121)", "segmentation": "ResUNet++"}
@@ -124,9 +124,7 @@ def parse_args(argv=None):
     p.add_argument("--train-epochs", type=int, default=3, help="epochs of the small models (default 3)")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "inference-study"),
                    help="synthetic data, small runs and weights files; reused across invocations")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "inference"),
-                   help="<out>/metrics.jsonl, <out>.md, <out>-latency.csv, <out>-pruning.csv, <out>.png")
-    p.add_argument("--tables-only", action="store_true", help="rebuild the tables from <out>/metrics.jsonl")
+    output_flags(p, "inference", ".md/-latency.csv/-pruning.csv/.png")
     args = p.parse_args(argv)
     if not args.tables_only:
         check_args(args)
@@ -368,14 +366,7 @@ def make_synthetic(args, key):
     else:  # a seeded 80/10/10 split, as make demo: the official lists have no test split
         dataset, count, source, write = "kvasir-seg", args.train_pairs, KVASIR_FRAME, ["--split", "random"]
     out = os.path.join(args.workdir, f"data-{dataset}-{count}-{args.train_size}")
-    tfrecords = os.path.join(out, dataset, "tfrecords")
-    if not os.path.isfile(os.path.join(tfrecords, "manifest.json")):
-        os.makedirs(out, exist_ok=True)
-        for stage, more in (("download_dataset.sh", ["--synthetic", str(count), "--image-size", str(source)]),
-                            ("extract_images.sh", []),
-                            ("write_tfrecords.sh", ["--image-size", str(args.train_size), *write])):
-            sh(["bash", stage, "--dataset", dataset, "--out", out, *more], f"{out}.{stage}.log")
-    return tfrecords
+    return os.path.join(synthetic_data(dataset, out, count, source, args.train_size, write), "tfrecords")
 
 
 def subject_trained_here(args, key):
@@ -693,14 +684,20 @@ def pruning_markdown(rows, batches, records):
     pruned = {r["model"]: r for r in of(records, "pruning") if r["target_sparsity"] > 0}
     lines += [method_line(r) for r in pruned.values()]
     sizes = ", ".join(dict.fromkeys(f"{NAMES[r['model']]} at {r['latency_size']}x{r['latency_size']}" for r in rows))
-    lines += ["", f"Quality on the {rows[0]['split']} split with 95% bootstrap intervals, float32. {CONTROL}: the "
-              f"dense model fine-tuned by the same steps, batches, rate and loss as the pruned ones, without "
-              f"pruning: \"vs {CONTROL}\" is what pruning costs; \"vs dense\" adds the fine-tuning's own effect. "
-              f"Latency: float32, {sizes}, p50 of the timed calls, every variant's calls interleaved; "
+    # Records of studies from before the dense control have none: their table is as it was then.
+    controlled = any(r["variant"] == CONTROL for r in rows)
+    control_text = (f"{CONTROL}: the dense model fine-tuned by the same steps, batches, rate and loss as the pruned "
+                    f"ones, without pruning: \"vs {CONTROL}\" is what pruning costs; \"vs dense\" adds the "
+                    f"fine-tuning's own effect. ") if controlled else ""
+    interleaved = "every variant's" if controlled else "dense and pruned"
+    lines += ["", f"Quality on the {rows[0]['split']} split with 95% bootstrap intervals, float32. {control_text}"
+              f"Latency: float32, {sizes}, p50 of the timed calls, "
+              f"{interleaved} calls interleaved; "
               f"(x) is the ratio to dense. MB = 10^6 bytes.", "",
               "| model | variant | sparsity, pruned kernels | sparsity, all weights | quality (95% CI) | "
-              f"vs {CONTROL} | vs dense | .h5 MB | gzip MB | gzip vs dense | " +
-              " | ".join(f"batch {b} p50 ms (x)" for b in batches) + " |", "|---" * (10 + len(batches)) + "|"]
+              + (f"vs {CONTROL} | " if controlled else "") + "vs dense | .h5 MB | gzip MB | gzip vs dense | " +
+              " | ".join(f"batch {b} p50 ms (x)" for b in batches) + " |",
+              "|---" * (9 + controlled + len(batches)) + "|"]
     for r in rows:
         dense, control = (next((d for d in rows if d["model"] == r["model"] and d["variant"] == v), None)
                           for v in ("dense", CONTROL))
@@ -708,9 +705,10 @@ def pruning_markdown(rows, batches, records):
                for b in batches]
         against_control = "-" if r is dense else "n/a" if control is None else quality_cell(r, r["model"], control)
         lines.append(f"| {NAMES[r['model']]} | {r['variant']} | {100 * r['sparsity_pruned_kernels']:.1f}% | "
-                     f"{100 * r['sparsity_all_weights']:.1f}% | {quality_cell(r, r['model'])} | {against_control} | "
-                     f"{quality_cell(r, r['model'], dense)} | {fmt(r['weights_mb'], '.2f')} | "
-                     f"{fmt(r['gzip_mb'], '.2f')} | {fmt(ratio(r, dense, 'gzip_mb'), '.2f')} | " + " | ".join(lat) + " |")
+                     f"{100 * r['sparsity_all_weights']:.1f}% | {quality_cell(r, r['model'])} | "
+                     + (f"{against_control} | " if controlled else "") + f"{quality_cell(r, r['model'], dense)} | "
+                     f"{fmt(r['weights_mb'], '.2f')} | {fmt(r['gzip_mb'], '.2f')} | "
+                     f"{fmt(ratio(r, dense, 'gzip_mb'), '.2f')} | " + " | ".join(lat) + " |")
     return lines + [""]
 
 

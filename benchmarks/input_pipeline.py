@@ -47,7 +47,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import sh, start_records  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.common import output_flags, sh, start_records, synthetic_data  # noqa: E402  (needs ROOT on sys.path)
 from runtime.metrics import read_events  # noqa: E402
 
 ENCODINGS = ("raw", "png", "jpeg")
@@ -60,43 +60,25 @@ def make_data(args, work):
     py, logs = sys.executable, os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
     folders = {}
-    if "chexnet" in args.workloads:
-        data = os.path.join(work, "chestxray14-data")
-        sh(["bash", "download_dataset.sh", "--out", data, "--synthetic", str(args.images), "--image-size",
-            str(args.source_size)], os.path.join(logs, "cx-download.log"))
-        sh(["bash", "extract_images.sh", "--out", data], os.path.join(logs, "cx-extract.log"))
-        folder = os.path.join(data, "chestxray14")
-        folders["chexnet"] = {"sources": os.path.join(folder, "images_all", "images")}
+    sets = {"chexnet": ("chestxray14", args.images, args.source_size, args.stored_size, "50", ["images_all", "images"]),
+            "segmentation": ("kvasir-seg", args.pairs, args.seg_source_size, args.seg_size, "25", ["Kvasir-SEG"])}
+    for workload in args.workloads:
+        dataset, count, source, stored, per_shard, sources = sets[workload]
+        folder = synthetic_data(dataset, os.path.join(work, f"{dataset}-data"), count, source or None)
+        folders[workload] = {"sources": os.path.join(folder, *sources)}
+        split = ["--split", "random"] if workload == "segmentation" else []
         for enc in args.encodings:
-            out = os.path.join(work, f"chexnet-{enc}")
-            sh([py, "-m", "dataprep.chestxray14.tfrecords", "--data-dir", folder, "--out-dir", out, "--encoding", enc,
-                "--image-size", str(args.stored_size), "--images-per-shard", "50"], os.path.join(logs, f"cx-{enc}.log"))
-            folders["chexnet"][enc] = out
-    if "segmentation" in args.workloads:
-        data = os.path.join(work, "kvasir-data")
-        size = ["--image-size", str(args.seg_source_size)] if args.seg_source_size else []
-        sh(["bash", "download_dataset.sh", "--dataset", "kvasir-seg", "--out", data, "--synthetic", str(args.pairs),
-            *size], os.path.join(logs, "seg-download.log"))
-        sh(["bash", "extract_images.sh", "--dataset", "kvasir-seg", "--out", data], os.path.join(logs, "seg-extract.log"))
-        folder = os.path.join(data, "kvasir-seg")
-        folders["segmentation"] = {"sources": os.path.join(folder, "Kvasir-SEG")}
-        for enc in args.encodings:
-            out = os.path.join(work, f"segmentation-{enc}")
-            sh([py, "-m", "dataprep.kvasir_seg.tfrecords", "--data-dir", folder, "--out-dir", out, "--encoding", enc,
-                "--image-size", str(args.seg_size), "--images-per-shard", "25", "--split", "random"],
-               os.path.join(logs, f"seg-{enc}.log"))
-            folders["segmentation"][enc] = out
+            out = os.path.join(work, f"{workload}-{enc}")
+            sh([py, "-m", f"dataprep.{dataset.replace('-', '_')}.tfrecords", "--data-dir", folder, "--out-dir", out,
+                "--encoding", enc, "--image-size", str(stored), "--images-per-shard", per_shard, *split],
+               os.path.join(logs, f"{workload}-{enc}.log"))
+            folders[workload][enc] = out
     if args.shuffle_mb and not args.shuffle_images:  # the ChestX-ray14 raw records serve (tests: one data set less)
         folders["shuffle"] = folders["chexnet"]["raw"]
     elif args.shuffle_mb:
-        data = os.path.join(work, "shuffle-data")
-        sh(["bash", "download_dataset.sh", "--out", data, "--synthetic", str(args.shuffle_images), "--image-size",
-            str(args.stored_size)], os.path.join(logs, "shuffle-download.log"))
-        sh(["bash", "extract_images.sh", "--out", data], os.path.join(logs, "shuffle-extract.log"))
-        out = os.path.join(work, "shuffle-raw")
-        sh([py, "-m", "dataprep.chestxray14.tfrecords", "--data-dir", os.path.join(data, "chestxray14"), "--out-dir",
-            out, "--image-size", str(args.stored_size)], os.path.join(logs, "shuffle-raw.log"))
-        folders["shuffle"] = out
+        folder = synthetic_data("chestxray14", os.path.join(work, "shuffle-data"), args.shuffle_images,
+                                args.stored_size, args.stored_size)
+        folders["shuffle"] = os.path.join(folder, "tfrecords")
     return folders
 
 
@@ -490,8 +472,7 @@ def parse_args(argv=None):
                    help="images of the shuffle study's set (256x256); 0: the ChestX-ray14 raw records above")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", default="/tmp/input-pipeline")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "input_pipeline"))
-    p.add_argument("--tables-only", action="store_true", help="rebuild the tables from <out>/metrics.jsonl")
+    output_flags(p, "input_pipeline", ".md/.csv/.png")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]

@@ -12,17 +12,15 @@
    learning rate, validation mean AUC per epoch, final and best, and the final
    AUC minus the 1-rank final AUC of the same seed.
 
-Writes --out with .json (figures, machine, versions, command) and .md (tables).
+Every run's row is a record in <out>/metrics.jsonl, after the study's record (command, date, machine,
+settings); <out>.md is built from that file alone (``--tables-only`` rebuilds it).
 Tiny check: ``--images 200 --epochs 1 --ranks 1,2 --rules sqrt --out /tmp/lr``.
 Ranks may outnumber cores: this measures learning, not speed.
 """
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +28,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from runtime.metrics import read_events  # noqa: E402  (needs ROOT on sys.path)
-from runtime.precision import cpu_facts  # noqa: E402
+from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
+    mpi_env, output_flags, ranks_command, sh, start_records, study_records, synthetic_data, write_outputs)
+from runtime.metrics import read_events  # noqa: E402
+
+SETTINGS = ("images", "image_size", "crop", "epochs", "per_rank_batch", "ranks", "rules", "seeds")
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=1200, help="synthetic images (default 1200)")
@@ -47,34 +48,20 @@ def parse_args():
     p.add_argument("--seeds", default="0", help="training seeds, comma list (default 0)")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "lr-scaling"),
                    help="data and run folders; reused across invocations (default: $TMPDIR/lr-scaling)")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "lr_scaling"),
-                   help="output path without extension: writes .json and .md")
-    args = p.parse_args()
+    output_flags(p, "lr_scaling")
+    args = p.parse_args(argv)
+    if args.tables_only:
+        return args
     args.ranks = sorted({1} | {int(n) for n in args.ranks.split(",")})
     args.rules = args.rules.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     return args
 
 
-def sh(cmd, log=None, env=None):
-    """Run ``cmd`` in ROOT; its output goes to ``log`` (or nowhere), and a failure names the log."""
-    with open(log or os.devnull, "w") as fh:
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
-    if rc:
-        sys.exit(f"{' '.join(cmd)} exited {rc}" + (f"; see {log}" if log else ""))
-
-
 def make_data(args):
-    """The project's three data stages; skipped when the TFRecords for these settings exist."""
-    data = os.path.join(args.workdir, f"data-{args.images}-{args.image_size}")
-    tfrecords = os.path.join(data, "chestxray14", "tfrecords")
-    if not os.path.exists(os.path.join(tfrecords, "manifest.json")):
-        log = os.path.join(args.workdir, f"data-{args.images}-{args.image_size}.log")
-        sh(["./download_dataset.sh", "--out", data, "--synthetic", str(args.images),
-            "--image-size", str(args.image_size), "--seed", "0"], log)
-        sh(["./extract_images.sh", "--out", data], log + ".extract")
-        sh(["./write_tfrecords.sh", "--out", data, "--image-size", str(args.image_size)], log + ".write")
-    return tfrecords
+    """The project's three data stages at --image-size; reused where the TFRecords for these settings exist."""
+    out = os.path.join(args.workdir, f"data-{args.images}-{args.image_size}")
+    return os.path.join(synthetic_data("chestxray14", out, args.images, args.image_size, args.image_size), "tfrecords")
 
 
 def plan(args):
@@ -99,16 +86,14 @@ def train(args, tfrecords, seed, ranks, rule):
         return 0.0
     shutil.rmtree(path, ignore_errors=True)  # only this benchmark's own run folder, never user data
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    # Open MPI refuses to start as root without these two; CI and this machine run as root.
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONPATH=ROOT)
-    cmd = [shutil.which("mpirun") or "mpirun", "-np", str(ranks), "--oversubscribe", sys.executable,
-           "-m", "chexnet.train", "--data-dir", tfrecords, "--runs-dir", os.path.dirname(path),
-           "--run-name", os.path.basename(path), "--epochs", str(args.epochs), "--crop", str(args.crop),
-           "--per-rank-batch", str(args.per_rank_batch), "--bn-momentum", "0.9", "--warmup-epochs", "1",
-           "--precision", "float32", "--weights", "none", "--no-tensorboard", "--progress", "log",
-           "--lr-scaling", rule, "--seed", str(seed)]
+    cmd = ranks_command(ranks, [
+        "-m", "chexnet.train", "--data-dir", tfrecords, "--runs-dir", os.path.dirname(path),
+        "--run-name", os.path.basename(path), "--epochs", str(args.epochs), "--crop", str(args.crop),
+        "--per-rank-batch", str(args.per_rank_batch), "--bn-momentum", "0.9", "--warmup-epochs", "1",
+        "--precision", "float32", "--weights", "none", "--no-tensorboard", "--progress", "log",
+        "--lr-scaling", rule, "--seed", str(seed)])
     t0 = time.perf_counter()
-    sh(cmd, path + ".log", env)
+    sh(cmd, path + ".log", mpi_env())
     return time.perf_counter() - t0
 
 
@@ -154,60 +139,50 @@ def aggregate(rows):
 
 
 
-def machine():
-    import horovod
-    import tensorflow as tf
-    import tf_keras
-    return {"cpu": cpu_facts().model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__, "horovod": horovod.__version__}
-
-
-def markdown(result):
+def markdown(study, rows, summary):
     """The per-run table (one row per seed) and, with several seeds, the mean over seeds."""
-    epochs = result["settings"]["epochs"]
+    epochs = study["epochs"]
     head = ("| seed | ranks | rule | global batch | peak LR | " + " | ".join(f"AUC e{i + 1}" for i in range(epochs))
             + " | final | best | final - 1 rank |\n|" + "---|" * (epochs + 8))
     lines = [head]
-    for r in result["runs"]:
+    for r in rows:
         aucs = " | ".join(f"{a:.4f}" for a in r["val_mean_auc_per_epoch"])
         lines.append(f"| {r['seed']} | {r['ranks']} | {r['rule']} | {r['global_batch']} | {r['peak_lr']:.2e} | "
                      f"{aucs} | {r['final_auc']:.4f} | {r['best_auc']:.4f} | {r['delta_final_vs_1rank']:+.4f} |")
-    if len(result["settings"]["seeds"]) > 1:
+    if len(study["seeds"]) > 1:
         lines += ["", "| ranks | rule | global batch | peak LR | final AUC, mean (min - max) | best, mean "
                   "| final - 1 rank, mean (per seed) |", "|---|---|---|---|---|---|---|"]
-        for g in result["summary"]:
+        for g in summary:
             per_seed = ", ".join(f"{d:+.4f}" for d in g["delta_final_vs_1rank_per_seed"])
             lines.append(f"| {g['ranks']} | {g['rule']} | {g['global_batch']} | {g['peak_lr']:.2e} | "
                          f"{g['final_auc_mean']:.4f} ({g['final_auc_min']:.4f} - {g['final_auc_max']:.4f}) | "
                          f"{g['best_auc_mean']:.4f} | {g['delta_final_vs_1rank_mean']:+.4f} ({per_seed}) |")
-    m = result["machine"]
+    m = study["machine"]
     lines += ["", f"{m['cpu']}, {m['cores']} cores; Python {m['python']}, TensorFlow {m['tensorflow']}, "
-              f"tf_keras {m['tf_keras']}, horovod {m['horovod']}; {result['date']}.",
-              f"Command: `{result['command']}`"]
+              f"tf_keras {m['tf_keras']}, horovod {m['horovod']}; {study['date']}.",
+              f"Command: `{study['command']}`"]
     return "\n".join(lines) + "\n"
 
 
-def main():
-    args = parse_args()
-    os.makedirs(args.workdir, exist_ok=True)
-    t0 = time.perf_counter()
-    tfrecords = make_data(args)
-    for seed, ranks, rule in plan(args):
-        took = train(args, tfrecords, seed, ranks, rule)
-        print(f"seed {seed} np {ranks} {rule}: " + (f"{took:.0f} s" if took else "reused"), flush=True)
-    rows = add_deltas([summarise_run(run_dir(args, *key)) for key in plan(args)])
-    settings = {k: getattr(args, k) for k in ("images", "image_size", "crop", "epochs", "per_rank_batch",
-                                              "ranks", "rules", "seeds")}
-    result = {"command": " ".join([os.path.relpath(sys.executable, ROOT)] + sys.argv),
-              "date": time.strftime("%Y-%m-%d"), "wall_time_s": time.perf_counter() - t0,
-              "settings": settings, "machine": machine(), "runs": rows, "summary": aggregate(rows)}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w") as fh:
-        json.dump(result, fh, indent=2)
-    table = markdown(result)
-    with open(args.out + ".md", "w") as fh:
-        fh.write(table)
-    print(table)
+def write_tables(out):
+    path = study_records(out)
+    rows = add_deltas(read_events(path, "run"))
+    write_outputs(out, {".md": markdown(read_events(path, "study")[-1], rows, aggregate(rows))})
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not args.tables_only:
+        os.makedirs(args.workdir, exist_ok=True)
+        t0 = time.perf_counter()
+        tfrecords = make_data(args)
+        stream = start_records(args.out, **{k: getattr(args, k) for k in SETTINGS})
+        for seed, ranks, rule in plan(args):
+            took = train(args, tfrecords, seed, ranks, rule)
+            print(f"seed {seed} np {ranks} {rule}: " + (f"{took:.0f} s" if took else "reused"), flush=True)
+            stream.write("run", **summarise_run(run_dir(args, seed, ranks, rule)))
+        stream.write("study_end", wall_s=time.perf_counter() - t0)
+    write_tables(args.out)
 
 
 if __name__ == "__main__":

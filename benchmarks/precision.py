@@ -40,7 +40,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import benchmark_flags, mpi_env, ranks_command, sh, start_records  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
+    benchmark_flags, mpi_env, output_flags, ranks_command, sh, start_records)
 from runtime.metrics import read_events  # noqa: E402
 from runtime.precision import choose, cpu_facts  # noqa: E402
 
@@ -243,8 +244,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--workdir", default="/tmp/precision-study")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "precision"))
-    p.add_argument("--tables-only", action="store_true", help="rebuild the tables from <out>/metrics.jsonl")
+    output_flags(p, "precision", ".md/.csv")
     args = p.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]

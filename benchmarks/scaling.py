@@ -30,7 +30,6 @@ Tiny check: ``--crop 32 --seg-model unet --seg-size 32 --per-rank-batch 2 --glob
 --warmup-steps 1 --repeats 1 --out /tmp/scaling``.
 """
 import argparse
-import json
 import math
 import os
 import shlex
@@ -43,7 +42,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import ranks_command, sh, start_records  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.common import output_flags, ranks_command, sh, start_records  # noqa: E402  (needs ROOT on sys.path)
 from dataprep.kvasir_seg import facts as kvasir  # noqa: E402
 from runtime.metrics import fmt, read_events  # noqa: E402
 from runtime.precision import REQUESTS, cpu_facts  # noqa: E402
@@ -125,9 +124,7 @@ def parse_args(argv=None):
                    help="allreduce.py's metrics.jsonl, for the projection (default benchmarks/results/allreduce)")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "scaling-study"),
                    help="where each run's folder and log go (a new runs-<time> folder per study)")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "scaling"),
-                   help="<out>/metrics.jsonl and <out>.md/.csv/.png (default benchmarks/results/scaling)")
-    p.add_argument("--tables-only", action="store_true", help="rebuild the tables from <out>/metrics.jsonl")
+    output_flags(p, "scaling", ".md/.csv/.png")
     args = p.parse_args(argv)
     args.epoch_images = per_workload(args.epoch_images, int, "epoch-images") if args.epoch_images else {}
     if args.tables_only:
@@ -207,13 +204,14 @@ def run_all(args, stream):
 
 def start_stream(args):
     """A fresh <out>/metrics.jsonl that opens with the study's settings and the allreduce figures it uses."""
-    facts, meta = cpu_facts(), os.path.join(os.path.dirname(args.allreduce_records), "meta.json")
+    facts, recorded = cpu_facts(), os.path.exists(args.allreduce_records)
+    source = read_events(args.allreduce_records, "study")[-1] if recorded else {}
     stream = start_records(args.out, native_bf16=facts.native_bf16,
                            amx=sorted(f for f in facts.flags if f.startswith("amx")),
                            epoch_images={**EPOCH_IMAGES, **args.epoch_images}, repeats=args.repeats,
                            steps=args.steps, warmup_steps=args.warmup_steps, input=args.input,
-                           allreduce_meta=json.load(open(meta)) if os.path.exists(meta) else {})
-    if os.path.exists(args.allreduce_records):
+                           allreduce_meta={"date": source.get("date"), "cpu": source.get("machine", {}).get("cpu")})
+    if recorded:
         for r in read_events(args.allreduce_records, "allreduce"):
             if (r["impl"], r["controller"]) == ("horovod", "mpi"):
                 stream.write("allreduce", **{k: v for k, v in r.items() if k not in ("event", "time")},

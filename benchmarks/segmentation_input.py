@@ -13,13 +13,12 @@
      nearest mask), thresholds and batches (parallel map, prefetch) with no
      augmentation, as a tutorial would; timed with the same step meter.
    Both time ``--steps`` steps after ``--warmup`` untimed ones: images / elapsed.
-3. Writes results/segmentation_input.json (figures, medians, machine,
-   versions, command) and prints a Markdown table.
+3. Every run is a record in <out>/metrics.jsonl, after the study's record (command, date, machine,
+   settings); <out>.md is built from that file alone (``--tables-only`` rebuilds it).
 """
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -30,28 +29,19 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from runtime.metrics import read_events  # noqa: E402  (needs ROOT on sys.path)
-from runtime.precision import cpu_facts  # noqa: E402
+from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
+    output_flags, sh, start_records, study_records, synthetic_data, write_outputs)
+from runtime.metrics import read_events  # noqa: E402
 
-
-def sh(*cmd, env=None):
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
-
-
-def make_data(work, pairs, size):
-    data = os.path.join(work, "data")
-    sh("bash", "download_dataset.sh", "--dataset", "kvasir-seg", "--out", data, "--synthetic", str(pairs))
-    sh("bash", "extract_images.sh", "--dataset", "kvasir-seg", "--out", data)
-    sh("bash", "write_tfrecords.sh", "--dataset", "kvasir-seg", "--out", data, "--image-size", str(size))
-    return os.path.join(data, "kvasir-seg")
+SETTINGS = ("pairs", "size", "batch", "steps", "warmup", "repeats")
 
 
 def trainer_rate(args, folder, runs, k):
     name = f"trainer-{k}"
-    sh(sys.executable, "-m", "segmentation.train", "--benchmark", "--data-dir", os.path.join(folder, "tfrecords"),
-       "--runs-dir", runs, "--run-name", name, "--per-rank-batch", str(args.batch), "--benchmark-steps",
-       str(args.steps), "--throughput-warmup-steps", str(args.warmup), "--precision", "float32",
-       "--no-tensorboard", "--progress", "none")
+    sh([sys.executable, "-m", "segmentation.train", "--benchmark", "--data-dir", os.path.join(folder, "tfrecords"),
+        "--runs-dir", runs, "--run-name", name, "--per-rank-batch", str(args.batch), "--benchmark-steps",
+        str(args.steps), "--throughput-warmup-steps", str(args.warmup), "--precision", "float32",
+        "--no-tensorboard", "--progress", "none"], os.path.join(runs, name + ".log"))
     return read_events(os.path.join(runs, name, "metrics.jsonl"), "benchmark")[0]["images_per_s"]
 
 
@@ -102,14 +92,23 @@ def plain_fit(folder, size, batch, steps, warmup):
     print(json.dumps({"images_per_s": meter.summary().images_per_s}), flush=True)
 
 
-def machine():
-    import tensorflow as tf
-    import tf_keras
-    return {"cpu": cpu_facts().model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__}
+def markdown(path):
+    study, runs = read_events(path, "study")[-1], read_events(path, "run")
+    samples = {}
+    for r in runs:
+        samples.setdefault(r["input"], []).append(r["images_per_s"])
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    m = study["machine"]
+    lines = [f"ResUNet++ {study['size']}x{study['size']}, batch {study['batch']}, {study['precision']}, "
+             f"{study['steps']} timed steps after {study['warmup']}; {m['cpu']}, {m['cores']} cores, TensorFlow "
+             f"{m['tensorflow']}; {study['date']}. Command: `{study['command']}`", "",
+             f"| input | images/s (median of {study['repeats']}) | samples |", "|---|---|---|"]
+    lines += [f"| {k} | {medians[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} |" for k, v in samples.items()]
+    lines += ["", f"trainer / plain = {medians['trainer'] / medians['plain']:.2f}"]
+    return "\n".join(lines) + "\n"
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=240, help="synthetic frame/mask pairs at real sizes (default 240)")
     p.add_argument("--size", type=int, default=128, help="network input side, a multiple of 16 (default 128)")
@@ -118,31 +117,28 @@ def main():
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before them (default 5)")
     p.add_argument("--repeats", type=int, default=3, help="alternating repeats; medians reported (default 3)")
     p.add_argument("--workdir", default="", help="keep data and runs here (default: a temporary folder)")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "segmentation_input.json"))
+    output_flags(p, "segmentation_input")
     p.add_argument("--plain-fit", default="", help=argparse.SUPPRESS)  # internal: run the baseline only
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.plain_fit:
         return plain_fit(args.plain_fit, args.size, args.batch, args.steps, args.warmup)
+    if not args.tables_only:
+        run_study(args)
+    write_outputs(args.out, {".md": markdown(study_records(args.out))})
+
+
+def run_study(args):
     work = args.workdir or tempfile.mkdtemp(prefix="bench-seg-")
     t0 = time.perf_counter()
-    folder = make_data(work, args.pairs, args.size)
-    rates = {"trainer": [], "plain": []}
+    folder = synthetic_data("kvasir-seg", os.path.join(work, "data"), args.pairs, stored=args.size)
+    stream = start_records(args.out, model="resunetpp", precision="float32",
+                           **{k: getattr(args, k) for k in SETTINGS})
+    os.makedirs(os.path.join(work, "runs"), exist_ok=True)
     for k in range(args.repeats):  # alternate: drifting machine load hits both alike
-        rates["trainer"].append(trainer_rate(args, folder, os.path.join(work, "runs"), k))
-        rates["plain"].append(plain_rate(args, folder))
-    medians = {k: statistics.median(v) for k, v in rates.items()}
-    result = {"command": " ".join([os.path.relpath(sys.executable, ROOT)] + sys.argv), "date": time.strftime("%Y-%m-%d"),
-              "settings": {k: getattr(args, k) for k in ("pairs", "size", "batch", "steps", "warmup", "repeats")},
-              "model": "resunetpp", "precision": "float32", "machine": machine(), "samples": rates,
-              "median_images_per_s": medians, "trainer_over_plain": medians["trainer"] / medians["plain"],
-              "wall_time_s": time.perf_counter() - t0}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    print(f"| input | images/s (median of {args.repeats}) | samples |\n|---|---|---|")
-    for k, v in rates.items():
-        print(f"| {k} | {medians[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} |")
-    print(f"\ntrainer / plain = {result['trainer_over_plain']:.2f}; {result['machine']['cpu']}")
+        stream.write("run", input="trainer", repeat=k + 1,
+                     images_per_s=trainer_rate(args, folder, os.path.join(work, "runs"), k))
+        stream.write("run", input="plain", repeat=k + 1, images_per_s=plain_rate(args, folder))
+    stream.write("study_end", wall_s=time.perf_counter() - t0)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

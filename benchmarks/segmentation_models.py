@@ -49,7 +49,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import machine, ranks_command, sh  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.common import machine, ranks_command, sh, synthetic_data  # noqa: E402  (needs ROOT on sys.path)
 from runtime.errors import UserError  # noqa: E402
 from runtime.files import sha256_of, write_json  # noqa: E402
 from runtime.metrics import MetricsStream, read_events  # noqa: E402
@@ -103,15 +103,8 @@ def make_data(args):
     """The records to train on: --data-dir, or a synthetic Kvasir-SEG made by the three stages (once)."""
     if args.data_dir:
         return os.path.abspath(args.data_dir)
-    data = os.path.join(args.workdir, f"data-{args.pairs}-{args.image_size}")
-    tfrecords = os.path.join(data, "kvasir-seg", "tfrecords")
-    if not os.path.exists(os.path.join(tfrecords, "manifest.json")):
-        os.makedirs(args.workdir, exist_ok=True)
-        log = data + ".log"
-        for stage, extra in (("download_dataset.sh", ["--synthetic", str(args.pairs)]), ("extract_images.sh", []),
-                             ("write_tfrecords.sh", ["--image-size", str(args.image_size)])):
-            sh(["bash", stage, "--dataset", "kvasir-seg", "--out", data, *extra], f"{log}.{stage}")
-    return tfrecords
+    out = os.path.join(args.workdir, f"data-{args.pairs}-{args.image_size}")
+    return os.path.join(synthetic_data("kvasir-seg", out, args.pairs, stored=args.image_size), "tfrecords")
 
 
 def grading_split(requested, tfrecords):

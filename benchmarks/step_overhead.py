@@ -30,10 +30,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import mpi_env, ranks_command, sh, start_records  # noqa: E402  (needs ROOT on sys.path)
-
+from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
+    mpi_env, output_flags, ranks_command, sh, start_records, synthetic_data)
 VARIANTS = ("bare", "fit", "benchmark", "training")
-OUT = os.path.join(ROOT, "benchmarks", "results", "step_overhead")
 STAGES = {"chexnet": ("chestxray14", []), "segmentation": ("kvasir-seg", ["--split", "random"])}
 
 
@@ -160,21 +159,21 @@ def record_sides(args):
 
 def make_records(args, work):
     dataset, write = STAGES[args.workload]
-    data = os.path.join(work, "data")
     source, stored = record_sides(args)
-    for stage, more in (("download_dataset.sh", ["--synthetic", str(args.images), "--image-size", str(source)]),
-                        ("extract_images.sh", []), ("write_tfrecords.sh", [*write, "--image-size", str(stored)])):
-        sh(["bash", stage, "--dataset", dataset, "--out", data, *more], os.path.join(work, f"{stage}.log"))
-    return os.path.join(data, dataset, "tfrecords")
+    return os.path.join(synthetic_data(dataset, os.path.join(work, "data"), args.images, source, stored, write),
+                        "tfrecords")
 
 
 def run_study(args):
     ranks = [int(r) for r in args.ranks.split(",")]
+    if args.data_dir and args.workload == "segmentation":  # the networks take the records at their side
+        from training.manifest import Manifest
+        args.size = Manifest.load(args.data_dir).stored_size
     stream = start_records(args.out, study="step_overhead", workload=args.workload, size=args.size,
                            per_rank_batch=args.per_rank_batch, warmup_steps=args.warmup_steps, rounds=args.rounds,
-                           precision="float32")
+                           precision="float32", data=args.data_dir or f"synthetic, {args.images} images")
     with tempfile.TemporaryDirectory(prefix="step-overhead-") as work:
-        data = make_records(args, work)
+        data = args.data_dir or make_records(args, work)
         for round_ in range(args.rounds):
             for n in ranks:
                 order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]  # alternate: drift hits every variant
@@ -223,16 +222,18 @@ def parse(argv=None):
     p.add_argument("--warmup-steps", type=int, default=5)
     p.add_argument("--ranks", default="1,2")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--out", default=OUT)
-    p.add_argument("--tables-only", action="store_true")
+    output_flags(p, "step_overhead")
     p.add_argument("--worker", choices=("bare", "fit"), help=argparse.SUPPRESS)
-    p.add_argument("--data-dir", help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", help="the workload's TFRecords to time (default: a synthetic set of --images made "
+                   "by the data stages)")
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name, low, high in (("size", 32, 4096), ("per_rank_batch", 1, 4096), ("images", 20, 10 ** 6),
                             ("warmup_steps", 1, 1000), ("rounds", 1, 100)):
         if not low <= getattr(args, name) <= high:
             p.error(f"--{name.replace('_', '-')} must be {low} to {high}, got {getattr(args, name)}")
+    if args.data_dir and not os.path.isfile(os.path.join(args.data_dir, "manifest.json")):
+        p.error(f"--data-dir {args.data_dir}: no manifest.json there; pass a folder write_tfrecords.sh wrote")
     if not all(r.isdigit() and 1 <= int(r) <= 64 for r in args.ranks.split(",")):
         p.error(f"--ranks {args.ranks!r}: give rank counts 1 to 64, comma-separated (1,2)")
     return args

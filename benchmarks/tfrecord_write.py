@@ -15,15 +15,14 @@
    record and the read speed of a tf.data pipeline that parses and decodes
    every record (median images/s over repeats, 2 parallel calls).
 
-Writes benchmarks/results/tfrecords.json and prints a Markdown table.
+Each configuration's medians and samples are a record in <out>/metrics.jsonl, after the study's record
+(command, date, machine); <out>.md is built from that file alone (``--tables-only`` rebuilds it).
 """
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,18 +30,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from runtime.precision import cpu_facts  # noqa: E402  (needs ROOT on sys.path)
-
-
-def sh(*cmd):
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
+    output_flags, sh, start_records, study_records, synthetic_data, write_outputs)
+from runtime.metrics import read_events  # noqa: E402
 
 
 def write_once(data_dir, out_dir, processes, encoding):
-    shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # the study's own output folder in its work folder
     t0 = time.perf_counter()
-    sh(sys.executable, "-m", "dataprep.chestxray14.tfrecords", "--data-dir", data_dir, "--out-dir", out_dir,
-       "--processes", str(processes), "--encoding", encoding, "--images-per-shard", "100")
+    sh([sys.executable, "-m", "dataprep.chestxray14.tfrecords", "--data-dir", data_dir, "--out-dir", out_dir,
+        "--processes", str(processes), "--encoding", encoding, "--images-per-shard", "100"], out_dir + ".log")
     elapsed = time.perf_counter() - t0
     manifest = json.load(open(os.path.join(out_dir, "manifest.json")))
     return manifest["counts"]["written"] / elapsed, manifest
@@ -84,21 +81,13 @@ def read_speed(out_dir):
 
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--images", type=int, default=600)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--workdir", default="")
-    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "tfrecords.json"))
-    args = p.parse_args()
+def run_study(args):
     work = args.workdir or tempfile.mkdtemp(prefix="bench-tfrecords-")
-    data = os.path.join(work, "data")
     t0 = time.perf_counter()
-    sh("bash", "download_dataset.sh", "--out", data, "--synthetic", str(args.images), "--image-size", "1024")
-    synth_s = time.perf_counter() - t0
-    sh("bash", "extract_images.sh", "--out", data)
-    data_dir = os.path.join(data, "chestxray14")
-
+    data_dir = synthetic_data("chestxray14", os.path.join(work, "data"), args.images, source=1024)
+    stream = start_records(args.out, images=args.images, source_size=1024, stored_size=256, repeats=args.repeats,
+                           opencv=__import__("cv2").__version__)
+    stream.write("synthetic", seconds=time.perf_counter() - t0)
     rates, steady, limits = {1: [], 2: []}, {1: [], 2: []}, {1: [], 2: []}
     for _ in range(args.repeats):
         for procs in (1, 2):  # alternate: drifting machine load hits all alike
@@ -106,8 +95,10 @@ def main():
             rates[procs].append(rate)
             steady[procs].append(manifest["writing"]["images_per_s"])
             limits[procs].append(decode_limit(data_dir, procs))
-
-    encodings = {}
+    for procs in (1, 2):
+        stream.write("write", processes=procs, images_per_s=statistics.median(rates[procs]), samples=rates[procs],
+                     steady_images_per_s=statistics.median(steady[procs]), steady_samples=steady[procs],
+                     limit_images_per_s=statistics.median(limits[procs]), limit_samples=limits[procs])
     for enc in ("png", "jpeg", "raw"):
         out = os.path.join(work, f"enc-{enc}")
         write_rates, reads = [], []
@@ -116,43 +107,43 @@ def main():
             write_rates.append(rate)
             reads.append(read_speed(out))
         total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out) if f.endswith(".tfrecord"))
-        encodings[enc] = {"bytes_per_record": total / manifest["counts"]["written"],
-                          "write_images_per_s_1proc": statistics.median(write_rates),
-                          "read_decode_images_per_s": statistics.median(reads), "read_samples": reads}
-
-    import tensorflow as tf
-    result = {
-        "command": " ".join([os.path.relpath(sys.executable, ROOT)] + sys.argv),
-        "date": time.strftime("%Y-%m-%d"), "images": args.images, "source_size": 1024, "stored_size": 256,
-        "repeats": args.repeats, "synthetic_generation_s": synth_s,
-        "machine": {"cpu": cpu_facts().model, "cores": os.cpu_count(), "python": platform.python_version(),
-                    "tensorflow": tf.__version__, "opencv": __import__("cv2").__version__},
-        "write_png_images_per_s": {str(k): statistics.median(v) for k, v in rates.items()},
-        "write_png_samples": {str(k): v for k, v in rates.items()},
-        "write_png_steady_images_per_s": {str(k): statistics.median(v) for k, v in steady.items()},
-        "write_png_steady_samples": {str(k): v for k, v in steady.items()},
-        "decode_limit_images_per_s": {str(k): statistics.median(v) for k, v in limits.items()},
-        "decode_limit_samples": {str(k): v for k, v in limits.items()},
-        "encodings": encodings,
-    }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=2)
-    w, st, lim = (result[k] for k in ("write_png_images_per_s", "write_png_steady_images_per_s",
-                                      "decode_limit_images_per_s"))
-    print(f"| processes | whole stage, images/s | shards written, images/s | decode + resize limit, images/s | "
-          f"shards / limit |\n|---|---|---|---|---|")
-    for k in ("1", "2"):
-        def cell(d):  # with the 2-process speed-up
-            return f"{d[k]:.1f}" + (f" (x{d[k] / d['1']:.2f})" if k == "2" else "")
-        print(f"| {k} | {cell(w)} | {cell(st)} | {cell(lim)} | {st[k] / lim[k]:.0%} |")
-    print()
-    print("| encoding | KB/record | write images/s (1 proc) | read+decode images/s |\n|---|---|---|---|")
-    for enc, e in encodings.items():
-        print(f"| {enc} | {e['bytes_per_record'] / 1024:.1f} | {e['write_images_per_s_1proc']:.1f} | "
-              f"{e['read_decode_images_per_s']:.0f} |")
+        stream.write("encoding", encoding=enc, bytes_per_record=total / manifest["counts"]["written"],
+                     write_images_per_s_1proc=statistics.median(write_rates), write_samples=write_rates,
+                     read_decode_images_per_s=statistics.median(reads), read_samples=reads)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def markdown(path):
+    study = read_events(path, "study")[-1]
+    writes = {r["processes"]: r for r in read_events(path, "write")}
+    m = study["machine"]
+    lines = [f"{study['images']} synthetic images at {study['source_size']}x{study['source_size']} written at "
+             f"{study['stored_size']}x{study['stored_size']}, medians of {study['repeats']}; {m['cpu']}, {m['cores']} "
+             f"cores, TensorFlow {m['tensorflow']}; {study['date']}. Command: `{study['command']}`", "",
+             "| processes | whole stage, images/s | shards written, images/s | decode + resize limit, images/s | "
+             "shards / limit |", "|---|---|---|---|---|"]
+    for k, r in sorted(writes.items()):
+        def cell(key):  # with the speed-up over one process
+            return f"{r[key]:.1f}" + (f" (x{r[key] / writes[1][key]:.2f})" if k != 1 else "")
+        lines.append(f"| {k} | {cell('images_per_s')} | {cell('steady_images_per_s')} | {cell('limit_images_per_s')} "
+                     f"| {r['steady_images_per_s'] / r['limit_images_per_s']:.0%} |")
+    lines += ["", "| encoding | KB/record | write images/s (1 proc) | read+decode images/s |", "|---|---|---|---|"]
+    lines += [f"| {e['encoding']} | {e['bytes_per_record'] / 1024:.1f} | {e['write_images_per_s_1proc']:.1f} | "
+              f"{e['read_decode_images_per_s']:.0f} |" for e in read_events(path, "encoding")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=600)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workdir", default="", help="keep data and records here (default: a temporary folder)")
+    output_flags(p, "tfrecords")
+    args = p.parse_args(argv)
+    if not args.tables_only:
+        run_study(args)
+    write_outputs(args.out, {".md": markdown(study_records(args.out))})
 
 
 if __name__ == "__main__":

@@ -42,17 +42,18 @@ def test_allreduce_study_tables_come_from_its_records(tmp_path):
     assert open(str(out) + ".md").read() == md
 
 
-def test_segmentation_model_comparison_has_a_row_per_network_built_from_its_runs_records(tmp_path):
-    """U-Net trained and graded by the study (one process, one epoch) on tiny records with train and val only
-    (so val is graded), then on other records in the same --workdir, which have a test split, with SegNet beside
-    it (every network's forward pass is in test_segmentation_model.py): a new run, not the first one's; a row
-    per network, every figure its run's own record, the table naming the split graded and its image count, and
-    the same table from the records alone."""
+def test_segmentation_model_comparison_has_a_row_per_network_built_from_its_runs_records(tmp_path,
+                                                                                        small_kvasir):
+    """U-Net trained and graded by the study (one process, one epoch) on the shared small records, with train
+    and val only (so val is graded), then on other records in the same --workdir, which have a test split, with
+    SegNet beside it (every network's forward pass is in test_segmentation_model.py): a new run, not the first
+    one's; a row per network, every figure its run's own record, the table naming the split graded and its
+    image count, and the same table from the records alone."""
     out, work = tmp_path / "cmp", tmp_path / "work"
     study = [sys.executable, "benchmarks/segmentation_models.py", "--panels", "2", "--workdir", str(work),
              "--out", str(out), "--epochs", "1", "--np", "1", "--batches", "1,2", "--repeats", "2", "--precision",
              "float32", "--bootstrap", "50", "--train-args", "--throughput-warmup-steps 1"]
-    first = make_kvasir(tmp_path / "first", pairs=30, largest=96, stored=32)
+    first = small_kvasir
     run_job([*study, "--data-dir", str(first / "tfrecords"), "--models", "unet"], timeout=900)
     val = json.loads((first / "tfrecords" / "manifest.json").read_text())["splits"]["val"]["images"]
     assert open(str(out) + ".md").read().startswith(f"val split of {val} images, 32x32, 1 epochs on 1 rank(s), ")

@@ -66,17 +66,19 @@ def test_precision_study_table_comes_from_its_records(tmp_path):
     assert open(str(out) + ".md").read() == md
 
 
-def test_step_overhead_study_times_the_same_steps_four_ways_and_tables_its_records(tmp_path):
-    """The step-overhead study on a tiny U-Net on 1 rank, one round: a record per variant (bare loop,
-    Keras fit, the trainer's benchmark and training modes), each timing the epoch's steps after the same
-    warm-up, so the four are comparable; the table's medians and ratios to bare are the records', and
-    --tables-only rebuilds it."""
+def test_step_overhead_study_times_the_same_steps_four_ways_and_tables_its_records(tmp_path, small_kvasir):
+    """The step-overhead study on a tiny U-Net on 1 rank, one round, over the shared small records: a record
+    per variant (bare loop, Keras fit, the trainer's benchmark and training modes), each timing the epoch's
+    steps after the same warm-up, so the four are comparable; the table's medians and ratios to bare are the
+    records', and --tables-only rebuilds it."""
     out = tmp_path / "step_overhead"
     study = [sys.executable, "benchmarks/step_overhead.py", "--out", str(out)]
     proc = run_job([*study, "--ranks", "2,0"], expect_rc=2, timeout=60)
     assert "--ranks '2,0': give rank counts 1 to 64" in proc.stderr
-    run_job([*study, "--workload", "segmentation", "--seg-model", "unet", "--size", "32", "--per-rank-batch", "2",
-             "--images", "40", "--warmup-steps", "2", "--ranks", "1", "--rounds", "1"], timeout=600)
+    proc = run_job([*study, "--data-dir", str(tmp_path)], expect_rc=2, timeout=60)
+    assert f"--data-dir {tmp_path}: no manifest.json there" in proc.stderr
+    run_job([*study, "--workload", "segmentation", "--seg-model", "unet", "--data-dir", str(small_kvasir / "tfrecords"),
+             "--per-rank-batch", "4", "--warmup-steps", "2", "--ranks", "1", "--rounds", "1"], timeout=600)
     runs = read_events(str(out / "metrics.jsonl"), "run")
     assert sorted(r["variant"] for r in runs) == ["bare", "benchmark", "fit", "training"]
     steps = {r["timed_steps"] for r in runs}

@@ -99,7 +99,7 @@ def xray_recipe(tmp_path_factory, chexnet_run):
           "--patient-column", "Patient", "--uncertain", "ignore", "--image-size", "40")
     records, runs = root / "data" / "own" / "tfrecords", root / "runs"
     trained = run_ranks(2, ["-m", "chexnet.train", "--data-dir", str(records), "--runs-dir", str(runs), "--run-name",
-                            "own", "--init-from", str(chexnet_run["run"]), "--epochs", "2", "--crop", "32",
+                            "own", "--init-from", str(chexnet_run["run"]), "--epochs", "1", "--crop", "32",
                             "--per-rank-batch", "4", "--warmup-epochs", "0", "--precision", "float32"], timeout=600)
     run = runs / "own"
     run_ranks(2, ["-m", "chexnet.evaluate", "--run", str(run), "--split", "test", "--checkpoint", "best.npz",
@@ -196,8 +196,8 @@ def polyp_recipe(tmp_path_factory):
           "--out", str(root / "data"), "--name", "polyps", "--image-size", str(STORED))
     records, runs = root / "data" / "polyps" / "tfrecords", root / "runs"
     run_ranks(2, ["-m", "segmentation.train", "--data-dir", str(records), "--runs-dir", str(runs), "--run-name",
-                  "seg", "--epochs", "1", "--per-rank-batch", "2", "--warmup-epochs", "0", "--precision",
-                  "float32"], timeout=600)
+                  "seg", "--model", "unet", "--epochs", "1", "--per-rank-batch", "2", "--warmup-epochs", "0",
+                  "--precision", "float32"], timeout=600)
     run = runs / "seg"
     run_ranks(2, ["-m", "segmentation.evaluate", "--run", str(run), "--split", "test", "--checkpoint", "best.npz",
                   "--bootstrap", "20"], timeout=300)
