@@ -1,4 +1,5 @@
-"""Every recorded study in benchmarks/results/ rebuilds its committed tables from its records alone."""
+"""Every recorded study in benchmarks/results/ rebuilds its committed tables from its records alone; a study
+leaves a run folder it did not make as it is."""
 import os
 import shutil
 import sys
@@ -24,3 +25,18 @@ def test_the_recorded_records_rebuild_the_committed_tables(tmp_path, script, nam
     for suffix in tables:
         with open(os.path.join(RESULTS, name + suffix), encoding="utf-8") as committed:
             assert (tmp_path / (name + suffix)).read_text(encoding="utf-8") == committed.read(), suffix
+
+
+def test_lr_scaling_refuses_a_run_folder_it_did_not_make_before_any_work(tmp_path):
+    """A folder where the study would put a run, without the study's note beside it: refused in one line naming
+    it, before the data stages, and left as it was (the study restarts only half-finished runs of its own)."""
+    work = tmp_path / "work"
+    theirs = work / "runs-100-e1" / "seed0" / "lr-sqrt-np1"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine")
+    proc = run_job([sys.executable, "benchmarks/lr_scaling.py", "--images", "100", "--epochs", "1", "--ranks", "1",
+                    "--workdir", str(work), "--out", str(tmp_path / "lr")], expect_rc=1, timeout=60)
+    assert proc.stderr.strip().splitlines() == [
+        f"{theirs} exists but this study did not make it (no {theirs}.study.json): it is left as it is; pass "
+        f"another --workdir, or move it away"]
+    assert (theirs / "notes.txt").read_text() == "mine" and sorted(os.listdir(work)) == ["runs-100-e1"]
