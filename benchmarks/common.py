@@ -9,6 +9,7 @@ synthetic data through the project's own stages, and a study's records file and 
     path = study_records("benchmarks/results/x")                  # its metrics.jsonl, or a one-line exit
     write_outputs("benchmarks/results/x", {".md": text, ".csv": csv})
 """
+import json
 import os
 import platform
 import shutil
@@ -107,6 +108,21 @@ def synthetic_data(dataset, out, count, source=None, stored=None, write=()):
     for stage, extra in stages:
         sh(["bash", stage, "--dataset", dataset, "--out", out, *extra], f"{out}.{stage}.log")
     return folder
+
+
+def run_note(run):
+    """What ``<run>.study.json`` says (the study that made run folder ``run``, and for what), or None."""
+    try:
+        with open(run + ".study.json", encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def write_run_note(run, note):
+    """``<run>.study.json``: ``note`` beside run folder ``run``, written before the study starts the run."""
+    from runtime.files import write_json
+    write_json(run + ".study.json", note)
 
 
 def output_flags(parser, study, built=".md"):

@@ -60,17 +60,19 @@ def make_data(args, work):
     py, logs = sys.executable, os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
     folders = {}
-    sets = {"chexnet": ("chestxray14", args.images, args.source_size, args.stored_size, "50", ["images_all", "images"]),
-            "segmentation": ("kvasir-seg", args.pairs, args.seg_source_size, args.seg_size, "25", ["Kvasir-SEG"])}
+    # (data set, images, source side, stored side, sources folder, writer flags) of each workload
+    sets = {"chexnet": ("chestxray14", args.images, args.source_size, args.stored_size, ["images_all", "images"],
+                        ["--images-per-shard", "50"]),
+            "segmentation": ("kvasir-seg", args.pairs, args.seg_source_size, args.seg_size, ["Kvasir-SEG"],
+                             ["--images-per-shard", "25", "--split", "random"])}
     for workload in args.workloads:
-        dataset, count, source, stored, per_shard, sources = sets[workload]
+        dataset, count, source, stored, sources, write = sets[workload]
         folder = synthetic_data(dataset, os.path.join(work, f"{dataset}-data"), count, source or None)
         folders[workload] = {"sources": os.path.join(folder, *sources)}
-        split = ["--split", "random"] if workload == "segmentation" else []
         for enc in args.encodings:
             out = os.path.join(work, f"{workload}-{enc}")
             sh([py, "-m", f"dataprep.{dataset.replace('-', '_')}.tfrecords", "--data-dir", folder, "--out-dir", out,
-                "--encoding", enc, "--image-size", str(stored), "--images-per-shard", per_shard, *split],
+                "--encoding", enc, "--image-size", str(stored), *write],
                os.path.join(logs, f"{workload}-{enc}.log"))
             folders[workload][enc] = out
     if args.shuffle_mb and not args.shuffle_images:  # the ChestX-ray14 raw records serve (tests: one data set less)

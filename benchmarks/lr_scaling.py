@@ -18,7 +18,6 @@ Tiny check: ``--images 200 --epochs 1 --ranks 1,2 --rules sqrt --out /tmp/lr``.
 Ranks may outnumber cores: this measures learning, not speed.
 """
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -30,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
-    mpi_env, output_flags, ranks_command, sh, start_records, study_records, synthetic_data, write_outputs)
-from runtime.files import write_json  # noqa: E402
+    mpi_env, output_flags, ranks_command, run_note, sh, start_records, study_records, synthetic_data, write_outputs,
+    write_run_note)
 from runtime.metrics import read_events  # noqa: E402
 
 MARK = "benchmarks/lr_scaling.py"
@@ -82,20 +81,11 @@ def finished(path, epochs):
     return os.path.exists(metrics) and len(read_events(metrics, "epoch")) >= epochs
 
 
-def made_here(path):
-    """Whether the run folder ``path`` (or its place) is this study's: the note beside it says so."""
-    try:
-        with open(path + ".study.json", encoding="utf-8") as fh:
-            return json.load(fh) == {"made_by": MARK}
-    except (OSError, ValueError):
-        return False
-
-
 def refuse_foreign_runs(args):
     """One line, before any work, for a run folder in the study's place that the study did not make."""
     for key in plan(args):
         path = run_dir(args, *key)
-        if os.path.lexists(path) and not made_here(path):
+        if os.path.lexists(path) and run_note(path) != {"made_by": MARK}:
             sys.exit(f"{path} exists but this study did not make it (no {path}.study.json): it is left as it is; "
                      f"pass another --workdir, or move it away")
 
@@ -107,7 +97,7 @@ def train(args, tfrecords, seed, ranks, rule):
         return 0.0
     shutil.rmtree(path, ignore_errors=True)  # the study's own (refuse_foreign_runs checked), never user data
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_json(path + ".study.json", {"made_by": MARK})  # first: a stopped run stays the study's
+    write_run_note(path, {"made_by": MARK})  # first: a stopped run stays the study's
     cmd = ranks_command(ranks, [
         "-m", "chexnet.train", "--data-dir", tfrecords, "--runs-dir", os.path.dirname(path),
         "--run-name", os.path.basename(path), "--epochs", str(args.epochs), "--crop", str(args.crop),

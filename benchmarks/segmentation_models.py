@@ -49,9 +49,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import machine, ranks_command, sh, synthetic_data  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
+    machine, ranks_command, run_note, sh, synthetic_data, write_run_note)
 from runtime.errors import UserError  # noqa: E402
-from runtime.files import sha256_of, write_json  # noqa: E402
+from runtime.files import sha256_of  # noqa: E402
 from runtime.metrics import MetricsStream, read_events  # noqa: E402
 from training.card import code_version  # noqa: E402
 from training.manifest import Manifest  # noqa: E402
@@ -139,19 +140,10 @@ def claim_run(args, tfrecords, model):
     key = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
     run = os.path.join(args.workdir, "runs", f"{model}-{key}")
     marker = run + ".study.json"
-    if (os.path.lexists(run) or os.path.lexists(marker)) and read_marker(marker) != {"made_by": MARK,
-                                                                                    "fingerprint": fp}:
+    if (os.path.lexists(run) or os.path.lexists(marker)) and run_note(run) != {"made_by": MARK, "fingerprint": fp}:
         sys.exit(f"{run} exists but this study did not make it for these settings (no matching {marker}): it is "
                  f"left as it is; pass another --workdir, or move it away")
     return run, fp
-
-
-def read_marker(path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
 
 
 def events(run, event):
@@ -168,7 +160,7 @@ def train_and_grade(args, tfrecords, model, run, fp):
     trained = len(events(run, "epoch")) < args.epochs
     if trained:
         os.makedirs(os.path.dirname(run), exist_ok=True)
-        write_json(run + ".study.json", {"made_by": MARK, "fingerprint": fp})  # first: a stopped run stays the study's
+        write_run_note(run, {"made_by": MARK, "fingerprint": fp})  # first: a stopped run stays the study's
         sh(ranks_command(args.np, [
             "-m", "segmentation.train", *train_flags(args, model), "--data-dir", tfrecords,
             "--runs-dir", os.path.dirname(run), "--run-name", os.path.basename(run),

@@ -32,6 +32,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
     mpi_env, output_flags, ranks_command, sh, start_records, synthetic_data)
+
 VARIANTS = ("bare", "fit", "benchmark", "training")
 STAGES = {"chexnet": ("chestxray14", []), "segmentation": ("kvasir-seg", ["--split", "random"])}
 
