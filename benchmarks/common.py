@@ -119,6 +119,13 @@ def run_note(run):
         return None
 
 
+def refuse_unless_noted(path, note):
+    """A one-line exit where ``path`` exists without ``note`` beside it: a folder the study did not make."""
+    if os.path.lexists(path) and run_note(path) != note:
+        sys.exit(f"{path} exists but this study did not make it (no {path}.study.json): it is left as it is; "
+                 f"pass another --workdir, or move it away")
+
+
 def write_run_note(run, note):
     """``<run>.study.json``: ``note`` beside run folder ``run``, written before the study starts the run."""
     from runtime.files import write_json

@@ -29,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
-    mpi_env, output_flags, ranks_command, run_note, sh, start_records, study_records, synthetic_data, write_outputs,
-    write_run_note)
+    mpi_env, output_flags, ranks_command, refuse_unless_noted, sh, start_records, study_records, synthetic_data,
+    write_outputs, write_run_note)
 from runtime.metrics import read_events  # noqa: E402
 
 MARK = "benchmarks/lr_scaling.py"
@@ -81,21 +81,12 @@ def finished(path, epochs):
     return os.path.exists(metrics) and len(read_events(metrics, "epoch")) >= epochs
 
 
-def refuse_foreign_runs(args):
-    """One line, before any work, for a run folder in the study's place that the study did not make."""
-    for key in plan(args):
-        path = run_dir(args, *key)
-        if os.path.lexists(path) and run_note(path) != {"made_by": MARK}:
-            sys.exit(f"{path} exists but this study did not make it (no {path}.study.json): it is left as it is; "
-                     f"pass another --workdir, or move it away")
-
-
 def train(args, tfrecords, seed, ranks, rule):
     """One ``mpirun -np N python -m chexnet.train`` run; a half-finished folder of the study's is started afresh."""
     path = run_dir(args, seed, ranks, rule)
     if finished(path, args.epochs):
         return 0.0
-    shutil.rmtree(path, ignore_errors=True)  # the study's own (refuse_foreign_runs checked), never user data
+    shutil.rmtree(path, ignore_errors=True)  # the study's own (main refused any other), never user data
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_run_note(path, {"made_by": MARK})  # first: a stopped run stays the study's
     cmd = ranks_command(ranks, [
@@ -185,7 +176,8 @@ def write_tables(out):
 def main(argv=None):
     args = parse_args(argv)
     if not args.tables_only:
-        refuse_foreign_runs(args)
+        for key in plan(args):  # before any work: a folder in a run's place that the study did not make
+            refuse_unless_noted(run_dir(args, *key), {"made_by": MARK})
         os.makedirs(args.workdir, exist_ok=True)
         t0 = time.perf_counter()
         tfrecords = make_data(args)

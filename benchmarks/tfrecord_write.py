@@ -31,12 +31,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import (  # noqa: E402  (needs ROOT on sys.path)
-    output_flags, sh, start_records, study_records, synthetic_data, write_outputs)
+    output_flags, refuse_unless_noted, sh, start_records, study_records, synthetic_data, write_outputs,
+    write_run_note)
 from runtime.metrics import read_events  # noqa: E402
 
 
+MARK = "benchmarks/tfrecord_write.py"
+OUTPUTS = ("w1", "w2", "enc-png", "enc-jpeg", "enc-raw")  # the writer's output folders in the work folder
+
+
 def write_once(data_dir, out_dir, processes, encoding):
-    shutil.rmtree(out_dir, ignore_errors=True)  # the study's own output folder in its work folder
+    shutil.rmtree(out_dir, ignore_errors=True)  # the study's own (run_study refused any other)
+    write_run_note(out_dir, {"made_by": MARK})
     t0 = time.perf_counter()
     sh([sys.executable, "-m", "dataprep.chestxray14.tfrecords", "--data-dir", data_dir, "--out-dir", out_dir,
         "--processes", str(processes), "--encoding", encoding, "--images-per-shard", "100"], out_dir + ".log")
@@ -82,6 +88,8 @@ def read_speed(out_dir):
 
 
 def run_study(args):
+    for name in OUTPUTS if args.workdir else ():
+        refuse_unless_noted(os.path.join(args.workdir, name), {"made_by": MARK})
     work = args.workdir or tempfile.mkdtemp(prefix="bench-tfrecords-")
     t0 = time.perf_counter()
     data_dir = synthetic_data("chestxray14", os.path.join(work, "data"), args.images, source=1024)

@@ -40,3 +40,17 @@ def test_lr_scaling_refuses_a_run_folder_it_did_not_make_before_any_work(tmp_pat
         f"{theirs} exists but this study did not make it (no {theirs}.study.json): it is left as it is; pass "
         f"another --workdir, or move it away"]
     assert (theirs / "notes.txt").read_text() == "mine" and sorted(os.listdir(work)) == ["runs-100-e1"]
+
+
+def test_tfrecord_write_refuses_an_output_folder_it_did_not_make_before_any_work(tmp_path):
+    """The same for the writing study's output folders in a --workdir of the user's."""
+    work = tmp_path / "work"
+    theirs = work / "enc-png"
+    theirs.mkdir(parents=True)
+    (theirs / "train-00000.tfrecord").write_bytes(b"theirs")
+    proc = run_job([sys.executable, "benchmarks/tfrecord_write.py", "--images", "20", "--workdir", str(work),
+                    "--out", str(tmp_path / "tfr")], expect_rc=1, timeout=60)
+    assert proc.stderr.strip().splitlines() == [
+        f"{theirs} exists but this study did not make it (no {theirs}.study.json): it is left as it is; pass "
+        f"another --workdir, or move it away"]
+    assert (theirs / "train-00000.tfrecord").read_bytes() == b"theirs" and os.listdir(work) == ["enc-png"]
